@@ -1,0 +1,51 @@
+"""boto3 clients built once per process with our retry and pool settings.
+
+The endpoint comes from boto3's own configuration (`AWS_ENDPOINT_URL`,
+`AWS_ENDPOINT_URL_<SERVICE>`, profiles), so the same code talks to moto's server locally and
+to AWS in production.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from stream_processor.config import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kinesis import KinesisClient
+    from mypy_boto3_s3 import S3Client
+
+
+def client_config(settings: Settings) -> Config:
+    """botocore `Config`: retry mode and attempts from settings, a pool wide enough for
+    the concurrent state writes."""
+    return Config(
+        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},  # type: ignore[typeddict-item]
+        max_pool_connections=max(10, settings.state_write_concurrency),
+        connect_timeout=5,
+        read_timeout=30,
+        tcp_keepalive=True,
+    )
+
+
+def _client(service: str, settings: Settings, session: boto3.Session | None) -> Any:
+    return (session or boto3.Session()).client(service, config=client_config(settings))
+
+
+def dynamodb_client(settings: Settings, session: boto3.Session | None = None) -> DynamoDBClient:
+    client: DynamoDBClient = _client("dynamodb", settings, session)
+    return client
+
+
+def s3_client(settings: Settings, session: boto3.Session | None = None) -> S3Client:
+    client: S3Client = _client("s3", settings, session)
+    return client
+
+
+def kinesis_client(settings: Settings, session: boto3.Session | None = None) -> KinesisClient:
+    client: KinesisClient = _client("kinesis", settings, session)
+    return client

@@ -1,0 +1,84 @@
+"""One frozen settings object, built at the entry point and passed down.
+
+Only entry points (Lambda handler, CLI) read the environment; library code takes `Settings`.
+boto3 reads its own `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials)
+natively, so they are not duplicated here, except the retry settings that we must put into
+a botocore `Config` ourselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stream_processor.errors import ConfigError
+
+_RETRY_MODES = ("legacy", "standard", "adaptive")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the pipeline needs to know about where to write and how hard to try."""
+
+    task_state_table: str = "ECSTaskState"
+    container_instance_state_table: str = "ECSCtrInstanceState"
+    deployment_state_table: str = "ECSDeploymentState"
+    history_bucket: str = ""
+    history_prefix: str = "ecs-history/"
+    quarantine_prefix: str = "quarantine/"
+    state_write_concurrency: int = 16
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("task_state_table", "container_instance_state_table", "deployment_state_table"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must not be empty")
+        for name in ("history_prefix", "quarantine_prefix"):
+            value = getattr(self, name)
+            if value and not value.endswith("/"):
+                raise ConfigError(f"{name} must end with '/', got {value!r}")
+        if self.state_write_concurrency < 1:
+            raise ConfigError("STATE_WRITE_CONCURRENCY must be >= 1")
+        if self.retry_mode not in _RETRY_MODES:
+            raise ConfigError(f"AWS_RETRY_MODE must be one of {_RETRY_MODES}")
+        if self.max_attempts < 1:
+            raise ConfigError("AWS_MAX_ATTEMPTS must be >= 1")
+
+    def require_bucket(self) -> str:
+        """The history bucket, or a clear error when it was not configured."""
+        if not self.history_bucket:
+            raise ConfigError("HISTORY_BUCKET is not set: the history and quarantine need a bucket")
+        return self.history_bucket
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
+        """Build settings from environment variables; explicit overrides (CLI flags) win."""
+        values: dict[str, object] = {}
+        for field_name, env_name in ENV_NAMES.items():
+            if env_name in env and env[env_name] != "":
+                values[field_name] = env[env_name]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for int_field in ("state_write_concurrency", "max_attempts"):
+            if int_field in values:
+                try:
+                    values[int_field] = int(str(values[int_field]))
+                except ValueError:
+                    raise ConfigError(
+                        f"{ENV_NAMES[int_field]} must be an integer, got {values[int_field]!r}"
+                    ) from None
+        return cls(**values)  # type: ignore[arg-type]
+
+
+#: Settings field → environment variable. The infra template sets exactly these names.
+ENV_NAMES: dict[str, str] = {
+    "task_state_table": "TASK_STATE_TABLE",
+    "container_instance_state_table": "CONTAINER_INSTANCE_STATE_TABLE",
+    "deployment_state_table": "DEPLOYMENT_STATE_TABLE",
+    "history_bucket": "HISTORY_BUCKET",
+    "history_prefix": "HISTORY_PREFIX",
+    "quarantine_prefix": "QUARANTINE_PREFIX",
+    "state_write_concurrency": "STATE_WRITE_CONCURRENCY",
+    "retry_mode": "AWS_RETRY_MODE",
+    "max_attempts": "AWS_MAX_ATTEMPTS",
+}

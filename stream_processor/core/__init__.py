@@ -1,0 +1,1 @@
+"""Pure core: decoding, ordering, deduping and row/item building. No clients, no I/O."""

@@ -1,0 +1,247 @@
+"""Decode an EventBridge ECS event from a record payload, reading only what the pipeline needs.
+
+The envelope is decoded into a typed msgspec Struct; `detail` is kept as raw JSON bytes
+(`msgspec.Raw`), so unknown fields and numbers with fractions survive byte for byte into the
+history's `detail` column. Only the identity fields (key, version / updatedAt) and the few
+columns analysts query are decoded from it. The full detail is decoded again only for the
+batch's state winners (see `core.items`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from stream_processor.core.records import KinesisRecord, Rejected
+
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+Version = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Dataset(enum.Enum):
+    """The four kinds of ECS events we keep, named like their history datasets."""
+
+    TASK = "task_state_change"
+    CONTAINER_INSTANCE = "container_instance_state_change"
+    DEPLOYMENT = "deployment_state_change"
+    SERVICE_ACTION = "service_action"
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpec:
+    """How one detail type is keyed and ordered."""
+
+    dataset: Dataset
+    detail_type: str
+    key_field: str | None  # detail attribute holding the key; None = resources[0]
+    versioned: bool  # ordered by detail.version (else by detail.updatedAt, or history only)
+    has_state: bool
+
+
+SPECS: dict[Dataset, DatasetSpec] = {
+    Dataset.TASK: DatasetSpec(Dataset.TASK, "ECS Task State Change", "taskArn", True, True),
+    Dataset.CONTAINER_INSTANCE: DatasetSpec(
+        Dataset.CONTAINER_INSTANCE,
+        "ECS Container Instance State Change",
+        "containerInstanceArn",
+        True,
+        True,
+    ),
+    Dataset.DEPLOYMENT: DatasetSpec(
+        Dataset.DEPLOYMENT, "ECS Deployment State Change", "deploymentId", False, True
+    ),
+    Dataset.SERVICE_ACTION: DatasetSpec(
+        Dataset.SERVICE_ACTION, "ECS Service Action", None, False, False
+    ),
+}
+_BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values()}
+
+
+class _Envelope(msgspec.Struct):
+    id: NonEmptyStr
+    detail_type: str = msgspec.field(name="detail-type")
+    source: str
+    time: datetime
+    detail: msgspec.Raw
+    account: str = ""
+    region: str = ""
+    resources: list[Any] = []
+
+
+# Column fields are typed `Any` on purpose: a surprising type in a convenience column must
+# not quarantine an otherwise good event. Coercion to the column type happens in `core.rows`.
+class TaskDetail(msgspec.Struct, gc=False):
+    taskArn: NonEmptyStr
+    version: Version
+    clusterArn: Any = None
+    lastStatus: Any = None
+    desiredStatus: Any = None
+    launchType: Any = None
+    taskDefinitionArn: Any = None
+    group: Any = None
+    containerInstanceArn: Any = None
+    createdAt: Any = None
+    startedAt: Any = None
+    stoppingAt: Any = None
+    stoppedAt: Any = None
+    stopCode: Any = None
+    stoppedReason: Any = None
+    availabilityZone: Any = None
+    cpu: Any = None
+    memory: Any = None
+    updatedAt: Any = None
+
+
+class ContainerInstanceDetail(msgspec.Struct, gc=False):
+    containerInstanceArn: NonEmptyStr
+    version: Version
+    clusterArn: Any = None
+    status: Any = None
+    statusReason: Any = None
+    agentConnected: Any = None
+    agentUpdateStatus: Any = None
+    ec2InstanceId: Any = None
+    runningTasksCount: Any = None
+    pendingTasksCount: Any = None
+    registeredAt: Any = None
+    updatedAt: Any = None
+
+
+class DeploymentDetail(msgspec.Struct, gc=False):
+    deploymentId: NonEmptyStr
+    updatedAt: datetime
+    eventType: Any = None
+    eventName: Any = None
+    reason: Any = None
+
+
+class ServiceActionDetail(msgspec.Struct, gc=False):
+    eventType: Any = None
+    eventName: Any = None
+    clusterArn: Any = None
+    reason: Any = None
+    createdAt: Any = None
+
+
+Detail = TaskDetail | ContainerInstanceDetail | DeploymentDetail | ServiceActionDetail
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_DETAIL_DECODERS: dict[Dataset, msgspec.json.Decoder[Any]] = {
+    Dataset.TASK: msgspec.json.Decoder(TaskDetail),
+    Dataset.CONTAINER_INSTANCE: msgspec.json.Decoder(ContainerInstanceDetail),
+    Dataset.DEPLOYMENT: msgspec.json.Decoder(DeploymentDetail),
+    Dataset.SERVICE_ACTION: msgspec.json.Decoder(ServiceActionDetail),
+}
+
+
+class EcsEvent(msgspec.Struct, frozen=True, gc=False):
+    """A decoded ECS event and the record it came from.
+
+    `primary` is what orders events of one key: `detail.version` for tasks and container
+    instances, `detail.updatedAt` in microseconds for deployments, 0 for service actions.
+    """
+
+    dataset: Dataset
+    key: str
+    version: int | None
+    primary: int
+    event_id: str
+    event_time: datetime
+    time_us: int
+    detail_type: str
+    account: str
+    region: str
+    detail_raw: bytes
+    detail: Detail
+    record: KinesisRecord
+    subject_arn: str | None = None  # resources[0] of the envelope, when it is a string
+
+    def order(self) -> str:
+        """The total order of events that share a key, as a string compared byte-wise.
+
+        Higher wins: primary (version / updatedAt), then event time, then event id, then a
+        digest of the detail bytes so that even two different payloads sharing all of those
+        resolve the same way in every batch and every writer. DynamoDB compares strings by
+        their UTF-8 bytes and Python compares code points, which agree, so the condition
+        expression and the in-batch reduce apply the same rule.
+        """
+        digest = hashlib.blake2b(self.detail_raw, digest_size=8).hexdigest()
+        return f"{self.primary:020d}.{self.time_us:020d}.{self.event_id}.{digest}"
+
+
+def micros_since_epoch(moment: datetime) -> int:
+    """Whole microseconds since the Unix epoch, in integer arithmetic (no float rounding)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _reason(prefix: str, exc: Exception) -> str:
+    return f"{prefix}: {str(exc)[:200]}"
+
+
+def decode_event(record: KinesisRecord) -> EcsEvent | Rejected:
+    """Decode one record's payload; anything unusable becomes a `Rejected` with a reason."""
+    try:
+        env = _ENVELOPE.decode(record.data)
+    except msgspec.ValidationError as exc:
+        return Rejected.of(record, _reason("invalid event envelope", exc))
+    except msgspec.DecodeError as exc:
+        return Rejected.of(record, _reason("payload is not JSON", exc))
+    if env.source != "aws.ecs":
+        return Rejected.of(record, f"unsupported source {_short(env.source)}")
+    spec = _BY_DETAIL_TYPE.get(env.detail_type)
+    if spec is None:
+        return Rejected.of(record, f"unsupported detail-type {_short(env.detail_type)}")
+    if env.time.tzinfo is None or env.time < _EPOCH:
+        return Rejected.of(record, "event time must be a UTC instant after 1970-01-01")
+    detail_raw = bytes(env.detail)
+    try:
+        detail = _DETAIL_DECODERS[spec.dataset].decode(detail_raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return Rejected.of(record, _reason("invalid detail", exc).replace("`$", "`$.detail", 1))
+
+    first = env.resources[0] if env.resources else None
+    subject_arn = first if isinstance(first, str) and first else None
+    version: int | None = None
+    if isinstance(detail, TaskDetail):
+        key, version, primary = detail.taskArn, detail.version, detail.version
+    elif isinstance(detail, ContainerInstanceDetail):
+        key, version = detail.containerInstanceArn, detail.version
+        primary = version
+    elif isinstance(detail, DeploymentDetail):
+        if detail.updatedAt.tzinfo is None or detail.updatedAt < _EPOCH:
+            return Rejected.of(record, "detail.updatedAt must be a UTC instant after 1970-01-01")
+        key, primary = detail.deploymentId, micros_since_epoch(detail.updatedAt)
+    elif subject_arn is None:
+        return Rejected.of(record, "service action without a resources[0] ARN")
+    else:
+        key, primary = subject_arn, 0
+
+    return EcsEvent(
+        dataset=spec.dataset,
+        key=key,
+        version=version,
+        primary=primary,
+        event_id=env.id,
+        event_time=env.time,
+        time_us=micros_since_epoch(env.time),
+        detail_type=env.detail_type,
+        account=env.account,
+        region=env.region,
+        detail_raw=detail_raw,
+        detail=detail,
+        record=record,
+        subject_arn=subject_arn,
+    )

@@ -1,0 +1,153 @@
+"""Build DynamoDB state items (low-level AttributeValue form) from winning events.
+
+We write through the low-level client with `{"N": "<text>"}` numbers, so JSON numbers with
+fractions (`doubleValue: 0.0` in ECS resource lists) go in exactly as written, which is where
+AWS's reference Lambda raises `TypeError: Float types are not supported` from boto3's
+resource layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from stream_processor.core.events import SPECS, EcsEvent
+
+#: DynamoDB's item size limit, and the size above which we compute sizes exactly.
+MAX_ITEM_BYTES = 400 * 1024
+_EXACT_SIZE_ABOVE = 300 * 1024
+
+#: Metadata attribute names. The leading underscore keeps them clear of ECS's camelCase
+#: detail attributes, present and future.
+EVENT_ID = "_eventId"
+EVENT_TIME = "_eventTime"
+SHARD_ID = "_shardId"
+SEQUENCE_NUMBER = "_sequenceNumber"
+SUB_SEQUENCE_NUMBER = "_subSequenceNumber"
+INGESTED_AT = "_ingestedAt"
+ORDER = "_order"
+OVERSIZED = "_oversized"
+SNAPSHOT = "_snapshot"
+
+#: Status attributes kept on an item that had to be cut to fit DynamoDB's limit.
+_KEPT_WHEN_OVERSIZED = (
+    "version", "lastStatus", "desiredStatus", "status", "agentConnected",
+    "clusterArn", "updatedAt", "stopCode", "eventName", "eventType",
+)
+
+_METADATA = (EVENT_ID, EVENT_TIME, SHARD_ID, SEQUENCE_NUMBER, SUB_SEQUENCE_NUMBER, INGESTED_AT,
+             ORDER)
+
+_DETAIL = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
+
+AttributeValue = dict[str, Any]
+Item = dict[str, AttributeValue]
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """One version-guarded write: the item and what guards it."""
+
+    event: EcsEvent
+    key_attribute: str
+    item: Item
+    order: str
+    oversized: bool
+
+
+def _number_text(value: int | Decimal) -> str | None:
+    """The text of a number DynamoDB can hold (38 significant digits, 1E-130..9.99E+125)."""
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**38 else None
+    if not value.is_finite():
+        return None
+    if value != 0:
+        significant = "".join(map(str, value.as_tuple().digits)).strip("0")
+        adjusted = value.adjusted()
+        if len(significant) > 38 or adjusted > 125 or adjusted < -130:
+            return None
+    return str(value)
+
+
+def to_attribute(value: Any) -> AttributeValue:
+    """Convert a JSON-decoded value to a DynamoDB AttributeValue.
+
+    Numbers DynamoDB cannot represent (over 38 significant digits, or out of range) are kept
+    as their exact text in a string attribute rather than failing the whole batch.
+    """
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | Decimal):
+        text = _number_text(value)
+        return {"N": text} if text is not None else {"S": str(value)}
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, list):
+        return {"L": [to_attribute(v) for v in value]}
+    if isinstance(value, dict):
+        return {"M": {k: to_attribute(v) for k, v in value.items()}}
+    raise TypeError(f"unexpected JSON value of type {type(value).__name__}")
+
+
+def attribute_size(name: str, value: AttributeValue) -> int:
+    """DynamoDB's item size accounting for one attribute (name + value), in bytes."""
+    return len(name.encode()) + _value_size(value)
+
+
+def _value_size(value: AttributeValue) -> int:
+    (kind, inner), = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        return (len(inner.lstrip("-").replace(".", "").lstrip("0")) + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + _value_size(v) for v in inner)
+    if kind == "M":
+        return 3 + sum(1 + attribute_size(k, v) for k, v in inner.items())
+    raise ValueError(f"unsized attribute kind {kind}")
+
+
+def item_size(item: Item) -> int:
+    """Exact-enough DynamoDB size of an item, to decide whether it fits under 400 KB."""
+    return sum(attribute_size(k, v) for k, v in item.items())
+
+
+def build_state_write(event: EcsEvent, *, ingested_at: str, snapshot_uri: str) -> StateWrite:
+    """The item for a state winner: every detail attribute plus lineage metadata.
+
+    When the item would exceed DynamoDB's 400 KB limit it still gets stored, cut down to its
+    key, version and status attributes plus `_snapshot`, the S3 URI of the Parquet object that
+    holds the full row; `_oversized` marks it.
+    """
+    spec = SPECS[event.dataset]
+    assert spec.key_field is not None, "only datasets with state get items"
+    detail = _DETAIL.decode(event.detail_raw)
+    item: Item = {name: to_attribute(value) for name, value in detail.items()}
+    order = event.order()
+    record = event.record
+    item.update(
+        {
+            EVENT_ID: {"S": event.event_id},
+            EVENT_TIME: {"S": event.event_time.isoformat().replace("+00:00", "Z")},
+            SHARD_ID: {"S": record.shard_id},
+            SEQUENCE_NUMBER: {"S": record.sequence_number},
+            SUB_SEQUENCE_NUMBER: {"N": str(record.sub_sequence_number)},
+            INGESTED_AT: {"S": ingested_at},
+            ORDER: {"S": order},
+        }
+    )
+    oversized = False
+    if len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES:
+        oversized = True
+        kept = {spec.key_field, *_KEPT_WHEN_OVERSIZED, *_METADATA}
+        item = {name: value for name, value in item.items() if name in kept}
+        item[OVERSIZED] = {"BOOL": True}
+        item[SNAPSHOT] = {"S": snapshot_uri}
+    return StateWrite(event, spec.key_field, item, order, oversized)

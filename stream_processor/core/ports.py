@@ -1,0 +1,46 @@
+"""The small protocols the pipeline writes through. Adapters implement them for AWS;
+`stream_processor.testing` ships in-memory doubles with the same semantics.
+
+Sinks follow one shape: `add` only buffers, `flush` writes everything buffered and clears
+the buffer whether or not the write succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from stream_processor.core.history import HistoryObject
+from stream_processor.core.items import StateWrite
+
+
+@dataclass(slots=True)
+class StateReport:
+    """What became of a flush of state writes."""
+
+    written: list[StateWrite] = field(default_factory=list)
+    stale: list[StateWrite] = field(default_factory=list)
+    #: Writes DynamoDB refused for good (e.g. a `ValidationException`): retrying cannot help.
+    rejected: list[tuple[StateWrite, str]] = field(default_factory=list)
+    #: Writes that failed after retries (throttling, 5xx, missing table): retry the batch.
+    failed: list[tuple[StateWrite, str]] = field(default_factory=list)
+
+
+class StateSink(Protocol):
+    def add(self, write: StateWrite) -> None: ...
+
+    def flush(self) -> StateReport: ...
+
+
+class HistorySink(Protocol):
+    def add(self, obj: HistoryObject) -> None: ...
+
+    def flush(self) -> None:
+        """Write every buffered object; raise `HistoryWriteError` if any could not be."""
+
+
+class QuarantineSink(Protocol):
+    def add(self, key: str, body: bytes) -> None: ...
+
+    def flush(self) -> None:
+        """Write every buffered file; raise `HistoryWriteError` if any could not be."""

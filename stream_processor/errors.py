@@ -1,0 +1,34 @@
+"""The one exception hierarchy of the package.
+
+Bad *records* are never exceptions: they are values (`core.records.Rejected`) routed to
+quarantine. Exceptions are for sinks and configuration, and adapters translate botocore
+error codes into these types so callers never branch on botocore strings.
+"""
+
+
+class StreamProcessorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(StreamProcessorError):
+    """The settings given at the entry point are missing or invalid."""
+
+
+class SinkError(StreamProcessorError):
+    """A sink could not make a batch durable after botocore's retries."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class HistoryWriteError(SinkError):
+    """Writing a history or quarantine object to S3 failed."""
+
+
+class StateWriteError(SinkError):
+    """A conditional state write to DynamoDB failed for a reason other than staleness."""
+
+
+class SetupError(StreamProcessorError):
+    """Creating the stream, tables or bucket failed."""

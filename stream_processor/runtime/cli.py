@@ -1,0 +1,100 @@
+"""The `stream-processor` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import boto3
+
+from stream_processor.config import Settings
+from stream_processor.errors import StreamProcessorError
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="stream-processor",
+        description="Current state and full history of an ECS fleet from its event stream.",
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="log every batch")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="run the whole pipeline on an embedded local AWS and verify it"
+    )
+    demo.add_argument("--tasks", type=_positive, default=200, help="tasks to simulate (200)")
+    demo.add_argument("--shards", type=_positive, default=4, help="Kinesis shards (4)")
+    demo.add_argument("--duplicate-rate", type=_rate, default=0.1,
+                      help="fraction of events delivered twice (0.1)")
+    demo.add_argument("--reorder-rate", type=_rate, default=0.2,
+                      help="fraction of events delivered out of order (0.2)")
+    demo.add_argument("--batch-size", type=_positive, default=100,
+                      help="records per micro-batch (100)")
+    demo.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
+    demo.add_argument("--json", action="store_true",
+                      help="progress on stderr; last stdout line is one JSON summary")
+
+    setup = sub.add_parser(
+        "setup", help="create the stream, state tables and bucket (idempotent)"
+    )
+    setup.add_argument("--stream", required=True, help="Kinesis stream name")
+    setup.add_argument("--shards", type=_positive, default=1, help="shard count (1)")
+    setup.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, build settings from the environment, run the command."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            from stream_processor.runtime.demo import DemoOptions, main_demo
+
+            options = DemoOptions(
+                tasks=args.tasks,
+                shards=args.shards,
+                duplicate_rate=args.duplicate_rate,
+                reorder_rate=args.reorder_rate,
+                batch_size=args.batch_size,
+                seed=args.seed,
+            )
+            return main_demo(options, as_json=args.json)
+        if args.command == "setup":
+            from stream_processor.runtime.setup import ensure_all
+
+            settings = Settings.from_env(os.environ, history_bucket=args.bucket)
+            region = boto3.Session().region_name or "us-east-1"
+            created = ensure_all(settings, stream=args.stream, shards=args.shards, region=region)
+            print(json.dumps(created))
+            return 0
+    except StreamProcessorError as exc:
+        print(f"stream-processor: error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""`stream-processor demo`: the whole pipeline on an embedded local AWS (moto's server).
+
+Simulate a fleet, put its events to Kinesis as EventBridge would (partition key = resource
+key, duplicated and reordered), drain every shard through the same pipeline the Lambda
+handler runs, then check DynamoDB and the Parquet history against the simulator's truth.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import msgspec
+import pyarrow.parquet as pq
+
+from stream_processor.adapters.clients import dynamodb_client, kinesis_client, s3_client
+from stream_processor.adapters.kinesis_stream import KinesisPublisher, KinesisShardReader
+from stream_processor.config import Settings
+from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.records import from_get_records
+from stream_processor.runtime.setup import ensure_all
+from stream_processor.runtime.wiring import build_pipeline, state_tables
+from stream_processor.simulation import deliver, partition_key, simulate_fleet
+
+#: Records that are not ECS events at all; the demo expects each one quarantined.
+JUNK_RECORDS: tuple[tuple[str, bytes], ...] = (
+    ("junk-1", b"Hello, this is a test."),
+    ("junk-2", b'{"message": "test message", "username": "test"}'),
+    ("junk-3", b'{"version":"0","id":"x","detail-type":"ECS Task State Change","source":"aws.ecs",'
+               b'"time":"2026-01-01T00:00:00Z","detail":{"taskArn":"arn:aws:ecs:t/1"}}'),
+)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    tasks: int = 200
+    shards: int = 4
+    duplicate_rate: float = 0.1
+    reorder_rate: float = 0.2
+    batch_size: int = 100
+    seed: int = 7
+    stream: str = "ecs-events-demo"
+    bucket: str = "stream-processor-demo"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def local_aws() -> Iterator[str]:
+    """Start moto's server on 127.0.0.1 (free port) and point boto3 at it via its own
+    `AWS_ENDPOINT_URL`, with throwaway credentials."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in _LOCAL_ENV}
+    os.environ.update(_LOCAL_ENV, AWS_ENDPOINT_URL=endpoint)
+    try:
+        yield endpoint
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+_LOCAL_ENV = {
+    "AWS_ENDPOINT_URL": "",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+class Progress:
+    """One status line on a terminal (rewritten in place), plain lines otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._tty = out.isatty()
+
+    def step(self, text: str) -> None:
+        if self._tty:
+            self._out.write("\r\x1b[2K" + text)
+        else:
+            self._out.write(text + "\n")
+        self._out.flush()
+
+    def done(self, text: str) -> None:
+        self.step(text)
+        if self._tty:
+            self._out.write("\n")
+
+
+def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) -> dict[str, Any]:
+    """Run the demo against whatever endpoint boto3 is configured for; return the summary."""
+    started = time.perf_counter()
+    ensure_all(settings, stream=options.stream, shards=options.shards, region="us-east-1")
+
+    fleet = simulate_fleet(options.tasks, seed=options.seed)
+    delivered, duplicates = deliver(
+        fleet.events,
+        duplicate_rate=options.duplicate_rate,
+        reorder_rate=options.reorder_rate,
+        seed=options.seed,
+    )
+    records = [(partition_key(e), msgspec.json.encode(e)) for e in delivered]
+    # Junk goes in the middle of the stream, where it must not stop anything after it.
+    middle = len(records) // 2
+    records[middle:middle] = list(JUNK_RECORDS)
+    progress.done(
+        f"simulated {len(fleet.events)} events for {options.tasks} tasks; delivering "
+        f"{len(records)} records ({duplicates} duplicates, {len(JUNK_RECORDS)} junk) "
+        f"to {options.shards} shards"
+    )
+    KinesisPublisher(kinesis_client(settings), options.stream).put(records)
+
+    runtime = build_pipeline(settings)
+    reader = KinesisShardReader(kinesis_client(settings), options.stream)
+    totals = {"batches": 0, "records": 0, "stale": 0, "quarantined": 0, "failed": 0}
+    consume_started = time.perf_counter()
+    try:
+        for shard_id in reader.shard_ids():
+            for page in reader.batches(shard_id, limit=options.batch_size):
+                outcome = runtime.pipeline.process(from_get_records(shard_id, page))
+                if outcome.failed_from is not None:
+                    totals["failed"] += 1
+                totals["batches"] += 1
+                totals["records"] += outcome.records_in
+                totals["stale"] += outcome.state_stale
+                totals["quarantined"] += outcome.quarantined
+                progress.step(
+                    f"consumed {totals['records']}/{len(records)} records in "
+                    f"{totals['batches']} batches ({shard_id})"
+                )
+    finally:
+        runtime.close()
+    consume_s = time.perf_counter() - consume_started
+    progress.done(f"consumed {totals['records']} records in {totals['batches']} batches "
+                  f"in {consume_s:.1f}s")
+
+    state_items, mismatches = _verify_state(settings, fleet.final)
+    found = _history_rows(settings)
+    missing = fleet.history - found
+    unexpected = found - fleet.history
+    quarantined = _quarantine_lines(settings)
+    elapsed = time.perf_counter() - started
+    return {
+        "events_emitted": len(fleet.events),
+        "records_delivered": len(records),
+        "duplicates_delivered": duplicates,
+        "junk_delivered": len(JUNK_RECORDS),
+        "batches": totals["batches"],
+        "batches_failed": totals["failed"],
+        "stale_writes": totals["stale"],
+        "state_items": state_items,
+        "state_mismatches": mismatches,
+        "history_rows": len(found),
+        "history_missing": len(missing),
+        "history_unexpected": len(unexpected),
+        "quarantined": quarantined,
+        "elapsed_s": round(elapsed, 3),
+        "events_per_s": round(totals["records"] / consume_s, 1) if consume_s else 0.0,
+    }
+
+
+def demo_ok(summary: dict[str, Any]) -> bool:
+    """The demo passes when the replica equals the truth and only the junk was quarantined."""
+    return (
+        summary["state_mismatches"] == 0
+        and summary["history_missing"] == 0
+        and summary["history_unexpected"] == 0
+        and summary["quarantined"] == summary["junk_delivered"]
+        and summary["batches_failed"] == 0
+    )
+
+
+def _scan(settings: Settings, table: str) -> Iterator[dict[str, Any]]:
+    paginator = dynamodb_client(settings).get_paginator("scan")
+    for page in paginator.paginate(TableName=table):
+        yield from page.get("Items", [])
+
+
+def _verify_state(
+    settings: Settings, truth: dict[tuple[str, str], dict[str, Any]]
+) -> tuple[int, int]:
+    """Count items and mismatches (missing, extra, or not the truth's last event)."""
+    items = 0
+    mismatches = 0
+    seen: set[tuple[str, str]] = set()
+    for dataset, table in state_tables(settings).items():
+        key_field = SPECS[dataset].key_field
+        assert key_field is not None
+        for item in _scan(settings, table):
+            items += 1
+            key = (dataset.value, item[key_field]["S"])
+            seen.add(key)
+            expected = truth.get(key)
+            if expected is None or item.get("_eventId", {}).get("S") != expected["id"]:
+                mismatches += 1
+    mismatches += len(set(truth) - seen)
+    return items, mismatches
+
+
+def _history_rows(settings: Settings) -> set[tuple[str, str, int | str]]:
+    s3 = s3_client(settings)
+    found: set[tuple[str, str, int | str]] = set()
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=settings.history_bucket, Prefix=settings.history_prefix):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
+            table = pq.read_table(io.BytesIO(body), columns=["resource_arn", "version", "event_id"])
+            dataset = obj["Key"][len(settings.history_prefix) :].split("/", 1)[0]
+            versioned = SPECS[Dataset(dataset)].versioned
+            for arn, version, event_id in zip(
+                table["resource_arn"].to_pylist(),
+                table["version"].to_pylist(),
+                table["event_id"].to_pylist(),
+                strict=True,
+            ):
+                found.add((dataset, arn, version) if versioned else (dataset, event_id, ""))
+    return found
+
+
+def _quarantine_lines(settings: Settings) -> int:
+    s3 = s3_client(settings)
+    lines = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(
+        Bucket=settings.history_bucket, Prefix=settings.quarantine_prefix
+    ):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
+            lines += body.count(b"\n")
+    return lines
+
+
+def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    """A readable summary for people."""
+    ok = demo_ok(summary)
+    rows = [
+        ("events emitted", summary["events_emitted"]),
+        ("records delivered", f"{summary['records_delivered']} "
+         f"({summary['duplicates_delivered']} duplicates, {summary['junk_delivered']} junk)"),
+        ("batches", summary["batches"]),
+        ("stale writes rejected", summary["stale_writes"]),
+        ("state items", f"{summary['state_items']} ({summary['state_mismatches']} mismatches)"),
+        ("history rows", f"{summary['history_rows']} ({summary['history_missing']} missing, "
+         f"{summary['history_unexpected']} unexpected)"),
+        ("quarantined", summary["quarantined"]),
+        ("throughput", f"{summary['events_per_s']} records/s on the local endpoint"),
+        ("elapsed", f"{summary['elapsed_s']} s"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        out.write(f"  {label:<{width}}  {value}\n")
+    out.write("OK: state and history match the simulated fleet\n" if ok
+              else "MISMATCH: see the counts above\n")
+
+
+def main_demo(options: DemoOptions, *, as_json: bool) -> int:
+    """Entry for the CLI: embedded AWS, run, print, exit status."""
+    progress = Progress(sys.stderr if as_json else sys.stdout)
+    with local_aws() as endpoint:
+        progress.done(f"local AWS (moto server) at {endpoint}")
+        settings = Settings.from_env(os.environ, history_bucket=options.bucket)
+        summary = run_demo(options, settings, progress=progress)
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        print_summary(summary)
+    return 0 if demo_ok(summary) else 1

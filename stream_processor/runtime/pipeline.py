@@ -1,0 +1,192 @@
+"""One micro-batch from records to durable state and history.
+
+Order of effects, and why:
+  1. Reduce the batch (pure): decode, dedupe, pick state winners and history rows.
+  2. Write the history objects and the quarantine file to S3. Keys come from the input,
+     so a retry overwrites. If this fails, nothing of the batch counts as processed.
+  3. Write the state, one version-guarded conditional put per key, concurrently. A failed
+     condition is a stale event (fine); a write DynamoDB refuses for good is quarantined
+     (step 3b) instead of blocking the shard forever.
+  4. Report the lowest sequence number not fully processed (`failed_from`). The caller may
+     checkpoint / acknowledge only what lies before it. Everything is idempotent, so
+     re-processing from there is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from stream_processor.config import Settings
+from stream_processor.core.history import (
+    build_history,
+    event_date,
+    history_object_key,
+    quarantine_lines,
+    quarantine_object_key,
+)
+from stream_processor.core.items import build_state_write
+from stream_processor.core.ports import HistorySink, QuarantineSink, StateSink
+from stream_processor.core.records import Received, Rejected
+from stream_processor.core.reduce import reduce_batch
+from stream_processor.errors import SinkError
+
+log = logging.getLogger("stream_processor.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """Counts for one batch, and where to resume if it was not fully processed."""
+
+    shard_id: str
+    records_in: int
+    events_decoded: int
+    duplicates: int
+    collisions: int
+    quarantined: int
+    history_rows: int
+    history_objects: int
+    state_written: int
+    state_stale: int
+    state_failed: int
+    oversized: int
+    #: Lowest sequence number not fully processed; None when the whole batch is durable.
+    failed_from: str | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+    def as_log(self) -> dict[str, object]:
+        """Counts and reasons only: never payloads (task overrides can carry secrets)."""
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Pipeline:
+    """Runs micro-batches through the core and the three sinks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: StateSink,
+        history: HistorySink,
+        quarantine: QuarantineSink,
+        clock: Callable[[], str] = _utc_now,
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._history = history
+        self._quarantine = quarantine
+        self._clock = clock
+
+    def process(self, records: Sequence[Received]) -> BatchOutcome:
+        """Process one batch of one shard's records; see the module docstring for the order."""
+        started = time.perf_counter()
+        settings = self._settings
+        # 1. Reduce.
+        plan = reduce_batch(records)
+        shard, first, last = plan.shard_id, plan.first_sequence, plan.last_sequence
+        counts: dict[str, object] = {
+            "shard_id": shard,
+            "records_in": plan.records_in,
+            "events_decoded": plan.events_decoded,
+            "duplicates": plan.duplicates,
+            "collisions": plan.collisions,
+            "quarantined": len(plan.rejected),
+            "history_rows": len(plan.history),
+        }
+        objects = build_history(
+            plan.history, prefix=settings.history_prefix, shard_id=shard, first=first, last=last
+        )
+        counts["history_objects"] = len(objects)
+
+        # 2. History and quarantine.
+        try:
+            for obj in objects:
+                self._history.add(obj)
+            self._history.flush()
+            if plan.rejected:
+                key = quarantine_object_key(settings.quarantine_prefix, shard, first, last)
+                self._quarantine.add(key, quarantine_lines(plan.rejected))
+                self._quarantine.flush()
+        except SinkError as exc:
+            return self._done(counts, started, failed_from=first, error=str(exc))
+
+        # 3. State.
+        ingested_at = self._clock()
+        oversized = 0
+        for event in plan.state:
+            day = event_date(event)
+            key = history_object_key(settings.history_prefix, event.dataset, day, shard, first, last)
+            write = build_state_write(
+                event, ingested_at=ingested_at, snapshot_uri=f"s3://{settings.history_bucket}/{key}"
+            )
+            oversized += write.oversized
+            self._state.add(write)
+        report = self._state.flush()
+        counts.update(
+            state_written=len(report.written),
+            state_stale=len(report.stale),
+            state_failed=len(report.failed),
+            oversized=oversized,
+        )
+
+        # 3b. Quarantine what DynamoDB refused for good, so the shard keeps moving.
+        failed = [w for w, _ in report.failed]
+        if report.rejected:
+            refused = [
+                Rejected.of(w.event.record, f"state item refused by DynamoDB: {reason}")
+                for w, reason in report.rejected
+            ]
+            counts["quarantined"] = len(plan.rejected) + len(refused)
+            try:
+                key = quarantine_object_key(
+                    settings.quarantine_prefix, shard, first, last, suffix="-state"
+                )
+                self._quarantine.add(key, quarantine_lines(refused))
+                self._quarantine.flush()
+            except SinkError as exc:
+                failed.extend(w for w, _ in report.rejected)
+                counts["error"] = str(exc)
+
+        # 4. Where to resume.
+        if failed:
+            lowest = min(failed, key=lambda w: w.event.record.position)
+            reasons = sorted({reason for _, reason in report.failed})
+            error = counts.pop("error", None) or "; ".join(reasons)[:500]
+            return self._done(
+                counts, started, failed_from=lowest.event.record.sequence_number, error=str(error)
+            )
+        return self._done(counts, started)
+
+    def _done(
+        self,
+        counts: dict[str, object],
+        started: float,
+        *,
+        failed_from: str | None = None,
+        error: str | None = None,
+    ) -> BatchOutcome:
+        counts.pop("error", None)
+        outcome = BatchOutcome(
+            **counts,  # type: ignore[arg-type]
+            **{
+                k: 0
+                for k in ("history_objects", "state_written", "state_stale", "state_failed", "oversized")
+                if k not in counts
+            },
+            failed_from=failed_from,
+            error=error,
+            elapsed_s=round(time.perf_counter() - started, 6),
+        )
+        if error:
+            log.warning("batch not fully processed", extra={"batch": outcome.as_log()})
+        else:
+            log.info("batch processed", extra={"batch": outcome.as_log()})
+        return outcome

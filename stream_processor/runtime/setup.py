@@ -1,0 +1,23 @@
+"""`stream-processor setup`: the stream, the state tables and the bucket, idempotently."""
+
+from __future__ import annotations
+
+from stream_processor.adapters.clients import dynamodb_client, kinesis_client, s3_client
+from stream_processor.adapters.provisioning import ensure_bucket, ensure_stream, ensure_table
+from stream_processor.config import Settings
+from stream_processor.core.events import SPECS
+from stream_processor.runtime.wiring import state_tables
+
+
+def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> dict[str, object]:
+    """Create whatever is missing; return what exists now."""
+    stream_arn = ensure_stream(kinesis_client(settings), stream, shards)
+    ddb = dynamodb_client(settings)
+    tables = state_tables(settings)
+    for dataset, table in tables.items():
+        key_field = SPECS[dataset].key_field
+        assert key_field is not None
+        ensure_table(ddb, table, key_field)
+    bucket = settings.require_bucket()
+    ensure_bucket(s3_client(settings), bucket, region)
+    return {"stream": stream_arn, "tables": sorted(tables.values()), "bucket": bucket}

@@ -1,0 +1,251 @@
+"""A deterministic ECS fleet simulator: the demo's event source and its ground truth.
+
+Tasks walk PROVISIONING → … → STOPPED with increasing versions, container instances change
+as tasks are placed and stopped (their resource lists carry `doubleValue: 0.0`, the float
+shape that breaks naive writers), and a service goes through one deployment. `deliver`
+then duplicates and reorders the events as EventBridge's at-least-once delivery may.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+TASK_STATUSES = (
+    "PROVISIONING", "PENDING", "ACTIVATING", "RUNNING",
+    "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED",
+)
+ACCOUNT = "111122223333"
+REGION = "us-east-1"
+_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
+CPU_UNITS, MEMORY_MIB = 4096, 16384
+
+
+@dataclass
+class Fleet:
+    """Events in the order they happened, and what the replica must end up holding."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: (dataset, key) → the last event of that key.
+    final: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: Distinct history rows: (dataset, key, version) or (dataset, event id, "").
+    history: set[tuple[str, str, int | str]] = field(default_factory=set)
+
+
+def partition_key(event: dict[str, Any]) -> str:
+    """The partition key EventBridge's Kinesis target would use: the resource key."""
+    detail = event["detail"]
+    return str(
+        detail.get("taskArn")
+        or detail.get("containerInstanceArn")
+        or detail.get("deploymentId")
+        or event["resources"][0]
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _resources(cpu: int, memory: int) -> list[dict[str, Any]]:
+    return [
+        {"name": "CPU", "type": "INTEGER", "doubleValue": 0.0, "longValue": 0, "integerValue": cpu},
+        {"name": "MEMORY", "type": "INTEGER", "doubleValue": 0.0, "longValue": 0,
+         "integerValue": memory},
+        {"name": "PORTS", "type": "STRINGSET", "doubleValue": 0.0, "longValue": 0,
+         "integerValue": 0, "stringSetValue": ["22", "2376", "51678"]},
+    ]
+
+
+class _Builder:
+    def __init__(self, rng: random.Random, cluster: str) -> None:
+        self.rng = rng
+        self.cluster = cluster
+        self.timed: list[tuple[datetime, int, dict[str, Any]]] = []
+        self._seq = 0
+
+    def uid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def emit(self, at: datetime, detail_type: str, resource: str, detail: dict[str, Any]) -> None:
+        self._seq += 1
+        event = {
+            "version": "0",
+            "id": self.uid(),
+            "detail-type": detail_type,
+            "source": "aws.ecs",
+            "account": ACCOUNT,
+            "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [resource],
+            "detail": detail,
+        }
+        self.timed.append((at, self._seq, event))
+
+
+def _task_detail(
+    b: _Builder, arn: str, ci: str | None, status: str, version: int, at: datetime,
+    created: datetime, family: str,
+) -> dict[str, Any]:
+    stopped = TASK_STATUSES.index(status) >= TASK_STATUSES.index("DEACTIVATING")
+    detail: dict[str, Any] = {
+        "attachments": [{
+            "id": arn[-36:], "type": "eni", "status": "ATTACHED",
+            "details": [
+                {"name": "subnetId", "value": "subnet-abcd1234"},
+                {"name": "networkInterfaceId", "value": "eni-" + arn[-12:]},
+                {"name": "privateIPv4Address", "value": "10.0.%d.%d" % (version, len(arn) % 250)},
+            ],
+        }],
+        "availabilityZone": f"{REGION}{'abc'[len(arn) % 3]}",
+        "clusterArn": b.cluster,
+        "containers": [{
+            "containerArn": f"{_ARN}:container/{arn[-36:]}",
+            "lastStatus": status if status in ("PENDING", "RUNNING", "STOPPED") else "PENDING",
+            "name": "app",
+            "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{family}:latest",
+            "taskArn": arn,
+            "networkInterfaces": [{"attachmentId": arn[-36:], "privateIpv4Address": "10.0.0.1"}],
+            "cpu": "0",
+        }],
+        "createdAt": _iso(created),
+        "launchType": "EC2" if ci else "FARGATE",
+        "cpu": "256",
+        "memory": "512",
+        "desiredStatus": "STOPPED" if stopped else "RUNNING",
+        "group": f"service:{family}",
+        "lastStatus": status,
+        # Task overrides can carry secrets: the processor must never log them.
+        "overrides": {"containerOverrides": [{
+            "name": "app",
+            "environment": [{"name": "DB_PASSWORD", "value": "demo-secret-do-not-log"}],
+        }]},
+        "updatedAt": _iso(at),
+        "taskArn": arn,
+        "taskDefinitionArn": f"{_ARN}:task-definition/{family}:3",
+        "version": version,
+    }
+    if ci:
+        detail["containerInstanceArn"] = ci
+    if status == "RUNNING" or stopped:
+        detail["startedAt"] = _iso(created + timedelta(seconds=6))
+    if stopped:
+        detail["stoppingAt"] = _iso(created + timedelta(seconds=8))
+        detail["stopCode"] = "ServiceSchedulerInitiated"
+        detail["stoppedReason"] = "Scaling activity initiated by deployment"
+    if status == "STOPPED":
+        detail["stoppedAt"] = _iso(at)
+    return detail
+
+
+def simulate_fleet(
+    tasks: int = 200, *, seed: int = 7, start: datetime | None = None
+) -> Fleet:
+    """Generate a fleet's events in true order, with its ground truth."""
+    rng = random.Random(seed)
+    start = start or datetime(2026, 1, 1, 12, tzinfo=UTC)
+    cluster = f"{_ARN}:cluster/demo"
+    b = _Builder(rng, cluster)
+    instances = [f"{_ARN}:container-instance/demo/{b.uid().replace('-', '')}"
+                 for _ in range(max(2, tasks // 20))]
+    # Container-instance changes are collected as (time, instance, cpu delta, memory delta)
+    # and turned into versioned events in time order below.
+    placements: list[tuple[datetime, int, str, int, int]] = [
+        (start - timedelta(minutes=1), i, ci, 0, 0) for i, ci in enumerate(instances)
+    ]
+    families = ("web", "worker", "api")
+    for n in range(tasks):
+        arn = f"{_ARN}:task/demo/{b.uid().replace('-', '')}"
+        ci = rng.choice(instances) if rng.random() < 0.7 else None
+        family = families[n % 3]
+        created = start + timedelta(seconds=n * 0.7)
+        last = len(TASK_STATUSES) if rng.random() < 0.7 else TASK_STATUSES.index("RUNNING") + 1
+        for index, status in enumerate(TASK_STATUSES[:last]):
+            at = created + timedelta(seconds=index * 2, milliseconds=rng.randrange(1000))
+            b.emit(at, "ECS Task State Change", arn,
+                   _task_detail(b, arn, ci, status, index + 1, at, created, family))
+            if ci and status == "PENDING":
+                placements.append((at, len(placements), ci, -256, -512))
+            if ci and status == "STOPPED":
+                placements.append((at, len(placements), ci, 256, 512))
+
+    used: dict[str, list[int]] = {ci: [0, 0] for ci in instances}
+    versions: dict[str, int] = dict.fromkeys(instances, 0)
+    for at, _, ci, dcpu, dmem in sorted(placements):
+        used[ci][0] -= dcpu
+        used[ci][1] -= dmem
+        versions[ci] += 1
+        b.emit(at, "ECS Container Instance State Change", ci, {
+            "agentConnected": True,
+            "attributes": [{"name": "ecs.os-type", "value": "linux"}],
+            "clusterArn": cluster,
+            "containerInstanceArn": ci,
+            "ec2InstanceId": "i-" + ci[-17:],
+            "registeredResources": _resources(CPU_UNITS, MEMORY_MIB),
+            "remainingResources": _resources(CPU_UNITS - used[ci][0], MEMORY_MIB - used[ci][1]),
+            "status": "ACTIVE",
+            "version": versions[ci],
+            "versionInfo": {"agentVersion": "1.79.0", "dockerVersion": "DockerVersion: 20.10"},
+            "updatedAt": _iso(at),
+        })
+
+    service = f"{_ARN}:service/demo/web"
+    deployment = f"ecs-svc/{rng.randrange(10**18, 10**19)}"
+    for offset, name in ((5, "SERVICE_DEPLOYMENT_IN_PROGRESS"), (90, "SERVICE_DEPLOYMENT_COMPLETED")):
+        at = start + timedelta(seconds=offset)
+        b.emit(at, "ECS Deployment State Change", service, {
+            "eventType": "INFO", "eventName": name, "deploymentId": deployment,
+            "updatedAt": _iso(at), "reason": f"ECS deployment {deployment} {name.lower()}.",
+        })
+    at = start + timedelta(seconds=max(120, tasks))
+    b.emit(at, "ECS Service Action", service, {
+        "eventType": "INFO", "eventName": "SERVICE_STEADY_STATE", "clusterArn": cluster,
+        "createdAt": _iso(at),
+    })
+
+    fleet = Fleet()
+    for _, _, event in sorted(b.timed, key=lambda t: (t[0], t[1])):
+        fleet.events.append(event)
+        dataset = _DATASETS[event["detail-type"]]
+        version = event["detail"].get("version")
+        if dataset != "service_action":
+            fleet.final[(dataset, partition_key(event))] = event
+        if version is not None:
+            fleet.history.add((dataset, partition_key(event), version))
+        else:
+            fleet.history.add((dataset, event["id"], ""))
+    return fleet
+
+
+_DATASETS = {
+    "ECS Task State Change": "task_state_change",
+    "ECS Container Instance State Change": "container_instance_state_change",
+    "ECS Deployment State Change": "deployment_state_change",
+    "ECS Service Action": "service_action",
+}
+
+
+def deliver(
+    events: list[dict[str, Any]],
+    *,
+    duplicate_rate: float = 0.1,
+    reorder_rate: float = 0.2,
+    window: int = 200,
+    seed: int = 7,
+) -> tuple[list[dict[str, Any]], int]:
+    """At-least-once, out-of-order delivery: returns the delivered events and the number of
+    duplicates among them. A reordered or duplicated event moves up to `window` places."""
+    rng = random.Random(seed ^ 0x5EED)
+    slots: list[tuple[float, dict[str, Any]]] = []
+    duplicates = 0
+    for index, event in enumerate(events):
+        moved = rng.uniform(-window, window) if rng.random() < reorder_rate else 0.0
+        slots.append((index + moved, event))
+        if rng.random() < duplicate_rate:
+            duplicates += 1
+            slots.append((index + rng.uniform(0, window), event))
+    slots.sort(key=lambda s: s[0])
+    return [event for _, event in slots], duplicates

@@ -1,0 +1,99 @@
+"""In-memory test doubles of the sinks, shipped with the package.
+
+`InMemoryStateStore` applies the same version guard as the DynamoDB condition expression,
+so pure tests and property tests exercise the real rule without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.history import HistoryObject
+from stream_processor.core.items import ORDER, Item, StateWrite
+from stream_processor.core.ports import StateReport
+from stream_processor.errors import HistoryWriteError
+
+
+def guard_allows(stored: Item | None, write: StateWrite) -> bool:
+    """Python twin of `adapters.dynamodb_state.condition_for`: may `write` replace `stored`?"""
+    if stored is None:
+        return True
+    stored_order = stored.get(ORDER, {}).get("S")
+    if SPECS[write.event.dataset].versioned:
+        stored_version = int(stored["version"]["N"])
+        assert write.event.version is not None
+        if stored_version != write.event.version:
+            return stored_version < write.event.version
+        return stored_order is not None and stored_order < write.order
+    return stored_order is not None and stored_order < write.order
+
+
+@dataclass
+class InMemoryStateStore:
+    """State sink keeping items in dicts; `fail_datasets` makes writes fail like a throttle."""
+
+    items: dict[Dataset, dict[str, Item]] = field(default_factory=dict)
+    fail_datasets: set[Dataset] = field(default_factory=set)
+    writes: int = 0
+    _buffer: list[StateWrite] = field(default_factory=list)
+
+    def add(self, write: StateWrite) -> None:
+        self._buffer.append(write)
+
+    def flush(self) -> StateReport:
+        report = StateReport()
+        try:
+            for write in self._buffer:
+                self.writes += 1
+                if write.event.dataset in self.fail_datasets:
+                    report.failed.append((write, "ProvisionedThroughputExceededException: test"))
+                    continue
+                table = self.items.setdefault(write.event.dataset, {})
+                if guard_allows(table.get(write.event.key), write):
+                    table[write.event.key] = write.item
+                    report.written.append(write)
+                else:
+                    report.stale.append(write)
+        finally:
+            self._buffer.clear()
+        return report
+
+
+@dataclass
+class InMemoryHistory:
+    """History sink keeping the latest table per object key (so retries overwrite)."""
+
+    objects: dict[str, HistoryObject] = field(default_factory=dict)
+    fail: bool = False
+    _buffer: list[HistoryObject] = field(default_factory=list)
+
+    def add(self, obj: HistoryObject) -> None:
+        self._buffer.append(obj)
+
+    def flush(self) -> None:
+        try:
+            if self.fail and self._buffer:
+                raise HistoryWriteError("history sink failing (test double)", code="SlowDown")
+            for obj in self._buffer:
+                self.objects[obj.key] = obj
+        finally:
+            self._buffer.clear()
+
+
+@dataclass
+class InMemoryQuarantine:
+    """Quarantine sink keeping bodies per key."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    _buffer: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def add(self, key: str, body: bytes) -> None:
+        self._buffer.append((key, body))
+
+    def flush(self) -> None:
+        try:
+            for key, body in self._buffer:
+                self.files[key] = body
+        finally:
+            self._buffer.clear()

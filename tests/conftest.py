@@ -1,0 +1,118 @@
+"""Shared fixtures: the JSON fixture files, event builders, and moto's server over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_processor.config import Settings
+from stream_processor.core.records import KinesisRecord
+from stream_processor.runtime.demo import local_aws
+from stream_processor.runtime.setup import ensure_all
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_fixture(relative: str) -> Any:
+    return json.loads((FIXTURES / relative).read_text())
+
+
+def ecs_fixtures() -> list[Path]:
+    return sorted((FIXTURES / "ecs-events").glob("*.json"))
+
+
+def task_event(arn: str = "arn:aws:ecs:us-west-2:111122223333:task/c/abc", version: int = 1,
+               status: str = "RUNNING", event_id: str | None = None,
+               time: str = "2020-01-23T17:57:58Z", **detail: Any) -> dict[str, Any]:
+    """A real Fargate task event from the docs, re-keyed and re-versioned."""
+    event = copy.deepcopy(load_fixture("ecs-events/task_state_change__docs_fargate_running_2020.json"))
+    event["id"] = event_id or f"id-{arn[-6:]}-{version}-{status}"
+    event["time"] = time
+    event["resources"] = [arn]
+    event["detail"].update(taskArn=arn, version=version, lastStatus=status, **detail)
+    return event
+
+
+def instance_event(arn: str = "arn:aws:ecs:us-east-1:111122223333:container-instance/ci-1",
+                   version: int = 1, status: str = "ACTIVE") -> dict[str, Any]:
+    """A container-instance event whose resources carry the API's `doubleValue: 0.0`."""
+    event = copy.deepcopy(load_fixture("ecs-events/container_instance_state_change__docs_ec2_2016.json"))
+    shapes = load_fixture("api-shapes/describe_container_instances_output__aws-cli_example_doubleValue.json")
+    api = shapes["containerInstances"][0]
+    event["id"] = f"id-{arn[-4:]}-{version}"
+    event["resources"] = [arn]
+    event["detail"].update(containerInstanceArn=arn, version=version, status=status,
+                           remainingResources=api["remainingResources"],
+                           registeredResources=api["registeredResources"])
+    return event
+
+
+def as_bytes(event: Any) -> bytes:
+    return json.dumps(event).encode()
+
+
+def record(event: Any, seq: int, shard: str = "shardId-000000000000", sub: int = 0,
+           pk: str = "pk") -> KinesisRecord:
+    data = event if isinstance(event, bytes) else as_bytes(event)
+    return KinesisRecord(shard, str(seq), sub, pk, data)
+
+
+def lambda_event(payloads: list[Any], *, first_seq: int = 1000,
+                 shard: str = "shardId-000000000000") -> dict[str, Any]:
+    """A Lambda Kinesis event carrying the payloads (dict → JSON, bytes as is)."""
+    records = []
+    for offset, payload in enumerate(payloads):
+        data = payload if isinstance(payload, bytes) else as_bytes(payload)
+        seq = str(first_seq + offset)
+        records.append({
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": "pk",
+                "sequenceNumber": seq,
+                "data": base64.b64encode(data).decode(),
+                "approximateArrivalTimestamp": 1545084650.987,
+            },
+            "eventSource": "aws:kinesis",
+            "eventVersion": "1.0",
+            "eventID": f"{shard}:{seq}",
+            "eventName": "aws:kinesis:record",
+            "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:kinesis:us-east-1:111122223333:stream/ecs-events",
+        })
+    return {"Records": records}
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server for the session, on 127.0.0.1 and a free port; boto3 finds it through
+    its native `AWS_ENDPOINT_URL`."""
+    with local_aws() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A clean moto backend per test, with the environment pointing at it."""
+    urllib.request.urlopen(  # noqa: S310 - loopback only
+        urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    ).read()
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.setenv(key, os.environ[key])
+    yield moto_endpoint
+
+
+@pytest.fixture
+def settings(aws: str) -> Settings:
+    """Settings with the stream's resources created on the moto server."""
+    result = Settings(history_bucket="history-test-bucket", max_attempts=2)
+    ensure_all(result, stream="ecs-events", shards=2, region="us-east-1")
+    return result
