@@ -31,7 +31,11 @@ class Settings:
     max_attempts: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("task_state_table", "container_instance_state_table", "deployment_state_table"):
+        for name in (
+            "task_state_table",
+            "container_instance_state_table",
+            "deployment_state_table",
+        ):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must not be empty")
         for name in ("history_prefix", "quarantine_prefix"):

@@ -7,7 +7,6 @@ there. Clients are built once per execution environment, not per invocation.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import defaultdict
@@ -17,8 +16,10 @@ from stream_processor.config import Settings
 from stream_processor.core.records import Received, from_lambda_event
 from stream_processor.runtime.wiring import AwsPipeline, build_pipeline
 
-log = logging.getLogger("stream_processor.lambda")
-log.setLevel(logging.INFO)
+# The pipeline logs one JSON line of counts per batch at INFO; LOG_LEVEL=WARNING keeps only
+# batches that were not fully processed. Keep botocore below DEBUG: its DEBUG logs carry
+# request bodies, and so the events.
+logging.getLogger("stream_processor").setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 _runtime: AwsPipeline | None = None
 
@@ -39,8 +40,6 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dic
     failures: list[dict[str, str]] = []
     for shard_records in by_shard.values():
         outcome = _pipeline().pipeline.process(shard_records)
-        # Counts and reasons only: payloads may carry secrets in task overrides.
-        log.info(json.dumps({"message": "batch", **outcome.as_log()}))
         if outcome.failed_from is not None:
             failures.append({"itemIdentifier": outcome.failed_from})
     return {"batchItemFailures": failures}

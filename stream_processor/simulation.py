@@ -15,8 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TASK_STATUSES = (
-    "PROVISIONING", "PENDING", "ACTIVATING", "RUNNING",
-    "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED",
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
 )
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
@@ -53,10 +59,21 @@ def _iso(moment: datetime) -> str:
 def _resources(cpu: int, memory: int) -> list[dict[str, Any]]:
     return [
         {"name": "CPU", "type": "INTEGER", "doubleValue": 0.0, "longValue": 0, "integerValue": cpu},
-        {"name": "MEMORY", "type": "INTEGER", "doubleValue": 0.0, "longValue": 0,
-         "integerValue": memory},
-        {"name": "PORTS", "type": "STRINGSET", "doubleValue": 0.0, "longValue": 0,
-         "integerValue": 0, "stringSetValue": ["22", "2376", "51678"]},
+        {
+            "name": "MEMORY",
+            "type": "INTEGER",
+            "doubleValue": 0.0,
+            "longValue": 0,
+            "integerValue": memory,
+        },
+        {
+            "name": "PORTS",
+            "type": "STRINGSET",
+            "doubleValue": 0.0,
+            "longValue": 0,
+            "integerValue": 0,
+            "stringSetValue": ["22", "2376", "51678"],
+        },
     ]
 
 
@@ -87,30 +104,47 @@ class _Builder:
 
 
 def _task_detail(
-    b: _Builder, arn: str, ci: str | None, status: str, version: int, at: datetime,
-    created: datetime, family: str,
+    b: _Builder,
+    arn: str,
+    ci: str | None,
+    status: str,
+    version: int,
+    at: datetime,
+    created: datetime,
+    family: str,
 ) -> dict[str, Any]:
     stopped = TASK_STATUSES.index(status) >= TASK_STATUSES.index("DEACTIVATING")
     detail: dict[str, Any] = {
-        "attachments": [{
-            "id": arn[-36:], "type": "eni", "status": "ATTACHED",
-            "details": [
-                {"name": "subnetId", "value": "subnet-abcd1234"},
-                {"name": "networkInterfaceId", "value": "eni-" + arn[-12:]},
-                {"name": "privateIPv4Address", "value": "10.0.%d.%d" % (version, len(arn) % 250)},
-            ],
-        }],
+        "attachments": [
+            {
+                "id": arn[-36:],
+                "type": "eni",
+                "status": "ATTACHED",
+                "details": [
+                    {"name": "subnetId", "value": "subnet-abcd1234"},
+                    {"name": "networkInterfaceId", "value": "eni-" + arn[-12:]},
+                    {
+                        "name": "privateIPv4Address",
+                        "value": f"10.0.{version}.{len(arn) % 250}",
+                    },
+                ],
+            }
+        ],
         "availabilityZone": f"{REGION}{'abc'[len(arn) % 3]}",
         "clusterArn": b.cluster,
-        "containers": [{
-            "containerArn": f"{_ARN}:container/{arn[-36:]}",
-            "lastStatus": status if status in ("PENDING", "RUNNING", "STOPPED") else "PENDING",
-            "name": "app",
-            "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{family}:latest",
-            "taskArn": arn,
-            "networkInterfaces": [{"attachmentId": arn[-36:], "privateIpv4Address": "10.0.0.1"}],
-            "cpu": "0",
-        }],
+        "containers": [
+            {
+                "containerArn": f"{_ARN}:container/{arn[-36:]}",
+                "lastStatus": status if status in ("PENDING", "RUNNING", "STOPPED") else "PENDING",
+                "name": "app",
+                "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{family}:latest",
+                "taskArn": arn,
+                "networkInterfaces": [
+                    {"attachmentId": arn[-36:], "privateIpv4Address": "10.0.0.1"}
+                ],
+                "cpu": "0",
+            }
+        ],
         "createdAt": _iso(created),
         "launchType": "EC2" if ci else "FARGATE",
         "cpu": "256",
@@ -119,10 +153,14 @@ def _task_detail(
         "group": f"service:{family}",
         "lastStatus": status,
         # Task overrides can carry secrets: the processor must never log them.
-        "overrides": {"containerOverrides": [{
-            "name": "app",
-            "environment": [{"name": "DB_PASSWORD", "value": "demo-secret-do-not-log"}],
-        }]},
+        "overrides": {
+            "containerOverrides": [
+                {
+                    "name": "app",
+                    "environment": [{"name": "DB_PASSWORD", "value": "demo-secret-do-not-log"}],
+                }
+            ]
+        },
         "updatedAt": _iso(at),
         "taskArn": arn,
         "taskDefinitionArn": f"{_ARN}:task-definition/{family}:3",
@@ -141,16 +179,16 @@ def _task_detail(
     return detail
 
 
-def simulate_fleet(
-    tasks: int = 200, *, seed: int = 7, start: datetime | None = None
-) -> Fleet:
+def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = None) -> Fleet:
     """Generate a fleet's events in true order, with its ground truth."""
     rng = random.Random(seed)
     start = start or datetime(2026, 1, 1, 12, tzinfo=UTC)
     cluster = f"{_ARN}:cluster/demo"
     b = _Builder(rng, cluster)
-    instances = [f"{_ARN}:container-instance/demo/{b.uid().replace('-', '')}"
-                 for _ in range(max(2, tasks // 20))]
+    instances = [
+        f"{_ARN}:container-instance/demo/{b.uid().replace('-', '')}"
+        for _ in range(max(2, tasks // 20))
+    ]
     # Container-instance changes are collected as (time, instance, cpu delta, memory delta)
     # and turned into versioned events in time order below.
     placements: list[tuple[datetime, int, str, int, int]] = [
@@ -165,8 +203,12 @@ def simulate_fleet(
         last = len(TASK_STATUSES) if rng.random() < 0.7 else TASK_STATUSES.index("RUNNING") + 1
         for index, status in enumerate(TASK_STATUSES[:last]):
             at = created + timedelta(seconds=index * 2, milliseconds=rng.randrange(1000))
-            b.emit(at, "ECS Task State Change", arn,
-                   _task_detail(b, arn, ci, status, index + 1, at, created, family))
+            b.emit(
+                at,
+                "ECS Task State Change",
+                arn,
+                _task_detail(b, arn, ci, status, index + 1, at, created, family),
+            )
             if ci and status == "PENDING":
                 placements.append((at, len(placements), ci, -256, -512))
             if ci and status == "STOPPED":
@@ -178,33 +220,56 @@ def simulate_fleet(
         used[ci][0] -= dcpu
         used[ci][1] -= dmem
         versions[ci] += 1
-        b.emit(at, "ECS Container Instance State Change", ci, {
-            "agentConnected": True,
-            "attributes": [{"name": "ecs.os-type", "value": "linux"}],
-            "clusterArn": cluster,
-            "containerInstanceArn": ci,
-            "ec2InstanceId": "i-" + ci[-17:],
-            "registeredResources": _resources(CPU_UNITS, MEMORY_MIB),
-            "remainingResources": _resources(CPU_UNITS - used[ci][0], MEMORY_MIB - used[ci][1]),
-            "status": "ACTIVE",
-            "version": versions[ci],
-            "versionInfo": {"agentVersion": "1.79.0", "dockerVersion": "DockerVersion: 20.10"},
-            "updatedAt": _iso(at),
-        })
+        b.emit(
+            at,
+            "ECS Container Instance State Change",
+            ci,
+            {
+                "agentConnected": True,
+                "attributes": [{"name": "ecs.os-type", "value": "linux"}],
+                "clusterArn": cluster,
+                "containerInstanceArn": ci,
+                "ec2InstanceId": "i-" + ci[-17:],
+                "registeredResources": _resources(CPU_UNITS, MEMORY_MIB),
+                "remainingResources": _resources(CPU_UNITS - used[ci][0], MEMORY_MIB - used[ci][1]),
+                "status": "ACTIVE",
+                "version": versions[ci],
+                "versionInfo": {"agentVersion": "1.79.0", "dockerVersion": "DockerVersion: 20.10"},
+                "updatedAt": _iso(at),
+            },
+        )
 
     service = f"{_ARN}:service/demo/web"
     deployment = f"ecs-svc/{rng.randrange(10**18, 10**19)}"
-    for offset, name in ((5, "SERVICE_DEPLOYMENT_IN_PROGRESS"), (90, "SERVICE_DEPLOYMENT_COMPLETED")):
+    for offset, name in (
+        (5, "SERVICE_DEPLOYMENT_IN_PROGRESS"),
+        (90, "SERVICE_DEPLOYMENT_COMPLETED"),
+    ):
         at = start + timedelta(seconds=offset)
-        b.emit(at, "ECS Deployment State Change", service, {
-            "eventType": "INFO", "eventName": name, "deploymentId": deployment,
-            "updatedAt": _iso(at), "reason": f"ECS deployment {deployment} {name.lower()}.",
-        })
+        b.emit(
+            at,
+            "ECS Deployment State Change",
+            service,
+            {
+                "eventType": "INFO",
+                "eventName": name,
+                "deploymentId": deployment,
+                "updatedAt": _iso(at),
+                "reason": f"ECS deployment {deployment} {name.lower()}.",
+            },
+        )
     at = start + timedelta(seconds=max(120, tasks))
-    b.emit(at, "ECS Service Action", service, {
-        "eventType": "INFO", "eventName": "SERVICE_STEADY_STATE", "clusterArn": cluster,
-        "createdAt": _iso(at),
-    })
+    b.emit(
+        at,
+        "ECS Service Action",
+        service,
+        {
+            "eventType": "INFO",
+            "eventName": "SERVICE_STEADY_STATE",
+            "clusterArn": cluster,
+            "createdAt": _iso(at),
+        },
+    )
 
     fleet = Fleet()
     for _, _, event in sorted(b.timed, key=lambda t: (t[0], t[1])):

@@ -29,11 +29,18 @@ def ecs_fixtures() -> list[Path]:
     return sorted((FIXTURES / "ecs-events").glob("*.json"))
 
 
-def task_event(arn: str = "arn:aws:ecs:us-west-2:111122223333:task/c/abc", version: int = 1,
-               status: str = "RUNNING", event_id: str | None = None,
-               time: str = "2020-01-23T17:57:58Z", **detail: Any) -> dict[str, Any]:
+def task_event(
+    arn: str = "arn:aws:ecs:us-west-2:111122223333:task/c/abc",
+    version: int = 1,
+    status: str = "RUNNING",
+    event_id: str | None = None,
+    time: str = "2020-01-23T17:57:58Z",
+    **detail: Any,
+) -> dict[str, Any]:
     """A real Fargate task event from the docs, re-keyed and re-versioned."""
-    event = copy.deepcopy(load_fixture("ecs-events/task_state_change__docs_fargate_running_2020.json"))
+    event = copy.deepcopy(
+        load_fixture("ecs-events/task_state_change__docs_fargate_running_2020.json")
+    )
     event["id"] = event_id or f"id-{arn[-6:]}-{version}-{status}"
     event["time"] = time
     event["resources"] = [arn]
@@ -41,17 +48,28 @@ def task_event(arn: str = "arn:aws:ecs:us-west-2:111122223333:task/c/abc", versi
     return event
 
 
-def instance_event(arn: str = "arn:aws:ecs:us-east-1:111122223333:container-instance/ci-1",
-                   version: int = 1, status: str = "ACTIVE") -> dict[str, Any]:
+def instance_event(
+    arn: str = "arn:aws:ecs:us-east-1:111122223333:container-instance/ci-1",
+    version: int = 1,
+    status: str = "ACTIVE",
+) -> dict[str, Any]:
     """A container-instance event whose resources carry the API's `doubleValue: 0.0`."""
-    event = copy.deepcopy(load_fixture("ecs-events/container_instance_state_change__docs_ec2_2016.json"))
-    shapes = load_fixture("api-shapes/describe_container_instances_output__aws-cli_example_doubleValue.json")
+    event = copy.deepcopy(
+        load_fixture("ecs-events/container_instance_state_change__docs_ec2_2016.json")
+    )
+    shapes = load_fixture(
+        "api-shapes/describe_container_instances_output__aws-cli_example_doubleValue.json"
+    )
     api = shapes["containerInstances"][0]
     event["id"] = f"id-{arn[-4:]}-{version}"
     event["resources"] = [arn]
-    event["detail"].update(containerInstanceArn=arn, version=version, status=status,
-                           remainingResources=api["remainingResources"],
-                           registeredResources=api["registeredResources"])
+    event["detail"].update(
+        containerInstanceArn=arn,
+        version=version,
+        status=status,
+        remainingResources=api["remainingResources"],
+        registeredResources=api["registeredResources"],
+    )
     return event
 
 
@@ -59,34 +77,38 @@ def as_bytes(event: Any) -> bytes:
     return json.dumps(event).encode()
 
 
-def record(event: Any, seq: int, shard: str = "shardId-000000000000", sub: int = 0,
-           pk: str = "pk") -> KinesisRecord:
+def record(
+    event: Any, seq: int, shard: str = "shardId-000000000000", sub: int = 0, pk: str = "pk"
+) -> KinesisRecord:
     data = event if isinstance(event, bytes) else as_bytes(event)
     return KinesisRecord(shard, str(seq), sub, pk, data)
 
 
-def lambda_event(payloads: list[Any], *, first_seq: int = 1000,
-                 shard: str = "shardId-000000000000") -> dict[str, Any]:
+def lambda_event(
+    payloads: list[Any], *, first_seq: int = 1000, shard: str = "shardId-000000000000"
+) -> dict[str, Any]:
     """A Lambda Kinesis event carrying the payloads (dict → JSON, bytes as is)."""
     records = []
     for offset, payload in enumerate(payloads):
         data = payload if isinstance(payload, bytes) else as_bytes(payload)
         seq = str(first_seq + offset)
-        records.append({
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": "pk",
-                "sequenceNumber": seq,
-                "data": base64.b64encode(data).decode(),
-                "approximateArrivalTimestamp": 1545084650.987,
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": f"{shard}:{seq}",
-            "eventName": "aws:kinesis:record",
-            "awsRegion": "us-east-1",
-            "eventSourceARN": "arn:aws:kinesis:us-east-1:111122223333:stream/ecs-events",
-        })
+        records.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "pk",
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(data).decode(),
+                    "approximateArrivalTimestamp": 1545084650.987,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard}:{seq}",
+                "eventName": "aws:kinesis:record",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:111122223333:stream/ecs-events",
+            }
+        )
     return {"Records": records}
 
 
@@ -99,15 +121,21 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A clean moto backend per test, with the environment pointing at it."""
-    urllib.request.urlopen(  # noqa: S310 - loopback only
+    urllib.request.urlopen(
         urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
     ).read()
-    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"):
+    for key in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+    ):
         monkeypatch.setenv(key, os.environ[key])
-    yield moto_endpoint
+    return moto_endpoint
 
 
 @pytest.fixture

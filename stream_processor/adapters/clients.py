@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 
 def client_config(settings: Settings) -> Config:
-    """botocore `Config`: retry mode and attempts from settings, a pool wide enough for
-    the concurrent state writes."""
+    """botocore `Config`: retry mode and attempts from settings, and a connection pool wide
+    enough for the concurrent state writes."""
+    retries: Any = {"mode": settings.retry_mode, "max_attempts": settings.max_attempts}
     return Config(
-        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},  # type: ignore[typeddict-item]
+        retries=retries,
         max_pool_connections=max(10, settings.state_write_concurrency),
         connect_timeout=5,
         read_timeout=30,
@@ -32,20 +33,13 @@ def client_config(settings: Settings) -> Config:
     )
 
 
-def _client(service: str, settings: Settings, session: boto3.Session | None) -> Any:
-    return (session or boto3.Session()).client(service, config=client_config(settings))
-
-
 def dynamodb_client(settings: Settings, session: boto3.Session | None = None) -> DynamoDBClient:
-    client: DynamoDBClient = _client("dynamodb", settings, session)
-    return client
+    return (session or boto3.Session()).client("dynamodb", config=client_config(settings))
 
 
 def s3_client(settings: Settings, session: boto3.Session | None = None) -> S3Client:
-    client: S3Client = _client("s3", settings, session)
-    return client
+    return (session or boto3.Session()).client("s3", config=client_config(settings))
 
 
 def kinesis_client(settings: Settings, session: boto3.Session | None = None) -> KinesisClient:
-    client: KinesisClient = _client("kinesis", settings, session)
-    return client
+    return (session or boto3.Session()).client("kinesis", config=client_config(settings))

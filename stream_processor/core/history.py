@@ -200,11 +200,15 @@ def build_history(
             history_object_key(prefix, dataset, day, shard_id, first, last),
             build_table(dataset, group),
         )
-        for (dataset, day), group in sorted(groups.items(), key=lambda kv: (kv[0][0].value, kv[0][1]))
+        for (dataset, day), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][0].value, kv[0][1])
+        )
     ]
 
 
-def quarantine_object_key(prefix: str, shard_id: str, first: str, last: str, suffix: str = "") -> str:
+def quarantine_object_key(
+    prefix: str, shard_id: str, first: str, last: str, suffix: str = ""
+) -> str:
     """The S3 key of a batch's quarantine file, derived from the input only."""
     return f"{prefix}{shard_id}/{first}-{last}{suffix}.jsonl"
 

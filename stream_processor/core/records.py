@@ -17,7 +17,7 @@ from typing import Any
 # The deaggregator module puts the package directory on sys.path so that the generated
 # messages_pb2 can `import config_pb2`; import it first for that side effect.
 import aws_kinesis_agg
-import aws_kinesis_agg.deaggregator  # noqa: F401
+import aws_kinesis_agg.deaggregator
 import msgspec
 from aws_kinesis_agg import messages_pb2
 from google.protobuf.message import DecodeError

@@ -42,19 +42,26 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tasks", type=_positive, default=200, help="tasks to simulate (200)")
     demo.add_argument("--shards", type=_positive, default=4, help="Kinesis shards (4)")
-    demo.add_argument("--duplicate-rate", type=_rate, default=0.1,
-                      help="fraction of events delivered twice (0.1)")
-    demo.add_argument("--reorder-rate", type=_rate, default=0.2,
-                      help="fraction of events delivered out of order (0.2)")
-    demo.add_argument("--batch-size", type=_positive, default=100,
-                      help="records per micro-batch (100)")
-    demo.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
-    demo.add_argument("--json", action="store_true",
-                      help="progress on stderr; last stdout line is one JSON summary")
-
-    setup = sub.add_parser(
-        "setup", help="create the stream, state tables and bucket (idempotent)"
+    demo.add_argument(
+        "--duplicate-rate", type=_rate, default=0.1, help="fraction of events delivered twice (0.1)"
     )
+    demo.add_argument(
+        "--reorder-rate",
+        type=_rate,
+        default=0.2,
+        help="fraction of events delivered out of order (0.2)",
+    )
+    demo.add_argument(
+        "--batch-size", type=_positive, default=100, help="records per micro-batch (100)"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="progress on stderr; last stdout line is one JSON summary",
+    )
+
+    setup = sub.add_parser("setup", help="create the stream, state tables and bucket (idempotent)")
     setup.add_argument("--stream", required=True, help="Kinesis stream name")
     setup.add_argument("--shards", type=_positive, default=1, help="shard count (1)")
     setup.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")

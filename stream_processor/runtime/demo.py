@@ -35,8 +35,11 @@ from stream_processor.simulation import deliver, partition_key, simulate_fleet
 JUNK_RECORDS: tuple[tuple[str, bytes], ...] = (
     ("junk-1", b"Hello, this is a test."),
     ("junk-2", b'{"message": "test message", "username": "test"}'),
-    ("junk-3", b'{"version":"0","id":"x","detail-type":"ECS Task State Change","source":"aws.ecs",'
-               b'"time":"2026-01-01T00:00:00Z","detail":{"taskArn":"arn:aws:ecs:t/1"}}'),
+    (
+        "junk-3",
+        b'{"version":"0","id":"x","detail-type":"ECS Task State Change","source":"aws.ecs",'
+        b'"time":"2026-01-01T00:00:00Z","detail":{"taskArn":"arn:aws:ecs:t/1"}}',
+    ),
 )
 
 
@@ -85,7 +88,7 @@ def local_aws() -> Iterator[str]:
 _LOCAL_ENV = {
     "AWS_ENDPOINT_URL": "",
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+    "AWS_SECRET_ACCESS_KEY": "testing",  # moto's dummy credentials
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
@@ -156,8 +159,9 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
     finally:
         runtime.close()
     consume_s = time.perf_counter() - consume_started
-    progress.done(f"consumed {totals['records']} records in {totals['batches']} batches "
-                  f"in {consume_s:.1f}s")
+    progress.done(
+        f"consumed {totals['records']} records in {totals['batches']} batches in {consume_s:.1f}s"
+    )
 
     state_items, mismatches = _verify_state(settings, fleet.final)
     found = _history_rows(settings)
@@ -186,7 +190,7 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
 
 def demo_ok(summary: dict[str, Any]) -> bool:
     """The demo passes when the replica equals the truth and only the junk was quarantined."""
-    return (
+    return bool(
         summary["state_mismatches"] == 0
         and summary["history_missing"] == 0
         and summary["history_unexpected"] == 0
@@ -260,13 +264,19 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
     ok = demo_ok(summary)
     rows = [
         ("events emitted", summary["events_emitted"]),
-        ("records delivered", f"{summary['records_delivered']} "
-         f"({summary['duplicates_delivered']} duplicates, {summary['junk_delivered']} junk)"),
+        (
+            "records delivered",
+            f"{summary['records_delivered']} "
+            f"({summary['duplicates_delivered']} duplicates, {summary['junk_delivered']} junk)",
+        ),
         ("batches", summary["batches"]),
         ("stale writes rejected", summary["stale_writes"]),
         ("state items", f"{summary['state_items']} ({summary['state_mismatches']} mismatches)"),
-        ("history rows", f"{summary['history_rows']} ({summary['history_missing']} missing, "
-         f"{summary['history_unexpected']} unexpected)"),
+        (
+            "history rows",
+            f"{summary['history_rows']} ({summary['history_missing']} missing, "
+            f"{summary['history_unexpected']} unexpected)",
+        ),
         ("quarantined", summary["quarantined"]),
         ("throughput", f"{summary['events_per_s']} records/s on the local endpoint"),
         ("elapsed", f"{summary['elapsed_s']} s"),
@@ -274,8 +284,11 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         out.write(f"  {label:<{width}}  {value}\n")
-    out.write("OK: state and history match the simulated fleet\n" if ok
-              else "MISMATCH: see the counts above\n")
+    out.write(
+        "OK: state and history match the simulated fleet\n"
+        if ok
+        else "MISMATCH: see the counts above\n"
+    )
 
 
 def main_demo(options: DemoOptions, *, as_json: bool) -> int:

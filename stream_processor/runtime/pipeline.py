@@ -14,10 +14,11 @@ Order of effects, and why:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from stream_processor.config import Settings
@@ -49,10 +50,10 @@ class BatchOutcome:
     quarantined: int
     history_rows: int
     history_objects: int
-    state_written: int
-    state_stale: int
-    state_failed: int
-    oversized: int
+    state_written: int = 0
+    state_stale: int = 0
+    state_failed: int = 0
+    oversized: int = 0
     #: Lowest sequence number not fully processed; None when the whole batch is durable.
     failed_from: str | None = None
     error: str | None = None
@@ -92,19 +93,19 @@ class Pipeline:
         # 1. Reduce.
         plan = reduce_batch(records)
         shard, first, last = plan.shard_id, plan.first_sequence, plan.last_sequence
-        counts: dict[str, object] = {
-            "shard_id": shard,
-            "records_in": plan.records_in,
-            "events_decoded": plan.events_decoded,
-            "duplicates": plan.duplicates,
-            "collisions": plan.collisions,
-            "quarantined": len(plan.rejected),
-            "history_rows": len(plan.history),
-        }
         objects = build_history(
             plan.history, prefix=settings.history_prefix, shard_id=shard, first=first, last=last
         )
-        counts["history_objects"] = len(objects)
+        outcome = BatchOutcome(
+            shard_id=shard,
+            records_in=plan.records_in,
+            events_decoded=plan.events_decoded,
+            duplicates=plan.duplicates,
+            collisions=plan.collisions,
+            quarantined=len(plan.rejected),
+            history_rows=len(plan.history),
+            history_objects=len(objects),
+        )
 
         # 2. History and quarantine.
         try:
@@ -116,77 +117,75 @@ class Pipeline:
                 self._quarantine.add(key, quarantine_lines(plan.rejected))
                 self._quarantine.flush()
         except SinkError as exc:
-            return self._done(counts, started, failed_from=first, error=str(exc))
+            return self._done(outcome, started, failed_from=first, error=str(exc))
 
         # 3. State.
         ingested_at = self._clock()
         oversized = 0
         for event in plan.state:
             day = event_date(event)
-            key = history_object_key(settings.history_prefix, event.dataset, day, shard, first, last)
+            key = history_object_key(
+                settings.history_prefix, event.dataset, day, shard, first, last
+            )
             write = build_state_write(
                 event, ingested_at=ingested_at, snapshot_uri=f"s3://{settings.history_bucket}/{key}"
             )
             oversized += write.oversized
             self._state.add(write)
         report = self._state.flush()
-        counts.update(
+        outcome = replace(
+            outcome,
             state_written=len(report.written),
             state_stale=len(report.stale),
             state_failed=len(report.failed),
             oversized=oversized,
         )
+        failed = [write for write, _ in report.failed]
+        errors = sorted({reason for _, reason in report.failed})
 
         # 3b. Quarantine what DynamoDB refused for good, so the shard keeps moving.
-        failed = [w for w, _ in report.failed]
         if report.rejected:
             refused = [
-                Rejected.of(w.event.record, f"state item refused by DynamoDB: {reason}")
-                for w, reason in report.rejected
+                Rejected.of(write.event.record, f"state item refused by DynamoDB: {reason}")
+                for write, reason in report.rejected
             ]
-            counts["quarantined"] = len(plan.rejected) + len(refused)
+            outcome = replace(outcome, quarantined=outcome.quarantined + len(refused))
+            key = quarantine_object_key(settings.quarantine_prefix, shard, first, last, "-state")
             try:
-                key = quarantine_object_key(
-                    settings.quarantine_prefix, shard, first, last, suffix="-state"
-                )
                 self._quarantine.add(key, quarantine_lines(refused))
                 self._quarantine.flush()
             except SinkError as exc:
-                failed.extend(w for w, _ in report.rejected)
-                counts["error"] = str(exc)
+                failed.extend(write for write, _ in report.rejected)
+                errors.append(str(exc))
 
         # 4. Where to resume.
         if failed:
-            lowest = min(failed, key=lambda w: w.event.record.position)
-            reasons = sorted({reason for _, reason in report.failed})
-            error = counts.pop("error", None) or "; ".join(reasons)[:500]
+            lowest = min(failed, key=lambda write: write.event.record.position)
             return self._done(
-                counts, started, failed_from=lowest.event.record.sequence_number, error=str(error)
+                outcome,
+                started,
+                failed_from=lowest.event.record.sequence_number,
+                error="; ".join(errors)[:500],
             )
-        return self._done(counts, started)
+        return self._done(outcome, started)
 
     def _done(
         self,
-        counts: dict[str, object],
+        outcome: BatchOutcome,
         started: float,
         *,
         failed_from: str | None = None,
         error: str | None = None,
     ) -> BatchOutcome:
-        counts.pop("error", None)
-        outcome = BatchOutcome(
-            **counts,  # type: ignore[arg-type]
-            **{
-                k: 0
-                for k in ("history_objects", "state_written", "state_stale", "state_failed", "oversized")
-                if k not in counts
-            },
+        outcome = replace(
+            outcome,
             failed_from=failed_from,
             error=error,
             elapsed_s=round(time.perf_counter() - started, 6),
         )
+        # One JSON line per batch: counts and reasons only, never payloads.
         if error:
-            log.warning("batch not fully processed", extra={"batch": outcome.as_log()})
+            log.warning(json.dumps({"message": "batch not fully processed", **outcome.as_log()}))
         else:
-            log.info("batch processed", extra={"batch": outcome.as_log()})
+            log.info(json.dumps({"message": "batch processed", **outcome.as_log()}))
         return outcome

@@ -20,10 +20,15 @@ EXPECTED = {
         14801,
     ),
     "task_state_change__docs_ec2_xray_2016_no_launchtype.json": (
-        Dataset.TASK, "arn:aws:ecs:us-east-1:111122223333:task/b99d40b3-5176-4f71-9a52-9dbd6f1cebef", 4),
+        Dataset.TASK,
+        "arn:aws:ecs:us-east-1:111122223333:task/b99d40b3-5176-4f71-9a52-9dbd6f1cebef",
+        4,
+    ),
     "task_state_change__docs_fargate_running_2020.json": (
         Dataset.TASK,
-        "arn:aws:ecs:us-west-2:111122223333:task/FargateCluster/c13b4cb40f1f4fe4a2971f76ae5a47ad", 4),
+        "arn:aws:ecs:us-west-2:111122223333:task/FargateCluster/c13b4cb40f1f4fe4a2971f76ae5a47ad",
+        4,
+    ),
 }
 
 
@@ -44,7 +49,11 @@ def test_every_documented_ecs_event_decodes(path: Path) -> None:
     if path.name in EXPECTED:
         assert (event.dataset, event.key, event.version) == EXPECTED[path.name]
     elif path.name.startswith("deployment"):
-        assert (event.dataset, event.key, event.version) == (Dataset.DEPLOYMENT, "ecs-svc/123", None)
+        assert (event.dataset, event.key, event.version) == (
+            Dataset.DEPLOYMENT,
+            "ecs-svc/123",
+            None,
+        )
         assert event.primary == int(datetime(2020, 5, 23, 11, 11, 11, tzinfo=UTC).timestamp() * 1e6)
     else:
         assert event.dataset is Dataset.SERVICE_ACTION
@@ -53,24 +62,31 @@ def test_every_documented_ecs_event_decodes(path: Path) -> None:
 
 
 def test_fractional_seconds_of_any_length_parse() -> None:
-    event = _decode(load_fixture("ecs-events/task_state_change__docs_ec2_xray_2016_no_launchtype.json"))
+    event = _decode(
+        load_fixture("ecs-events/task_state_change__docs_ec2_xray_2016_no_launchtype.json")
+    )
     assert isinstance(event, EcsEvent)
     assert event.detail.startedAt == "2016-12-06T16:41:06.8Z"  # type: ignore[union-attr]
 
 
 def test_numbers_with_fractions_are_kept_exactly_in_the_detail() -> None:
-    raw = b'{"version":"0","id":"i","detail-type":"ECS Container Instance State Change",' \
-          b'"source":"aws.ecs","time":"2020-01-01T00:00:00Z","detail":{"containerInstanceArn":' \
-          b'"arn:ci","version":3,"remainingResources":[{"doubleValue":0.0,"x":1.10}]}}'
+    raw = (
+        b'{"version":"0","id":"i","detail-type":"ECS Container Instance State Change",'
+        b'"source":"aws.ecs","time":"2020-01-01T00:00:00Z","detail":{"containerInstanceArn":'
+        b'"arn:ci","version":3,"remainingResources":[{"doubleValue":0.0,"x":1.10}]}}'
+    )
     event = _decode(raw)
     assert isinstance(event, EcsEvent)
     assert b'"doubleValue":0.0' in event.detail_raw and b'"x":1.10' in event.detail_raw
 
 
-@pytest.mark.parametrize("fixture", [
-    "kinesis/lambda_kinesis_event__powertools_two_records_text.json",
-    "kinesis/lambda_kinesis_event__powertools_one_record_json_payload.json",
-])
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "kinesis/lambda_kinesis_event__powertools_two_records_text.json",
+        "kinesis/lambda_kinesis_event__powertools_one_record_json_payload.json",
+    ],
+)
 def test_kinesis_fixtures_that_are_not_ecs_events_are_rejected(fixture: str) -> None:
     for rec in from_lambda_event(load_fixture(fixture)):
         outcome = decode_event(rec)  # type: ignore[arg-type]
@@ -94,27 +110,45 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 _DELETE = object()
 
 
-@pytest.mark.parametrize(("payload", "reason"), [
-    (b"", "payload is not JSON"),
-    (b"[1, 2]", "invalid event envelope: Expected `object`, got `array`"),
-    (b'"text"', "invalid event envelope: Expected `object`, got `str`"),
-    (b"12", "invalid event envelope: Expected `object`, got `int`"),
-    (b'{"a": ', "payload is not JSON"),
-    (_with("source", "aws.ec2"), "unsupported source 'aws.ec2'"),
-    (_with("detail-type", "EC2 Instance State-change Notification"), "unsupported detail-type"),
-    (_with("detail", _DELETE), "invalid event envelope: Object missing required field `detail`"),
-    (_with("detail.taskArn", _DELETE), "invalid detail: Object missing required field `taskArn`"),
-    (_with("detail.taskArn", 7), "invalid detail: Expected `str`, got `int` - at `$.detail.taskArn`"),
-    (_with("detail.taskArn", ""), "invalid detail: Expected `str` of length >= 1"),
-    (_with("detail.version", _DELETE), "invalid detail: Object missing required field `version`"),
-    (_with("detail.version", -1), "invalid detail: Expected `int` >= 0 - at `$.detail.version`"),
-    (_with("detail.version", 1.5), "invalid detail: Expected `int`, got `float`"),
-    (_with("detail.version", "3"), "invalid detail: Expected `int`, got `str`"),
-    (_with("detail.version", True), "invalid detail: Expected `int`, got `bool`"),
-    (_with("detail.version", 2**64), "invalid detail: Expected `int` <= 9223372036854775807"),
-    (_with("time", "yesterday"), "invalid event envelope: Invalid RFC3339 encoded datetime"),
-    (_with("time", "1969-12-31T23:59:59Z"), "event time must be a UTC instant after 1970"),
-])
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"", "payload is not JSON"),
+        (b"[1, 2]", "invalid event envelope: Expected `object`, got `array`"),
+        (b'"text"', "invalid event envelope: Expected `object`, got `str`"),
+        (b"12", "invalid event envelope: Expected `object`, got `int`"),
+        (b'{"a": ', "payload is not JSON"),
+        (_with("source", "aws.ec2"), "unsupported source 'aws.ec2'"),
+        (_with("detail-type", "EC2 Instance State-change Notification"), "unsupported detail-type"),
+        (
+            _with("detail", _DELETE),
+            "invalid event envelope: Object missing required field `detail`",
+        ),
+        (
+            _with("detail.taskArn", _DELETE),
+            "invalid detail: Object missing required field `taskArn`",
+        ),
+        (
+            _with("detail.taskArn", 7),
+            "invalid detail: Expected `str`, got `int` - at `$.detail.taskArn`",
+        ),
+        (_with("detail.taskArn", ""), "invalid detail: Expected `str` of length >= 1"),
+        (
+            _with("detail.version", _DELETE),
+            "invalid detail: Object missing required field `version`",
+        ),
+        (
+            _with("detail.version", -1),
+            "invalid detail: Expected `int` >= 0 - at `$.detail.version`",
+        ),
+        (_with("detail.version", 1.5), "invalid detail: Expected `int`, got `float`"),
+        (_with("detail.version", "3"), "invalid detail: Expected `int`, got `str`"),
+        (_with("detail.version", True), "invalid detail: Expected `int`, got `bool`"),
+        (_with("detail.version", 2**64), "invalid detail: Expected `int` <= 9223372036854775807"),
+        (_with("time", "yesterday"), "invalid event envelope: Invalid RFC3339 encoded datetime"),
+        (_with("time", "1969-12-31T23:59:59Z"), "event time must be a UTC instant after 1970"),
+    ],
+)
 def test_unusable_payloads_are_rejected_with_a_precise_reason(payload: Any, reason: str) -> None:
     outcome = _decode(payload)
     assert isinstance(outcome, Rejected)

@@ -53,7 +53,7 @@ def _aggregate(payloads: list[bytes]) -> bytes:
     aggregator = RecordAggregator()
     for index, payload in enumerate(payloads):
         aggregator.add_user_record(f"pk-{index}", payload)
-    pk, ehk, data = aggregator.clear_and_get().get_contents()
+    _, _, data = aggregator.clear_and_get().get_contents()
     return data
 
 
@@ -87,11 +87,16 @@ def test_kpl_magic_alone_is_rejected_as_truncated() -> None:
 
 
 def test_get_records_shape_maps_to_the_same_record_type() -> None:
-    raw = [{"SequenceNumber": "42", "PartitionKey": "arn:x", "Data": b"{}"},
-           {"SequenceNumber": "43", "PartitionKey": "arn:y", "Data": _aggregate([b"1", b"2"])}]
+    raw = [
+        {"SequenceNumber": "42", "PartitionKey": "arn:x", "Data": b"{}"},
+        {"SequenceNumber": "43", "PartitionKey": "arn:y", "Data": _aggregate([b"1", b"2"])},
+    ]
     records = from_get_records("shardId-000000000001", raw)
     assert [(r.sequence_number, r.sub_sequence_number, r.data) for r in records] == [
-        ("42", 0, b"{}"), ("43", 0, b"1"), ("43", 1, b"2")]
+        ("42", 0, b"{}"),
+        ("43", 0, b"1"),
+        ("43", 1, b"2"),
+    ]
     assert {r.shard_id for r in records} == {"shardId-000000000001"}
 
 

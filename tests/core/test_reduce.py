@@ -55,8 +55,10 @@ def test_deployments_order_by_updated_at_then_time_then_id() -> None:
 def test_docs_deployments_sharing_id_and_updated_at_resolve_the_same_way_every_time() -> None:
     names = ["completed", "failed", "in_progress_rollback"]
     events = [load_fixture(f"ecs-events/deployment_state_change__docs_{n}.json") for n in names]
-    winners = {reduce_batch([record(e, i) for i, e in enumerate(p)]).state[0].detail_raw
-               for p in (events, events[::-1], events[1:] + events[:1])}
+    winners = {
+        reduce_batch([record(e, i) for i, e in enumerate(p)]).state[0].detail_raw
+        for p in (events, events[::-1], events[1:] + events[:1])
+    }
     assert len(winners) == 1
 
 
@@ -82,9 +84,13 @@ _INSTANCES = [f"arn:aws:ecs:us-east-1:1:container-instance/c/{n}" for n in range
 def _stream_event(kind: int, key: int, version: int, variant: int) -> dict[str, Any]:
     """Events with deliberate collisions: same key and version, different payloads."""
     if kind == 0:
-        return task_event(_TASKS[key % 3], version, ["PENDING", "RUNNING", "STOPPED"][variant],
-                          event_id=f"t{key}-{version}-{variant}",
-                          time=f"2024-01-01T00:00:{variant:02d}Z")
+        return task_event(
+            _TASKS[key % 3],
+            version,
+            ["PENDING", "RUNNING", "STOPPED"][variant],
+            event_id=f"t{key}-{version}-{variant}",
+            time=f"2024-01-01T00:00:{variant:02d}Z",
+        )
     if kind == 1:
         event = instance_event(_INSTANCES[key % 2], version)
         event["detail"]["agentConnected"] = variant != 1
@@ -96,9 +102,11 @@ def _stream_event(kind: int, key: int, version: int, variant: int) -> dict[str, 
 
 
 _events = st.lists(
-    st.builds(_stream_event, st.integers(0, 2), st.integers(0, 2), st.integers(0, 4),
-              st.integers(0, 2)),
-    min_size=1, max_size=25,
+    st.builds(
+        _stream_event, st.integers(0, 2), st.integers(0, 2), st.integers(0, 4), st.integers(0, 2)
+    ),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -126,24 +134,34 @@ _LINEAGE = {SHARD_ID, SEQUENCE_NUMBER, SUB_SEQUENCE_NUMBER, INGESTED_AT}
 
 def _run(batches: list[list[KinesisRecord]]) -> tuple[dict[Any, Any], set[Any]]:
     state, history = InMemoryStateStore(), InMemoryHistory()
-    pipeline = Pipeline(Settings(history_bucket="b"), state=state, history=history,
-                        quarantine=InMemoryQuarantine())
+    pipeline = Pipeline(
+        Settings(history_bucket="b"), state=state, history=history, quarantine=InMemoryQuarantine()
+    )
     for batch in batches:
         assert pipeline.process(batch).failed_from is None
-    items = {(ds, key): {k: v for k, v in item.items() if k not in _LINEAGE}
-             for ds, table in state.items.items() for key, item in table.items()}
-    rows = {(obj.dataset, arn, version, event_id if version is None else "")
-            for obj in history.objects.values()
-            for arn, version, event_id in zip(obj.table["resource_arn"].to_pylist(),
-                                              obj.table["version"].to_pylist(),
-                                              obj.table["event_id"].to_pylist(), strict=True)}
+    items = {
+        (ds, key): {k: v for k, v in item.items() if k not in _LINEAGE}
+        for ds, table in state.items.items()
+        for key, item in table.items()
+    }
+    rows = {
+        (obj.dataset, arn, version, event_id if version is None else "")
+        for obj in history.objects.values()
+        for arn, version, event_id in zip(
+            obj.table["resource_arn"].to_pylist(),
+            obj.table["version"].to_pylist(),
+            obj.table["event_id"].to_pylist(),
+            strict=True,
+        )
+    }
     return items, rows
 
 
 @settings(max_examples=100, deadline=None)
 @given(_deliveries(), st.lists(st.integers(1, 8), min_size=1, max_size=10))
 def test_any_delivery_split_into_any_batches_converges_to_the_same_state(
-    deliveries: tuple[list[dict[str, Any]], list[dict[str, Any]]], cuts: list[int],
+    deliveries: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    cuts: list[int],
 ) -> None:
     original, delivered = deliveries
     records = [record(e, i) for i, e in enumerate(delivered)]
@@ -151,7 +169,7 @@ def test_any_delivery_split_into_any_batches_converges_to_the_same_state(
     for size in cuts * (len(records) // max(1, sum(cuts)) + 1):
         if start >= len(records):
             break
-        batches.append(records[start:start + size])
+        batches.append(records[start : start + size])
         start += size
     expected = _run([[record(e, i) for i, e in enumerate(original)]])
     assert _run(batches) == expected
@@ -162,11 +180,18 @@ def test_any_delivery_split_into_any_batches_converges_to_the_same_state(
 def test_processing_a_batch_twice_changes_nothing(events: list[dict[str, Any]]) -> None:
     batch = [record(e, i) for i, e in enumerate(events)]
     state, history = InMemoryStateStore(), InMemoryHistory()
-    pipeline = Pipeline(Settings(history_bucket="b"), state=state, history=history,
-                        quarantine=InMemoryQuarantine(), clock=lambda: "t")
+    pipeline = Pipeline(
+        Settings(history_bucket="b"),
+        state=state,
+        history=history,
+        quarantine=InMemoryQuarantine(),
+        clock=lambda: "t",
+    )
     first = pipeline.process(batch)
-    snapshot = ({k: dict(v) for k, v in state.items.items()},
-                {k: o.table for k, o in history.objects.items()})
+    snapshot = (
+        {k: dict(v) for k, v in state.items.items()},
+        {k: o.table for k, o in history.objects.items()},
+    )
     second = pipeline.process(batch)
     assert second.state_written == 0 and second.state_stale == first.state_written
     assert {k: dict(v) for k, v in state.items.items()} == snapshot[0]
@@ -176,6 +201,9 @@ def test_processing_a_batch_twice_changes_nothing(events: list[dict[str, Any]]) 
 
 def test_events_of_every_dataset_meet_in_one_plan() -> None:
     plan = reduce_batch([record(_stream_event(k, 0, 1, 0), k) for k in range(3)])
-    assert {e.dataset for e in plan.state} == {Dataset.TASK, Dataset.CONTAINER_INSTANCE,
-                                                Dataset.DEPLOYMENT}
+    assert {e.dataset for e in plan.state} == {
+        Dataset.TASK,
+        Dataset.CONTAINER_INSTANCE,
+        Dataset.DEPLOYMENT,
+    }
     assert all(isinstance(e, EcsEvent) for e in plan.history)

@@ -1,0 +1,113 @@
+"""DynamoDBStateStore against moto's server over HTTP: the version guard really guards."""
+
+from __future__ import annotations
+
+import random
+import threading
+from decimal import Decimal
+
+import boto3
+
+from stream_processor.adapters.clients import dynamodb_client
+from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+from stream_processor.config import Settings
+from stream_processor.core.events import Dataset, EcsEvent, decode_event
+from stream_processor.core.items import StateWrite, build_state_write
+from stream_processor.runtime.wiring import state_tables
+from tests.conftest import instance_event, record, task_event
+
+ARN = "arn:aws:ecs:us-west-2:111122223333:task/c/abc"
+
+
+def _write(version: int, status: str = "RUNNING", seq: int = 1) -> StateWrite:
+    event = decode_event(record(task_event(ARN, version, status), seq))
+    assert isinstance(event, EcsEvent)
+    return build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k")
+
+
+def _store(settings: Settings) -> DynamoDBStateStore:
+    return DynamoDBStateStore(dynamodb_client(settings), state_tables(settings), max_workers=4)
+
+
+def _stored(settings: Settings, key: str = ARN, table: str = "ECSTaskState") -> dict:
+    client = boto3.client("dynamodb")
+    key_name = "taskArn" if table == "ECSTaskState" else "containerInstanceArn"
+    return client.get_item(TableName=table, Key={key_name: {"S": key}}, ConsistentRead=True)["Item"]
+
+
+def _flush(store: DynamoDBStateStore, *writes: StateWrite):
+    for write in writes:
+        store.add(write)
+    return store.flush()
+
+
+def test_newer_writes_win_and_older_ones_are_counted_stale(settings: Settings) -> None:
+    store = _store(settings)
+    assert len(_flush(store, _write(2)).written) == 1
+    report = _flush(store, _write(1, "PENDING"))
+    assert len(report.stale) == 1 and not report.failed
+    assert len(_flush(store, _write(3, "STOPPED")).written) == 1
+    item = _stored(settings)
+    assert item["version"] == {"N": "3"} and item["lastStatus"] == {"S": "STOPPED"}
+    assert len(_flush(store, _write(3, "STOPPED")).stale) == 1  # exact duplicate
+
+
+def test_two_writers_racing_never_leave_older_state_on_top(settings: Settings) -> None:
+    versions = list(range(1, 41))
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        try:
+            store = _store(settings)
+            order = versions[:]
+            random.Random(seed).shuffle(order)
+            for start in range(0, len(order), 8):
+                # Several versions of one key in one flush: concurrent puts inside the store
+                # as well as across the two writers.
+                _flush(store, *[_write(v) for v in order[start : start + 8]])
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert _stored(settings)["version"] == {"N": "40"}
+
+
+def test_floats_from_the_ecs_api_shape_are_stored_as_numbers(settings: Settings) -> None:
+    event = decode_event(record(instance_event(version=5), 1))
+    assert isinstance(event, EcsEvent)
+    store = _store(settings)
+    assert _flush(store, build_state_write(event, ingested_at="t", snapshot_uri="s")).written
+    item = _stored(settings, event.key, "ECSCtrInstanceState")
+    cpu = item["remainingResources"]["L"][0]["M"]
+    assert Decimal(cpu["doubleValue"]["N"]) == 0 and cpu["integerValue"] == {"N": "2048"}
+
+
+def test_items_written_by_the_reference_lambda_are_respected(settings: Settings) -> None:
+    boto3.client("dynamodb").put_item(
+        TableName="ECSTaskState",
+        Item={"taskArn": {"S": ARN}, "version": {"N": "5"}, "lastStatus": {"S": "RUNNING"}},
+    )
+    store = _store(settings)
+    assert _flush(store, _write(5, "STOPPED")).stale  # same version: leave it
+    assert _flush(store, _write(4)).stale
+    assert _flush(store, _write(6, "STOPPED")).written
+
+
+def test_missing_table_is_a_failure_not_an_exception(settings: Settings) -> None:
+    store = DynamoDBStateStore(dynamodb_client(settings), {Dataset.TASK: "no-such-table"})
+    report = _flush(store, _write(1))
+    assert len(report.failed) == 1
+    assert report.failed[0][1].startswith("ResourceNotFoundException")
+
+
+def test_an_item_dynamodb_refuses_for_good_is_rejected_not_retried(settings: Settings) -> None:
+    write = _write(1)
+    write.item["huge"] = {"S": "x" * (410 * 1024)}
+    report = _flush(_store(settings), write)
+    assert len(report.rejected) == 1 and not report.failed
+    assert report.rejected[0][1].startswith("ValidationException")

@@ -1,0 +1,173 @@
+"""The Lambda handler end to end against moto's server over HTTP."""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+
+from stream_processor import lambda_function
+from stream_processor.adapters.provisioning import ensure_bucket, ensure_table
+from stream_processor.config import Settings
+from tests.conftest import instance_event, lambda_event, task_event
+
+BUCKET = "history-test-bucket"
+SECRET = "hunter2-do-not-log"
+
+
+@pytest.fixture
+def handler(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("HISTORY_BUCKET", BUCKET)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    lambda_function.reset()
+    yield lambda_function.lambda_handler
+    lambda_function.reset()
+
+
+def _fleet(tasks: int = 12) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Events of tasks and container instances in true order, and the last event per key."""
+    events: list[dict[str, Any]] = []
+    for n in range(tasks):
+        arn = f"arn:aws:ecs:us-west-2:111122223333:task/c/{n:04d}"
+        for version, status in enumerate(("PROVISIONING", "PENDING", "RUNNING", "STOPPED"), 1):
+            events.append(
+                task_event(
+                    arn,
+                    version,
+                    status,
+                    overrides={
+                        "containerOverrides": [
+                            {"name": "app", "environment": [{"name": "PASSWORD", "value": SECRET}]}
+                        ]
+                    },
+                )
+            )
+    for n in range(3):
+        arn = f"arn:aws:ecs:us-east-1:111122223333:container-instance/ci-{n}"
+        events.extend(instance_event(arn, v) for v in range(1, 5))
+    last: dict[str, dict[str, Any]] = {}
+    for event in events:
+        detail = event["detail"]
+        last[detail.get("taskArn") or detail["containerInstanceArn"]] = event
+    return events, last
+
+
+def _scan(table: str) -> dict[str, dict[str, Any]]:
+    key = "taskArn" if table == "ECSTaskState" else "containerInstanceArn"
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+    return {item[key]["S"]: item for item in items}
+
+
+def _history() -> set[tuple[str, int]]:
+    s3 = boto3.client("s3")
+    rows: set[tuple[str, int]] = set()
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix="ecs-history/").get("Contents", []):
+        body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+        table = pq.read_table(io.BytesIO(body))
+        rows.update(
+            zip(table["resource_arn"].to_pylist(), table["version"].to_pylist(), strict=True)
+        )
+    return rows
+
+
+def test_duplicated_reordered_multi_batch_stream_converges(
+    handler: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events, last = _fleet()
+    rng = random.Random(3)
+    delivered = events + rng.sample(events, 15)
+    rng.shuffle(delivered)
+    delivered.insert(20, b"Hello, this is a test.")  # junk mid-stream
+    caplog.set_level(logging.DEBUG, logger="stream_processor")
+    for start in range(0, len(delivered), 9):
+        batch = lambda_event(delivered[start : start + 9], first_seq=1000 + start)
+        assert handler(batch, None) == {"batchItemFailures": []}
+
+    tasks, instances = _scan("ECSTaskState"), _scan("ECSCtrInstanceState")
+    assert len(tasks) + len(instances) == len(last)
+    for key, event in last.items():
+        item = tasks.get(key) or instances[key]
+        assert item["version"] == {"N": str(event["detail"]["version"])}
+        assert item["_eventId"] == {"S": event["id"]}
+    assert _history() == {
+        (k, e["detail"]["version"])
+        for e in events
+        for k in [e["detail"].get("taskArn") or e["detail"]["containerInstanceArn"]]
+    }
+    quarantine = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="quarantine/")
+    assert len(quarantine["Contents"]) == 1
+    assert SECRET not in caplog.text
+    assert "batch" in caplog.text
+
+
+def test_real_kpl_and_text_fixtures_are_quarantined_not_crashing(handler: Any) -> None:
+    from tests.conftest import load_fixture
+
+    vector = load_fixture("kinesis/kpl_vector__lambda_kinesis_record_with_ehks.json")
+    event = load_fixture("kinesis/lambda_kinesis_event__powertools_two_records_text.json")
+    event["Records"].append(vector["record"] | {"eventID": event["Records"][0]["eventID"]})
+    assert handler(event, None) == {"batchItemFailures": []}
+    s3 = boto3.client("s3")
+    (obj,) = s3.list_objects_v2(Bucket=BUCKET, Prefix="quarantine/")["Contents"]
+    lines = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().splitlines()
+    assert len(lines) == 2 + 4  # two text records, four KPL user records
+
+
+def test_oversized_item_is_stored_with_a_pointer_to_its_snapshot(handler: Any) -> None:
+    big = task_event(
+        version=2,
+        status="STOPPED",
+        containers=[{"name": f"c{i}", "reason": "y" * 1000} for i in range(420)],
+    )
+    assert handler(lambda_event([big]), None) == {"batchItemFailures": []}
+    item = _scan("ECSTaskState")[big["detail"]["taskArn"]]
+    assert item["_oversized"] == {"BOOL": True} and item["version"] == {"N": "2"}
+    bucket, key = item["_snapshot"]["S"].removeprefix("s3://").split("/", 1)
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    assert len(table["detail"][0].as_py()) > 400_000
+
+
+def test_state_failure_returns_the_retry_point_and_the_retry_converges(handler: Any) -> None:
+    ddb = boto3.client("dynamodb")
+    ddb.delete_table(TableName="ECSCtrInstanceState")
+    ci = "arn:aws:ecs:us-east-1:111122223333:container-instance/ci-9"
+    payloads = [
+        task_event(version=1),
+        instance_event(ci, 1),
+        task_event(version=2),
+        instance_event(ci, 2),
+        task_event(version=3),
+    ]
+    event = lambda_event(payloads, first_seq=500)
+    result = handler(event, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "503"}]}
+    assert _scan("ECSTaskState")[payloads[0]["detail"]["taskArn"]]["version"] == {"N": "3"}
+
+    ensure_table(ddb, "ECSCtrInstanceState", "containerInstanceArn")
+    # Lambda retries from the reported record onward.
+    event["Records"] = [r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= 503]
+    assert handler(event, None) == {"batchItemFailures": []}
+    assert _scan("ECSCtrInstanceState")[ci]["version"] == {"N": "2"}
+
+
+def test_history_failure_fails_from_the_first_record(
+    handler: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HISTORY_BUCKET", "bucket-that-does-not-exist-yet")
+    lambda_function.reset()
+    event = lambda_event([task_event(version=1), task_event(version=2)], first_seq=70)
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "70"}]}
+    assert _scan("ECSTaskState") == {}  # state is never ahead of history
+
+    ensure_bucket(boto3.client("s3"), "bucket-that-does-not-exist-yet", "us-east-1")
+    assert handler(event, None) == {"batchItemFailures": []}
+    assert _scan("ECSTaskState")[task_event()["detail"]["taskArn"]]["version"] == {"N": "2"}

@@ -1,0 +1,55 @@
+"""Settings: one frozen object from the environment, with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stream_processor.config import Settings
+from stream_processor.errors import ConfigError
+
+
+def test_defaults_match_the_reference_table_names() -> None:
+    settings = Settings.from_env({})
+    assert (
+        settings.task_state_table,
+        settings.container_instance_state_table,
+        settings.deployment_state_table,
+    ) == ("ECSTaskState", "ECSCtrInstanceState", "ECSDeploymentState")
+    assert (settings.history_prefix, settings.quarantine_prefix) == ("ecs-history/", "quarantine/")
+
+
+def test_environment_and_overrides() -> None:
+    settings = Settings.from_env(
+        {
+            "TASK_STATE_TABLE": "t",
+            "HISTORY_BUCKET": "env-bucket",
+            "STATE_WRITE_CONCURRENCY": "4",
+            "AWS_RETRY_MODE": "adaptive",
+        },
+        history_bucket="flag-bucket",
+    )
+    assert settings.task_state_table == "t" and settings.history_bucket == "flag-bucket"
+    assert settings.state_write_concurrency == 4 and settings.retry_mode == "adaptive"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.history_bucket = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STATE_WRITE_CONCURRENCY": "many"}, "STATE_WRITE_CONCURRENCY must be an integer"),
+        ({"STATE_WRITE_CONCURRENCY": "0"}, "STATE_WRITE_CONCURRENCY must be >= 1"),
+        ({"HISTORY_PREFIX": "no-slash"}, "history_prefix must end with '/'"),
+        ({"AWS_RETRY_MODE": "yolo"}, "AWS_RETRY_MODE must be one of"),
+    ],
+)
+def test_bad_settings_raise_config_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_missing_bucket_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="HISTORY_BUCKET is not set"):
+        Settings().require_bucket()
