@@ -46,8 +46,11 @@ def lambda_batches(events: int, batch: int, seed: int = 1) -> list[dict[str, Any
     for start in range(0, len(payloads), batch):
         records = [
             {
-                "kinesis": {"data": base64.b64encode(p).decode(), "partitionKey": "k",
-                            "sequenceNumber": str(start + i)},
+                "kinesis": {
+                    "data": base64.b64encode(p).decode(),
+                    "partitionKey": "k",
+                    "sequenceNumber": str(start + i),
+                },
                 "eventID": f"shardId-000000000000:{start + i}",
             }
             for i, p in enumerate(payloads[start : start + batch])
@@ -77,13 +80,19 @@ def ours(batches: list[dict[str, Any]]) -> None:
         plan = reduce_batch(from_lambda_event(batch))
         for event in plan.state:
             build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k")
-        for obj in build_history(plan.history, prefix="h/", shard_id=plan.shard_id,
-                                 first=plan.first_sequence, last=plan.last_sequence):
+        for obj in build_history(
+            plan.history,
+            prefix="h/",
+            shard_id=plan.shard_id,
+            first=plan.first_sequence,
+            last=plan.last_sequence,
+        ):
             parquet_bytes(obj)
 
 
-def best_of(fn: Callable[[list[dict[str, Any]]], None], batches: list[dict[str, Any]],
-            repeat: int) -> float:
+def best_of(
+    fn: Callable[[list[dict[str, Any]]], None], batches: list[dict[str, Any]], repeat: int
+) -> float:
     times = []
     for _ in range(repeat):
         gc.collect()
@@ -104,12 +113,18 @@ def main() -> int:
     batches = lambda_batches(args.events, args.batch)
     n = sum(len(b["Records"]) for b in batches)
     results = {}
-    for name, fn in (("decode floor", decode_floor), ("reference approach", reference),
-                     ("stream_processor core", ours)):
+    for name, fn in (
+        ("decode floor", decode_floor),
+        ("reference approach", reference),
+        ("stream_processor core", ours),
+    ):
         print(f"timing {name} ...", file=sys.stderr)
         results[name] = best_of(fn, batches, args.repeat)
-    floor, ref, core = (results["decode floor"], results["reference approach"],
-                        results["stream_processor core"])
+    floor, ref, core = (
+        results["decode floor"],
+        results["reference approach"],
+        results["stream_processor core"],
+    )
     lines = [
         "# Core throughput benchmark",
         "",
@@ -122,11 +137,15 @@ def main() -> int:
         "|---|---:|---:|---:|",
     ]
     for name, seconds in results.items():
-        lines.append(f"| {name} | {n / seconds:,.0f} | {floor / seconds:.2f}× | "
-                     f"{ref / seconds:.2f}× |")
-    lines += ["", f"Core = {floor / core:.0%} of the decode floor, "
-              f"{ref / core:.1f}× the reference approach ({n} records, "
-              f"batches of {args.batch})."]
+        lines.append(
+            f"| {name} | {n / seconds:,.0f} | {floor / seconds:.2f}x | {ref / seconds:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Core = {floor / core:.0%} of the decode floor, "
+        f"{ref / core:.1f}x the reference approach ({n} records, "
+        f"batches of {args.batch}).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.write_text(text)
