@@ -11,6 +11,7 @@ from stream_processor.runtime.wiring import state_tables
 
 def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> dict[str, object]:
     """Create whatever is missing; return what exists now."""
+    bucket = settings.require_bucket()  # fail before creating anything
     stream_arn = ensure_stream(kinesis_client(settings), stream, shards)
     ddb = dynamodb_client(settings)
     tables = state_tables(settings)
@@ -18,6 +19,5 @@ def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> 
         key_field = SPECS[dataset].key_field
         assert key_field is not None
         ensure_table(ddb, table, key_field)
-    bucket = settings.require_bucket()
     ensure_bucket(s3_client(settings), bucket, region)
     return {"stream": stream_arn, "tables": sorted(tables.values()), "bucket": bucket}
