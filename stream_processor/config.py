@@ -23,6 +23,7 @@ class Settings:
     task_state_table: str = "ECSTaskState"
     container_instance_state_table: str = "ECSCtrInstanceState"
     deployment_state_table: str = "ECSDeploymentState"
+    checkpoint_table: str = "stream-processor-checkpoints"
     history_bucket: str = ""
     history_prefix: str = "ecs-history/"
     quarantine_prefix: str = "quarantine/"
@@ -79,6 +80,7 @@ ENV_NAMES: dict[str, str] = {
     "task_state_table": "TASK_STATE_TABLE",
     "container_instance_state_table": "CONTAINER_INSTANCE_STATE_TABLE",
     "deployment_state_table": "DEPLOYMENT_STATE_TABLE",
+    "checkpoint_table": "CHECKPOINT_TABLE",
     "history_bucket": "HISTORY_BUCKET",
     "history_prefix": "HISTORY_PREFIX",
     "quarantine_prefix": "QUARANTINE_PREFIX",

@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 
 def client_config(settings: Settings) -> Config:
     """botocore `Config`: retry mode and attempts from settings, and a connection pool wide
-    enough for the concurrent state writes."""
+    enough for the concurrent state writes plus a few other calls (checkpoints, reads)."""
     retries: Any = {"mode": settings.retry_mode, "max_attempts": settings.max_attempts}
     return Config(
         retries=retries,
-        max_pool_connections=max(10, settings.state_write_concurrency),
+        max_pool_connections=settings.state_write_concurrency + 8,
         connect_timeout=5,
         read_timeout=30,
         tcp_keepalive=True,

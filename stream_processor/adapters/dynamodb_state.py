@@ -52,12 +52,20 @@ class DynamoDBStateStore:
     """State sink over DynamoDB tables, one per dataset with state."""
 
     def __init__(
-        self, client: DynamoDBClient, tables: Mapping[Dataset, str], *, max_workers: int = 16
+        self,
+        client: DynamoDBClient,
+        tables: Mapping[Dataset, str],
+        *,
+        max_workers: int = 16,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
+        """`executor` may be shared by the stores of one process (one per shard worker), so
+        the process's concurrency, and the client's connection pool, stay bounded."""
         self._client = client
         self._tables = dict(tables)
         self._max_workers = max_workers
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor = executor
+        self._owns_executor = executor is None
         self._buffer: list[StateWrite] = []
 
     def add(self, write: StateWrite) -> None:
@@ -105,6 +113,6 @@ class DynamoDBStateStore:
         return ("written", "")
 
     def close(self) -> None:
-        if self._executor is not None:
+        if self._executor is not None and self._owns_executor:
             self._executor.shutdown(wait=True)
             self._executor = None

@@ -1,18 +1,16 @@
-"""Kinesis: publish events as EventBridge does, and read shards until drained.
-
-The drain reader serves the demo and tests; the long-running consumer with checkpoints,
-leases and resharding is `stream-processor consume` (its own issue).
-"""
+"""Kinesis: publish records as EventBridge does (demo), and read shards (consumer)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from stream_processor.errors import SinkError
+from stream_processor.errors import SinkError, StreamProcessorError
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -49,41 +47,100 @@ class KinesisPublisher:
                 raise SinkError(f"PutRecords kept failing for {len(pending)} records")
 
 
-class KinesisShardReader:
-    """Reads every record of a shard from TRIM_HORIZON until it is drained."""
+class KinesisThrottled(StreamProcessorError):
+    """`ProvisionedThroughputExceededException` (or a limit) on a read: back off and retry."""
+
+
+class KinesisIteratorExpired(StreamProcessorError):
+    """The shard iterator expired (5 minutes unused): get a new one from the checkpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """A shard and its lineage (parents are finished before children are read)."""
+
+    shard_id: str
+    parents: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsPage:
+    records: list[dict[str, Any]]
+    next_iterator: str | None  # None: the shard is closed and fully read (SHARD_END)
+    millis_behind_latest: int
+
+
+_THROTTLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ThrottlingException",
+        "KMSThrottlingException",
+    }
+)
+
+
+class KinesisShardSource:
+    """ListShards / GetShardIterator / GetRecords for one stream, errors translated."""
 
     def __init__(self, client: KinesisClient, stream: str) -> None:
         self._client = client
         self._stream = stream
 
-    def shard_ids(self) -> list[str]:
-        ids: list[str] = []
+    def shards(self) -> list[ShardInfo]:
+        """Every shard the stream still retains, open or closed, with its parents."""
+        out: list[ShardInfo] = []
         kwargs: dict[str, Any] = {"StreamName": self._stream}
         while True:
-            page = self._client.list_shards(**kwargs)
-            ids.extend(s["ShardId"] for s in page["Shards"])
+            page = self._call(self._client.list_shards, **kwargs)
+            for shard in page["Shards"]:
+                parents = tuple(
+                    p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p
+                )
+                out.append(ShardInfo(shard["ShardId"], parents))
             token = page.get("NextToken")
             if not token:
-                return ids
+                return out
             kwargs = {"NextToken": token}
 
-    def batches(self, shard_id: str, *, limit: int = 1000) -> Iterator[list[dict[str, Any]]]:
-        """Yield non-empty GetRecords pages until the shard is caught up and empty."""
-        iterator: str | None = self._client.get_shard_iterator(
-            StreamName=self._stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            try:
-                page = self._client.get_records(ShardIterator=iterator, Limit=limit)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code == "ProvisionedThroughputExceededException":
-                    time.sleep(0.2)
-                    continue
-                raise
-            records: list[dict[str, Any]] = list(page["Records"])  # type: ignore[arg-type]
-            if records:
-                yield records
-            elif page.get("MillisBehindLatest", 0) == 0:
-                return
-            iterator = page.get("NextShardIterator")
+    def iterator(
+        self,
+        shard_id: str,
+        *,
+        after_sequence_number: str | None = None,
+        position: str = "TRIM_HORIZON",
+        timestamp: datetime | None = None,
+    ) -> str:
+        """An iterator after a checkpoint, or at a start position for a fresh shard."""
+        kwargs: dict[str, Any] = {"StreamName": self._stream, "ShardId": shard_id}
+        if after_sequence_number is not None:
+            kwargs.update(
+                ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                StartingSequenceNumber=after_sequence_number,
+            )
+        elif position == "AT_TIMESTAMP":
+            kwargs.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=timestamp)
+        else:
+            kwargs.update(ShardIteratorType=position)
+        return str(self._call(self._client.get_shard_iterator, **kwargs)["ShardIterator"])
+
+    def read(self, iterator: str, limit: int) -> RecordsPage:
+        page = self._call(self._client.get_records, ShardIterator=iterator, Limit=limit)
+        return RecordsPage(
+            list(page.get("Records", [])),
+            page.get("NextShardIterator"),
+            int(page.get("MillisBehindLatest", 0) or 0),
+        )
+
+    def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            if code in _THROTTLE_CODES:
+                raise KinesisThrottled(code) from exc
+            if code == "ExpiredIteratorException":
+                raise KinesisIteratorExpired(code) from exc
+            raise SinkError(f"kinesis {method.__name__}: {code}", code=code) from exc
+        except BotoCoreError as exc:
+            raise SinkError(f"kinesis {method.__name__}: {type(exc).__name__}") from exc

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -49,13 +49,20 @@ def ensure_stream(client: KinesisClient, name: str, shards: int) -> str:
     return summary["StreamARN"]
 
 
-def ensure_table(client: DynamoDBClient, name: str, hash_key: str) -> None:
-    """Create an on-demand table with a string hash key if missing, and wait for it."""
+def ensure_table(
+    client: DynamoDBClient, name: str, hash_key: str, range_key: str | None = None
+) -> None:
+    """Create an on-demand table with string key(s) if missing, and wait for it."""
+    keys: list[Any] = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    attributes: list[Any] = [{"AttributeName": hash_key, "AttributeType": "S"}]
+    if range_key:
+        keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        attributes.append({"AttributeName": range_key, "AttributeType": "S"})
     try:
         client.create_table(
             TableName=name,
-            KeySchema=[{"AttributeName": hash_key, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": hash_key, "AttributeType": "S"}],
+            KeySchema=keys,
+            AttributeDefinitions=attributes,
             BillingMode="PAY_PER_REQUEST",
             SSESpecification={"Enabled": True},
         )

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
 
 
@@ -61,6 +69,60 @@ def parser() -> argparse.ArgumentParser:
         help="progress on stderr; last stdout line is one JSON summary",
     )
 
+    consume = sub.add_parser(
+        "consume", help="read every shard of a stream through the pipeline, with checkpoints"
+    )
+    consume.add_argument("--stream", required=True, help="Kinesis stream name")
+    consume.add_argument(
+        "--max-records",
+        type=_positive,
+        default=1000,
+        help="close a micro-batch at this many records (1000)",
+    )
+    consume.add_argument(
+        "--max-wait",
+        type=_seconds,
+        default=1.0,
+        help="close a micro-batch this many seconds after it opened (1)",
+    )
+    consume.add_argument(
+        "--start-position",
+        default="TRIM_HORIZON",
+        help="for shards with no checkpoint: TRIM_HORIZON (default), LATEST "
+        "or AT_TIMESTAMP=<ISO 8601>",
+    )
+    consume.add_argument(
+        "--shard-sync-interval",
+        type=_seconds,
+        default=30.0,
+        help="seconds between shard discoveries (30)",
+    )
+    consume.add_argument(
+        "--idle-poll", type=_seconds, default=1.0, help="seconds between polls of an idle shard (1)"
+    )
+    consume.add_argument(
+        "--stop-when-idle",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="exit 0 once every shard has been idle this long",
+    )
+    consume.add_argument(
+        "--lease-seconds",
+        type=_seconds,
+        default=10.0,
+        help="shard lease duration; renewed every third of it (10)",
+    )
+    consume.add_argument(
+        "--worker-id", default=None, help="lease owner id (default host:pid:random)"
+    )
+    consume.add_argument(
+        "--report-interval",
+        type=_seconds,
+        default=10.0,
+        help="seconds between structured progress log lines (10)",
+    )
+
     setup = sub.add_parser("setup", help="create the stream, state tables and bucket (idempotent)")
     setup.add_argument("--stream", required=True, help="Kinesis stream name")
     setup.add_argument("--shards", type=_positive, default=1, help="shard count (1)")
@@ -72,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, build settings from the environment, run the command."""
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if args.verbose or args.command == "consume" else logging.WARNING,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
@@ -89,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
             )
             return main_demo(options, as_json=args.json)
+        if args.command == "consume":
+            return _consume(args)
         if args.command == "setup":
             from stream_processor.runtime.setup import ensure_all
 
@@ -101,6 +165,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stream-processor: error: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from stream_processor.runtime.consumer import ConsumerOptions, default_worker_id
+    from stream_processor.runtime.demo import Progress
+    from stream_processor.runtime.wiring import build_consumer
+
+    settings = Settings.from_env(os.environ)
+    options = ConsumerOptions(
+        stream=args.stream,
+        max_records=args.max_records,
+        max_wait_s=args.max_wait,
+        start_position=args.start_position,
+        shard_sync_interval_s=args.shard_sync_interval,
+        idle_poll_s=args.idle_poll,
+        stop_when_idle_s=args.stop_when_idle,
+        lease_s=args.lease_seconds,
+        worker_id=args.worker_id or default_worker_id(),
+        report_interval_s=args.report_interval,
+    )
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    built = build_consumer(settings, options, on_progress=progress.step if progress else None)
+
+    def stop(signum: int, _frame: object) -> None:
+        logging.getLogger("stream_processor.consumer").info(
+            json.dumps({"message": "stopping", "signal": signal.Signals(signum).name})
+        )
+        built.consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    built.run()
+    if progress:
+        progress.done(built.consumer.progress_line())
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,12 +23,12 @@ import msgspec
 import pyarrow.parquet as pq
 
 from stream_processor.adapters.clients import dynamodb_client, kinesis_client, s3_client
-from stream_processor.adapters.kinesis_stream import KinesisPublisher, KinesisShardReader
+from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.records import from_get_records
+from stream_processor.runtime.consumer import ConsumerOptions
 from stream_processor.runtime.setup import ensure_all
-from stream_processor.runtime.wiring import build_pipeline, state_tables
+from stream_processor.runtime.wiring import build_consumer, state_tables
 from stream_processor.simulation import deliver, partition_key, simulate_fleet
 
 #: Records that are not ECS events at all; the demo expects each one quarantined.
@@ -147,29 +147,22 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
     )
     KinesisPublisher(kinesis_client(settings), options.stream).put(records)
 
-    runtime = build_pipeline(settings)
-    reader = KinesisShardReader(kinesis_client(settings), options.stream)
-    totals = {"batches": 0, "records": 0, "stale": 0, "quarantined": 0, "failed": 0}
+    options_consume = ConsumerOptions(
+        stream=options.stream,
+        max_records=options.batch_size,
+        max_wait_s=0.5,
+        stop_when_idle_s=1.0,
+        idle_poll_s=0.2,
+        report_interval_s=3600.0,
+    )
     consume_started = time.perf_counter()
-    try:
-        for shard_id in reader.shard_ids():
-            for page in reader.batches(shard_id, limit=options.batch_size):
-                outcome = runtime.pipeline.process(from_get_records(shard_id, page))
-                if outcome.failed_from is not None:
-                    totals["failed"] += 1
-                totals["batches"] += 1
-                totals["records"] += outcome.records_in
-                totals["stale"] += outcome.state_stale
-                totals["quarantined"] += outcome.quarantined
-                progress.step(
-                    f"consumed {totals['records']}/{len(records)} records in "
-                    f"{totals['batches']} batches ({shard_id})"
-                )
-    finally:
-        runtime.close()
+    built = build_consumer(settings, options_consume, on_progress=progress.step)
+    built.run()
+    totals = built.consumer.totals()
     consume_s = time.perf_counter() - consume_started
     progress.done(
-        f"consumed {totals['records']} records in {totals['batches']} batches in {consume_s:.1f}s"
+        f"consumed {totals['records']} records from {options.shards} shards in "
+        f"{totals['batches']} batches in {consume_s:.1f}s"
     )
 
     state_items, mismatches = _verify_state(settings, fleet.final)
@@ -184,7 +177,7 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
         "duplicates_delivered": duplicates,
         "junk_delivered": len(JUNK_RECORDS),
         "batches": totals["batches"],
-        "batches_failed": totals["failed"],
+        "batches_failed": totals["failed_batches"],
         "stale_writes": totals["stale"],
         "state_items": state_items,
         "state_mismatches": mismatches,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stream_processor.adapters.clients import dynamodb_client, kinesis_client, s3_client
+from stream_processor.adapters.dynamodb_checkpoints import SHARD_KEY, STREAM_KEY
 from stream_processor.adapters.provisioning import ensure_bucket, ensure_stream, ensure_table
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS
@@ -19,5 +20,7 @@ def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> 
         key_field = SPECS[dataset].key_field
         assert key_field is not None
         ensure_table(ddb, table, key_field)
+    ensure_table(ddb, settings.checkpoint_table, STREAM_KEY, SHARD_KEY)
     ensure_bucket(s3_client(settings), bucket, region)
-    return {"stream": stream_arn, "tables": sorted(tables.values()), "bucket": bucket}
+    names = sorted([*tables.values(), settings.checkpoint_table])
+    return {"stream": stream_arn, "tables": names, "bucket": bucket}

@@ -1,0 +1,228 @@
+"""Shard checkpoints and leases in DynamoDB, for `stream-processor consume`.
+
+One item per (stream, shard): the last sequence number whose batch is durable in both
+sinks, whether the shard is finished (SHARD_END), and the lease: an owner id and an expiry
+the owner keeps renewing. Every write is conditional on owning the lease, and a checkpoint
+can only move forward, so a second consumer started by mistake can neither double-process
+a shard nor move another owner's checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from stream_processor.errors import StreamProcessorError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+#: Key schema of the checkpoint table.
+STREAM_KEY = "streamName"
+SHARD_KEY = "shardId"
+
+# Sequence numbers are decimal strings of up to 129 digits: too long for a DynamoDB number,
+# so comparisons use a zero-padded copy, which orders like the integers.
+_PAD = 130
+
+
+class LeaseLost(StreamProcessorError):
+    """Another owner holds the shard's lease now: stop without checkpointing."""
+
+
+class CheckpointError(StreamProcessorError):
+    """A checkpoint write was refused for a reason other than the lease (e.g. backwards)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What the table knows about one shard."""
+
+    shard_id: str
+    sequence_number: str | None = None
+    ended: bool = False
+    owner: str | None = None
+    lease_expires_ms: int = 0
+
+
+def sequence_key(sequence_number: str) -> str:
+    """Zero-padded sequence number: string order equals numeric order."""
+    return sequence_number.zfill(_PAD)
+
+
+def _checkpoint(item: dict[str, Any]) -> Checkpoint:
+    return Checkpoint(
+        shard_id=item[SHARD_KEY]["S"],
+        sequence_number=item.get("sequenceNumber", {}).get("S"),
+        ended=bool(item.get("ended", {}).get("BOOL", False)),
+        owner=item.get("owner", {}).get("S"),
+        lease_expires_ms=int(item.get("leaseExpiresAt", {}).get("N", "0")),
+    )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+
+
+class DynamoDBCheckpointStore:
+    """Checkpoints and leases of one stream's shards."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        stream: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._stream = stream
+        self._clock = clock
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _key(self, shard_id: str) -> dict[str, Any]:
+        return {STREAM_KEY: {"S": self._stream}, SHARD_KEY: {"S": shard_id}}
+
+    def load_all(self) -> dict[str, Checkpoint]:
+        """Every shard's checkpoint of this stream."""
+        out: dict[str, Checkpoint] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": STREAM_KEY},
+            "ExpressionAttributeValues": {":s": {"S": self._stream}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._call(self._client.query, **kwargs)
+            for item in page.get("Items", []):
+                checkpoint = _checkpoint(item)
+                out[checkpoint.shard_id] = checkpoint
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get(self, shard_id: str) -> Checkpoint | None:
+        item = self._call(
+            self._client.get_item,
+            TableName=self._table,
+            Key=self._key(shard_id),
+            ConsistentRead=True,
+        ).get("Item")
+        return _checkpoint(item) if item else None
+
+    def acquire(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint | None:
+        """Take the shard's lease if it is free, expired or already ours; None if another
+        owner holds it."""
+        now = self._now_ms()
+        try:
+            result = self._client.update_item(
+                TableName=self._table,
+                Key=self._key(shard_id),
+                UpdateExpression="SET #o = :me, leaseExpiresAt = :exp",
+                ConditionExpression=(
+                    "attribute_not_exists(#o) OR #o = :me OR leaseExpiresAt < :now"
+                ),
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={
+                    ":me": {"S": owner},
+                    ":exp": {"N": str(now + int(lease_s * 1000))},
+                    ":now": {"N": str(now)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise CheckpointError(f"acquiring lease of {shard_id}: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise CheckpointError(f"acquiring lease of {shard_id}: {exc}") from exc
+        return _checkpoint(result["Attributes"])
+
+    def renew(self, shard_id: str, owner: str, lease_s: float) -> None:
+        """Extend our lease; `LeaseLost` if someone else took it."""
+        self._owned_update(
+            shard_id,
+            owner,
+            "SET leaseExpiresAt = :exp",
+            {":exp": {"N": str(self._now_ms() + int(lease_s * 1000))}},
+        )
+
+    def save(
+        self,
+        shard_id: str,
+        owner: str,
+        sequence_number: str | None,
+        lease_s: float,
+        *,
+        ended: bool = False,
+    ) -> None:
+        """Checkpoint `sequence_number` (and renew the lease). Refuses, loudly, to move a
+        checkpoint backwards or to write without owning the lease."""
+        values: dict[str, Any] = {
+            ":exp": {"N": str(self._now_ms() + int(lease_s * 1000))},
+            ":ended": {"BOOL": ended},
+            ":at": {"N": str(self._now_ms())},
+        }
+        update = "SET leaseExpiresAt = :exp, ended = :ended, checkpointedAt = :at"
+        condition = None
+        if sequence_number is not None:
+            values[":seq"] = {"S": sequence_number}
+            values[":key"] = {"S": sequence_key(sequence_number)}
+            update += ", sequenceNumber = :seq, sequenceKey = :key"
+            condition = "(attribute_not_exists(sequenceKey) OR sequenceKey <= :key)"
+        self._owned_update(shard_id, owner, update, values, condition, sequence_number)
+
+    def release(self, shard_id: str, owner: str) -> None:
+        """Give the lease up (clean shutdown) so the next owner need not wait for expiry."""
+        with contextlib.suppress(LeaseLost, CheckpointError):
+            self._owned_update(shard_id, owner, "SET leaseExpiresAt = :exp", {":exp": {"N": "0"}})
+
+    def _owned_update(
+        self,
+        shard_id: str,
+        owner: str,
+        update: str,
+        values: dict[str, Any],
+        extra_condition: str | None = None,
+        sequence_number: str | None = None,
+    ) -> None:
+        condition = "#o = :me" + (f" AND {extra_condition}" if extra_condition else "")
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(shard_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={**values, ":me": {"S": owner}},
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise CheckpointError(f"checkpoint of {shard_id}: {_code(exc)}") from exc
+            current = self.get(shard_id)
+            if current is None or current.owner != owner:
+                holder = current.owner if current else None
+                raise LeaseLost(f"lease of {shard_id} is held by {holder!r}") from None
+            raise CheckpointError(
+                f"refusing to move the checkpoint of {shard_id} backwards: "
+                f"{current.sequence_number} -> {sequence_number}"
+            ) from None
+        except BotoCoreError as exc:
+            raise CheckpointError(f"checkpoint of {shard_id}: {exc}") from exc
+
+    def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except ClientError as exc:
+            raise CheckpointError(f"checkpoint table {self._table}: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise CheckpointError(f"checkpoint table {self._table}: {exc}") from exc

@@ -1,0 +1,476 @@
+"""`stream-processor consume`: read every shard of a stream through the pipeline.
+
+One worker thread per shard we hold the lease of; a coordinator discovers shards, starts
+children only after their parents are finished, reports progress, and stops cleanly.
+
+A worker's loop, in order:
+  1. Read with GetRecords (≤ 5 calls/s per shard; gentle polling when idle) into a buffer.
+  2. Close the micro-batch on size (`max_records`) or age (`max_wait_s`), at shard end, or
+     on shutdown.
+  3. Run it through the same `Pipeline` as the Lambda handler. If a sink failed, back off
+     and run the same batch again: writes are idempotent, object keys come from the input.
+  4. Only then checkpoint the batch's last sequence number, conditional on our lease and
+     never backwards. At shard end, mark the shard finished so its children can start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from stream_processor.adapters.dynamodb_checkpoints import (
+    Checkpoint,
+    DynamoDBCheckpointStore,
+    LeaseLost,
+)
+from stream_processor.adapters.kinesis_stream import (
+    KinesisIteratorExpired,
+    KinesisShardSource,
+    KinesisThrottled,
+    ShardInfo,
+)
+from stream_processor.core.records import from_get_records
+from stream_processor.errors import ConfigError, StreamProcessorError
+from stream_processor.runtime.pipeline import BatchOutcome, Pipeline
+
+log = logging.getLogger("stream_processor.consumer")
+
+#: Kinesis allows 5 GetRecords calls per second per shard, up to 10,000 records each.
+MIN_GET_INTERVAL_S = 0.2
+MAX_GET_RECORDS = 10_000
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """How `consume` reads; the CLI flags map one to one."""
+
+    stream: str
+    max_records: int = 1000
+    max_wait_s: float = 1.0
+    start_position: str = "TRIM_HORIZON"
+    shard_sync_interval_s: float = 30.0
+    idle_poll_s: float = 1.0
+    stop_when_idle_s: float | None = None
+    lease_s: float = 10.0
+    worker_id: str = field(default_factory=default_worker_id)
+    report_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_records <= MAX_GET_RECORDS:
+            raise ConfigError(f"--max-records must be within 1..{MAX_GET_RECORDS}")
+        if self.max_wait_s <= 0 or self.idle_poll_s <= 0 or self.lease_s <= 0:
+            raise ConfigError("--max-wait, --idle-poll and --lease-seconds must be positive")
+        self.start()  # validates
+
+    def start(self) -> tuple[str, datetime | None]:
+        """The start position for shards with no checkpoint, parsed."""
+        position, _, when = self.start_position.partition("=")
+        if position in ("TRIM_HORIZON", "LATEST") and not when:
+            return position, None
+        if position == "AT_TIMESTAMP" and when:
+            try:
+                return position, datetime.fromisoformat(when.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+        raise ConfigError(
+            "--start-position must be TRIM_HORIZON, LATEST or AT_TIMESTAMP=<ISO 8601>, "
+            f"got {self.start_position!r}"
+        )
+
+
+@dataclass
+class ShardStats:
+    """What one shard's worker has done, for progress lines."""
+
+    records: int = 0
+    batches: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    quarantined: int = 0
+    failed_batches: int = 0
+    millis_behind: int = 0
+    checkpoint: str | None = None
+    state: str = "starting"
+
+    def add(self, outcome: BatchOutcome) -> None:
+        self.records += outcome.records_in
+        self.batches += 1
+        self.duplicates += outcome.duplicates
+        self.stale += outcome.state_stale
+        self.quarantined += outcome.quarantined
+
+
+class ShardWorker(threading.Thread):
+    """Reads one shard, in order, for as long as we hold its lease."""
+
+    def __init__(
+        self,
+        shard: ShardInfo,
+        checkpoint: Checkpoint,
+        *,
+        options: ConsumerOptions,
+        source: KinesisShardSource,
+        store: DynamoDBCheckpointStore,
+        pipeline: Pipeline,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"shard-{shard.shard_id}", daemon=True)
+        self.shard = shard
+        self.stats = ShardStats(checkpoint=checkpoint.sequence_number)
+        self.finished = False  # reached SHARD_END and checkpointed it
+        self.idle_since = time.monotonic()
+        self.error: str | None = None
+        self._checkpoint = checkpoint.sequence_number
+        self._options = options
+        self._source = source
+        self._store = store
+        self._pipeline = pipeline
+        self._stopping = stop
+        self._renewed = time.monotonic()
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+    @property
+    def caught_up_idle_s(self) -> float:
+        """Seconds since this shard last returned records (0 while it has work)."""
+        if self.stats.millis_behind > 0:
+            return 0.0
+        return time.monotonic() - self.idle_since
+
+    def run(self) -> None:
+        shard_id = self.shard.shard_id
+        try:
+            self._run()
+        except _Stopped:
+            self.stats.state = "stopped"
+        except LeaseLost as exc:
+            self.stats.state = "lease lost"
+            log.warning(
+                json.dumps({"message": "lease lost", "shard_id": shard_id, "reason": str(exc)})
+            )
+        except StreamProcessorError as exc:
+            self.error = str(exc)
+            self.stats.state = "error"
+            log.error(
+                json.dumps(
+                    {
+                        "message": "shard worker failed",
+                        "shard_id": shard_id,
+                        "reason": str(exc)[:300],
+                    }
+                )
+            )
+        except Exception as exc:  # never let a worker die silently; no payloads in the log
+            self.error = type(exc).__name__
+            self.stats.state = "error"
+            log.exception("shard worker %s crashed: %s", shard_id, type(exc).__name__)
+        finally:
+            if not self.finished and self.stats.state != "lease lost":
+                self._store.release(shard_id, self._options.worker_id)
+
+    def _new_iterator(self) -> str:
+        if self._checkpoint is not None:
+            return self._source.iterator(
+                self.shard.shard_id, after_sequence_number=self._checkpoint
+            )
+        position, when = self._options.start()
+        if self.shard.parents:
+            # A child shard continues its parents' keys: read it whole, whatever the start.
+            position, when = "TRIM_HORIZON", None
+        return self._source.iterator(self.shard.shard_id, position=position, timestamp=when)
+
+    def _run(self) -> None:
+        options = self._options
+        iterator: str | None = self._new_iterator()
+        buffer: list[dict[str, Any]] = []
+        batch_opened = 0.0
+        last_get = 0.0
+        backoff = MIN_GET_INTERVAL_S
+        self.stats.state = "reading"
+        while True:
+            self._maybe_renew()
+            stopping = self._stopping.is_set()
+            at_end = iterator is None
+            if buffer and (
+                stopping
+                or at_end
+                or len(buffer) >= options.max_records
+                or time.monotonic() - batch_opened >= options.max_wait_s
+            ):
+                self._process(buffer)
+                buffer = []
+            if at_end:
+                self._store.save(
+                    self.shard.shard_id,
+                    options.worker_id,
+                    self._checkpoint,
+                    options.lease_s,
+                    ended=True,
+                )
+                self.finished = True
+                self.stats.state = "finished"
+                log.info(
+                    json.dumps(
+                        {
+                            "message": "shard finished",
+                            "shard_id": self.shard.shard_id,
+                            "checkpoint": self._checkpoint,
+                        }
+                    )
+                )
+                return
+            if stopping:
+                self.stats.state = "stopped"
+                return
+
+            wait = last_get + MIN_GET_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                self._stopping.wait(wait)
+            last_get = time.monotonic()
+            try:
+                assert iterator is not None
+                page = self._source.read(iterator, min(MAX_GET_RECORDS, options.max_records))
+            except KinesisThrottled:
+                backoff = min(backoff * 2, 5.0)
+                self._stopping.wait(self._rng.uniform(0, backoff))
+                continue
+            except KinesisIteratorExpired:
+                buffer = []  # re-read from the checkpoint: nothing after it is durable yet
+                iterator = self._new_iterator()
+                continue
+            backoff = MIN_GET_INTERVAL_S
+            iterator = page.next_iterator
+            self.stats.millis_behind = page.millis_behind_latest
+            if page.records:
+                if not buffer:
+                    batch_opened = time.monotonic()
+                buffer.extend(page.records)
+                self.idle_since = time.monotonic()
+            elif iterator is not None and not buffer and page.millis_behind_latest == 0:
+                self._stopping.wait(options.idle_poll_s)
+
+    def _process(self, buffer: list[dict[str, Any]]) -> None:
+        """Run one micro-batch until it is durable, then checkpoint it."""
+        options = self._options
+        records = from_get_records(self.shard.shard_id, buffer)
+        delay = 0.5
+        while True:
+            outcome = self._pipeline.process(records)
+            if outcome.failed_from is None:
+                break
+            self.stats.failed_batches += 1
+            if self._stopping.is_set():
+                # Not durable and asked to stop: leave the checkpoint where it is.
+                raise _Stopped
+            self._stopping.wait(self._rng.uniform(delay / 2, delay))
+            delay = min(delay * 2, 30.0)
+            self._maybe_renew()
+        self.stats.add(outcome)
+        last = str(buffer[-1]["SequenceNumber"])
+        self._store.save(self.shard.shard_id, options.worker_id, last, options.lease_s)
+        self._checkpoint = last
+        self.stats.checkpoint = last
+        self._renewed = time.monotonic()
+
+    def _maybe_renew(self) -> None:
+        if time.monotonic() - self._renewed >= self._options.lease_s / 3:
+            self._store.renew(self.shard.shard_id, self._options.worker_id, self._options.lease_s)
+            self._renewed = time.monotonic()
+
+
+class _Stopped(Exception):
+    """Internal: shutdown while a batch was still failing; its checkpoint stays put."""
+
+
+class Consumer:
+    """Coordinates shard workers for one stream."""
+
+    def __init__(
+        self,
+        options: ConsumerOptions,
+        *,
+        source: KinesisShardSource,
+        store: DynamoDBCheckpointStore,
+        pipeline_factory: Callable[[], Pipeline],
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = options
+        self._source = source
+        self._store = store
+        self._pipeline_factory = pipeline_factory
+        self._on_progress = on_progress
+        self._stop = threading.Event()
+        self.workers: dict[str, ShardWorker] = {}
+        self._shards: list[ShardInfo] = []
+        self._ended_seen: set[str] = set()
+        self._finished: set[str] = set()
+        self._foreign: dict[str, tuple[str | None, int]] = {}  # shard → (owner, expiry seen)
+        self._foreign_alive: set[str] = set()
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        """Ask every worker to finish its batch in flight, checkpoint it, and exit."""
+        self._stop.set()
+
+    def run(self) -> dict[str, ShardStats]:
+        """Run until stopped (or idle, with `stop_when_idle_s`); return per-shard stats."""
+        options = self.options
+        sync_every = options.shard_sync_interval_s
+        if options.stop_when_idle_s is not None:
+            sync_every = min(sync_every, 1.0)
+        next_sync = 0.0
+        next_report = time.monotonic() + options.report_interval_s
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                ended = {s for s, w in self.workers.items() if not w.is_alive()}
+                if now >= next_sync or ended - self._ended_seen:
+                    self._ended_seen |= ended
+                    self._sync()
+                    next_sync = now + sync_every
+                if self._on_progress is not None:
+                    self._on_progress(self.progress_line())
+                if now >= next_report:
+                    self._report()
+                    next_report = now + options.report_interval_s
+                if options.stop_when_idle_s is not None and self._idle(options.stop_when_idle_s):
+                    break
+                self._stop.wait(0.2)
+        finally:
+            self._stop.set()
+            for worker in self.workers.values():
+                worker.join()
+            self._report()
+        return {shard: w.stats for shard, w in self.workers.items()}
+
+    def _sync(self) -> None:
+        """Discover shards; start a worker for each readable shard whose lease we get."""
+        shards = self._shards = self._source.shards()
+        listed = {s.shard_id for s in shards}
+        checkpoints = self._store.load_all()
+        for shard_id, worker in list(self.workers.items()):
+            if worker.finished:
+                self._finished.add(shard_id)
+            if not worker.is_alive() and not worker.finished:
+                del self.workers[shard_id]  # lease lost or failed: try again on a later sync
+        for shard_id, checkpoint in checkpoints.items():
+            if checkpoint.ended:
+                self._finished.add(shard_id)
+        for shard in shards:
+            if shard.shard_id in self._finished or shard.shard_id in self.workers:
+                continue
+            # Parents that the stream no longer retains were finished long ago.
+            if any(p in listed and p not in self._finished for p in shard.parents):
+                continue
+            acquired = self._store.acquire(
+                shard.shard_id, self.options.worker_id, self.options.lease_s
+            )
+            if acquired is None:
+                self._note_foreign(checkpoints.get(shard.shard_id), shard.shard_id)
+                continue
+            checkpoint = acquired
+            self._foreign.pop(shard.shard_id, None)
+            self._foreign_alive.discard(shard.shard_id)
+            worker = ShardWorker(
+                shard,
+                checkpoint,
+                options=self.options,
+                source=self._source,
+                store=self._store,
+                pipeline=self._pipeline_factory(),
+                stop=self._stop,
+            )
+            self.workers[shard.shard_id] = worker
+            worker.start()
+            log.info(
+                json.dumps(
+                    {
+                        "message": "shard acquired",
+                        "shard_id": shard.shard_id,
+                        "checkpoint": checkpoint.sequence_number,
+                    }
+                )
+            )
+
+    def _note_foreign(self, checkpoint: Checkpoint | None, shard_id: str) -> None:
+        """Track a shard another owner holds: a renewed lease proves the owner is alive."""
+        if checkpoint is None:
+            return
+        seen = self._foreign.get(shard_id)
+        if seen and seen[0] == checkpoint.owner and checkpoint.lease_expires_ms > seen[1]:
+            self._foreign_alive.add(shard_id)
+        self._foreign[shard_id] = (checkpoint.owner, checkpoint.lease_expires_ms)
+
+    def _idle(self, idle_s: float) -> bool:
+        """Every shard is finished, held by another live owner, or ours and idle long enough."""
+        if time.monotonic() - self._started < idle_s:
+            return False
+        pending = [s for s in self._shards if s.shard_id not in self._finished]
+        for shard in pending:
+            worker = self.workers.get(shard.shard_id)
+            if worker is not None and worker.finished:
+                continue
+            if shard.shard_id in self._foreign_alive:
+                continue
+            if worker is None or not worker.is_alive() or worker.caught_up_idle_s < idle_s:
+                return False
+        return True
+
+    def totals(self) -> dict[str, int]:
+        stats = [w.stats for w in self.workers.values()]
+        return {
+            "records": sum(s.records for s in stats),
+            "batches": sum(s.batches for s in stats),
+            "duplicates": sum(s.duplicates for s in stats),
+            "stale": sum(s.stale for s in stats),
+            "quarantined": sum(s.quarantined for s in stats),
+            "failed_batches": sum(s.failed_batches for s in stats),
+            "max_millis_behind": max((s.millis_behind for s in stats), default=0),
+        }
+
+    def progress_line(self) -> str:
+        totals = self.totals()
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        return (
+            f"{len([w for w in self.workers.values() if w.is_alive()])} shards reading, "
+            f"{len(self._finished)} finished | {totals['records']} records "
+            f"({totals['records'] / elapsed:.0f}/s) in {totals['batches']} batches | "
+            f"lag {totals['max_millis_behind']} ms | duplicates {totals['duplicates']} | "
+            f"stale {totals['stale']} | quarantined {totals['quarantined']}"
+        )
+
+    def _report(self) -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        totals = self.totals()
+        log.info(
+            json.dumps(
+                {
+                    "message": "consumer progress",
+                    "worker_id": self.options.worker_id,
+                    "records_per_s": round(totals["records"] / elapsed, 1),
+                    **totals,
+                    "shards": {
+                        shard: {
+                            "state": w.stats.state,
+                            "records": w.stats.records,
+                            "millis_behind_latest": w.stats.millis_behind,
+                            "checkpoint": w.stats.checkpoint,
+                        }
+                        for shard, w in sorted(self.workers.items())
+                    },
+                }
+            )
+        )
