@@ -17,6 +17,7 @@ from stream_processor.config import Settings
 from stream_processor.core.records import KinesisRecord
 from stream_processor.runtime.demo import local_aws
 from stream_processor.runtime.setup import ensure_all
+from tests import moto_fidelity
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -115,7 +116,9 @@ def lambda_event(
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """One moto server for the session, on 127.0.0.1 and a free port; boto3 finds it through
-    its native `AWS_ENDPOINT_URL`."""
+    its native `AWS_ENDPOINT_URL`. Kinesis resharding is made to behave like AWS's
+    (see `tests/moto_fidelity.py`)."""
+    moto_fidelity.apply()
     with local_aws() as endpoint:
         yield endpoint
 

@@ -7,7 +7,6 @@ handler runs, then check DynamoDB and the Parquet history against the simulator'
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -20,15 +19,14 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import msgspec
-import pyarrow.parquet as pq
 
-from stream_processor.adapters.clients import dynamodb_client, kinesis_client, s3_client
+from stream_processor.adapters.clients import kinesis_client
 from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
-from stream_processor.core.events import SPECS, Dataset
 from stream_processor.runtime.consumer import ConsumerOptions
 from stream_processor.runtime.setup import ensure_all
-from stream_processor.runtime.wiring import build_consumer, state_tables
+from stream_processor.runtime.verify import history_rows, quarantine_lines, verify_state
+from stream_processor.runtime.wiring import build_consumer
 from stream_processor.simulation import deliver, partition_key, simulate_fleet
 
 #: Records that are not ECS events at all; the demo expects each one quarantined.
@@ -165,11 +163,11 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
         f"{totals['batches']} batches in {consume_s:.1f}s"
     )
 
-    state_items, mismatches = _verify_state(settings, fleet.final)
-    found = _history_rows(settings)
+    state_items, mismatches = verify_state(settings, fleet.final)
+    found = history_rows(settings)
     missing = fleet.history - found
     unexpected = found - fleet.history
-    quarantined = _quarantine_lines(settings)
+    quarantined = quarantine_lines(settings)
     elapsed = time.perf_counter() - started
     return {
         "events_emitted": len(fleet.events),
@@ -199,66 +197,6 @@ def demo_ok(summary: dict[str, Any]) -> bool:
         and summary["quarantined"] == summary["junk_delivered"]
         and summary["batches_failed"] == 0
     )
-
-
-def _scan(settings: Settings, table: str) -> Iterator[dict[str, Any]]:
-    paginator = dynamodb_client(settings).get_paginator("scan")
-    for page in paginator.paginate(TableName=table):
-        yield from page.get("Items", [])
-
-
-def _verify_state(
-    settings: Settings, truth: dict[tuple[str, str], dict[str, Any]]
-) -> tuple[int, int]:
-    """Count items and mismatches (missing, extra, or not the truth's last event)."""
-    items = 0
-    mismatches = 0
-    seen: set[tuple[str, str]] = set()
-    for dataset, table in state_tables(settings).items():
-        key_field = SPECS[dataset].key_field
-        assert key_field is not None
-        for item in _scan(settings, table):
-            items += 1
-            key = (dataset.value, item[key_field]["S"])
-            seen.add(key)
-            expected = truth.get(key)
-            if expected is None or item.get("_eventId", {}).get("S") != expected["id"]:
-                mismatches += 1
-    mismatches += len(set(truth) - seen)
-    return items, mismatches
-
-
-def _history_rows(settings: Settings) -> set[tuple[str, str, int | str]]:
-    s3 = s3_client(settings)
-    found: set[tuple[str, str, int | str]] = set()
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=settings.history_bucket, Prefix=settings.history_prefix):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
-            table = pq.read_table(io.BytesIO(body), columns=["resource_arn", "version", "event_id"])
-            dataset = obj["Key"][len(settings.history_prefix) :].split("/", 1)[0]
-            versioned = SPECS[Dataset(dataset)].versioned
-            for arn, version, event_id in zip(
-                table["resource_arn"].to_pylist(),
-                table["version"].to_pylist(),
-                table["event_id"].to_pylist(),
-                strict=True,
-            ):
-                found.add((dataset, arn, version) if versioned else (dataset, event_id, ""))
-    return found
-
-
-def _quarantine_lines(settings: Settings) -> int:
-    s3 = s3_client(settings)
-    lines = 0
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(
-        Bucket=settings.history_bucket, Prefix=settings.quarantine_prefix
-    ):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
-            lines += body.count(b"\n")
-    return lines
 
 
 def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:

@@ -19,7 +19,11 @@ def test_setup_creates_everything_and_can_run_twice(
     created = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert created["bucket"] == "setup-bucket"
     assert created["tables"] == [
-        "ECSCtrInstanceState", "ECSDeploymentState", "ECSTaskState", "stream-processor-checkpoints"]
+        "ECSCtrInstanceState",
+        "ECSDeploymentState",
+        "ECSTaskState",
+        "stream-processor-checkpoints",
+    ]
     shards = boto3.client("kinesis").list_shards(StreamName="s1")["Shards"]
     assert len(shards) == 2
     encryption = boto3.client("s3").get_bucket_encryption(Bucket="setup-bucket")

@@ -1,0 +1,87 @@
+"""Checkpoints and leases against moto's server: one owner, only forward."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_processor.adapters.clients import dynamodb_client
+from stream_processor.adapters.dynamodb_checkpoints import (
+    CheckpointError,
+    DynamoDBCheckpointStore,
+    LeaseLost,
+    sequence_key,
+)
+from stream_processor.config import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(settings: Settings, clock: Clock) -> DynamoDBCheckpointStore:
+    return DynamoDBCheckpointStore(
+        dynamodb_client(settings), settings.checkpoint_table, "s", clock=clock
+    )
+
+
+def test_sequence_keys_order_like_integers() -> None:
+    assert (
+        sequence_key("9")
+        < sequence_key("10")
+        < sequence_key("49590338271490256608559692538361571095921575989136588898")
+    )
+
+
+def test_one_owner_at_a_time_until_the_lease_expires(
+    store: DynamoDBCheckpointStore,
+    clock: Clock,
+) -> None:
+    assert store.acquire("shard-1", "a", lease_s=10) is not None
+    assert store.acquire("shard-1", "b", lease_s=10) is None
+    assert store.acquire("shard-1", "a", lease_s=10) is not None  # re-acquire our own
+    store.save("shard-1", "a", "100", lease_s=10)
+    clock.now += 11
+    taken = store.acquire("shard-1", "b", lease_s=10)
+    assert taken is not None and taken.sequence_number == "100" and taken.owner == "b"
+    with pytest.raises(LeaseLost, match="held by 'b'"):
+        store.save("shard-1", "a", "200", lease_s=10)
+    with pytest.raises(LeaseLost):
+        store.renew("shard-1", "a", lease_s=10)
+    assert store.get("shard-1").sequence_number == "100"  # type: ignore[union-attr]
+
+
+def test_checkpoints_only_move_forward(store: DynamoDBCheckpointStore) -> None:
+    store.acquire("shard-1", "a", lease_s=10)
+    store.save("shard-1", "a", "9", lease_s=10)
+    store.save("shard-1", "a", "10", lease_s=10)  # numerically later, lexically earlier
+    store.save("shard-1", "a", "10", lease_s=10)  # same point again: harmless
+    with pytest.raises(CheckpointError, match="backwards: 10 -> 8"):
+        store.save("shard-1", "a", "8", lease_s=10)
+    assert store.get("shard-1").sequence_number == "10"  # type: ignore[union-attr]
+
+
+def test_release_lets_the_next_owner_in_at_once(store: DynamoDBCheckpointStore) -> None:
+    store.acquire("shard-1", "a", lease_s=60)
+    store.release("shard-1", "a")
+    assert store.acquire("shard-1", "b", lease_s=60) is not None
+    store.release("shard-1", "a")  # no longer ours: a no-op, not an error
+    assert store.acquire("shard-1", "a", lease_s=60) is None
+
+
+def test_shard_end_is_recorded_and_listed(store: DynamoDBCheckpointStore) -> None:
+    store.acquire("shard-1", "a", lease_s=10)
+    store.save("shard-1", "a", "5", lease_s=10, ended=True)
+    store.acquire("shard-2", "a", lease_s=10)
+    checkpoints = store.load_all()
+    assert checkpoints["shard-1"].ended and not checkpoints["shard-2"].ended
+    assert checkpoints["shard-2"].sequence_number is None

@@ -1,0 +1,297 @@
+"""`stream-processor consume` against moto's server: convergence, resharding, leases,
+crashes and shutdown."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import boto3
+import msgspec
+import pytest
+
+from stream_processor.adapters.clients import kinesis_client
+from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
+from stream_processor.adapters.kinesis_stream import KinesisPublisher, KinesisShardSource
+from stream_processor.adapters.provisioning import ensure_stream
+from stream_processor.config import Settings
+from stream_processor.errors import ConfigError
+from stream_processor.runtime.consumer import Consumer, ConsumerOptions
+from stream_processor.runtime.verify import history_rows, verify_state
+from stream_processor.runtime.wiring import AwsClients, build_consumer, build_pipeline
+from stream_processor.simulation import Fleet, deliver, partition_key, simulate_fleet
+
+
+def _options(stream: str, **overrides: Any) -> ConsumerOptions:
+    values: dict[str, Any] = dict(
+        stream=stream,
+        max_records=50,
+        max_wait_s=0.2,
+        idle_poll_s=0.1,
+        stop_when_idle_s=1.0,
+        lease_s=3.0,
+        shard_sync_interval_s=0.5,
+        report_interval_s=60.0,
+    )
+    values.update(overrides)
+    return ConsumerOptions(**values)
+
+
+def _publish(settings: Settings, stream: str, events: list[dict[str, Any]]) -> None:
+    KinesisPublisher(kinesis_client(settings), stream).put(
+        [(partition_key(e), msgspec.json.encode(e)) for e in events]
+    )
+
+
+def _assert_converged(settings: Settings, fleet: Fleet) -> None:
+    items, mismatches = verify_state(settings, fleet.final)
+    assert mismatches == 0
+    assert items == len(fleet.final)
+    assert history_rows(settings) == fleet.history
+
+
+def _stream(settings: Settings, name: str, shards: int) -> str:
+    ensure_stream(kinesis_client(settings), name, shards)
+    return name
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="--start-position"):
+        ConsumerOptions(stream="s", start_position="YESTERDAY")
+    with pytest.raises(ConfigError, match="--max-records"):
+        ConsumerOptions(stream="s", max_records=20_000)
+    assert ConsumerOptions(stream="s", start_position="AT_TIMESTAMP=2026-01-01T00:00:00Z").start()[
+        1
+    ]
+
+
+def test_multi_shard_stream_with_duplicates_and_reordering_converges(settings: Settings) -> None:
+    stream = _stream(settings, "multi", 4)
+    fleet = simulate_fleet(30, seed=11)
+    delivered, duplicates = deliver(fleet.events, duplicate_rate=0.3, reorder_rate=0.5, seed=11)
+    assert duplicates > 0
+    _publish(settings, stream, delivered)
+    built = build_consumer(settings, _options(stream))
+    stats = built.run()
+    assert sum(s.records for s in stats.values()) == len(delivered)
+    _assert_converged(settings, fleet)
+    # Every shard's checkpoint is its last record.
+    source = KinesisShardSource(kinesis_client(settings), stream)
+    store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, stream)
+    checkpoints = store.load_all()
+    for shard in source.shards():
+        records = source.read(source.iterator(shard.shard_id), 10_000).records
+        if records:
+            assert checkpoints[shard.shard_id].sequence_number == records[-1]["SequenceNumber"]
+
+
+def test_split_and_merge_while_events_keep_arriving_keep_per_key_order(
+    settings: Settings,
+) -> None:
+    stream = _stream(settings, "resharded", 2)
+    fleet = simulate_fleet(40, seed=5)
+    events = fleet.events  # in true order, no duplicates: any stale write means disorder
+    kinesis = boto3.client("kinesis")
+    third = len(events) // 3
+
+    def produce() -> None:
+        for start in range(0, len(events), 40):
+            if start == third // 40 * 40:
+                kinesis.split_shard(
+                    StreamName=stream,
+                    ShardToSplit="shardId-000000000000",
+                    NewStartingHashKey=str(2**126),
+                )
+            if start == 2 * third // 40 * 40:
+                # shardId-3 (2**126 .. 2**127-1) and shardId-1 (2**127 ..) are adjacent.
+                kinesis.merge_shards(
+                    StreamName=stream,
+                    ShardToMerge="shardId-000000000003",
+                    AdjacentShardToMerge="shardId-000000000001",
+                )
+            _publish(settings, stream, events[start : start + 40])
+            time.sleep(0.05)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    built = build_consumer(settings, _options(stream, stop_when_idle_s=2.0))
+    stats = built.run()
+    producer.join()
+    assert {"shardId-000000000002", "shardId-000000000004"} <= set(stats)
+    assert sum(s.stale for s in stats.values()) == 0
+    assert sum(s.records for s in stats.values()) == len(events)
+    _assert_converged(settings, fleet)
+    checkpoints = DynamoDBCheckpointStore(
+        boto3.client("dynamodb"), settings.checkpoint_table, stream
+    ).load_all()
+    assert all(
+        checkpoints[s].ended
+        for s in ("shardId-000000000000", "shardId-000000000001", "shardId-000000000003")
+    )
+
+
+class RecordingPipeline:
+    """Wraps a pipeline and records when each of its batches ran."""
+
+    def __init__(self, pipeline: Any, owner: str, log: list[tuple[str, str, float, float]]):
+        self._pipeline = pipeline
+        self._owner = owner
+        self._log = log
+
+    def process(self, records: Any) -> Any:
+        started = time.monotonic()
+        outcome = self._pipeline.process(records)
+        self._log.append((self._owner, records[0].shard_id, started, time.monotonic()))
+        return outcome
+
+
+def test_two_consumers_never_process_one_shard_at_the_same_time(settings: Settings) -> None:
+    stream = _stream(settings, "shared", 4)
+    fleet = simulate_fleet(40, seed=3)
+    delivered, _ = deliver(fleet.events, duplicate_rate=0.2, seed=3)
+    _publish(settings, stream, delivered)
+    clients = AwsClients.create(settings)
+    log: list[tuple[str, str, float, float]] = []
+
+    def consumer(owner: str) -> Consumer:
+        return Consumer(
+            _options(stream, worker_id=owner, max_records=10),
+            source=KinesisShardSource(clients.kinesis, stream),
+            store=DynamoDBCheckpointStore(clients.dynamodb, settings.checkpoint_table, stream),
+            pipeline_factory=lambda: RecordingPipeline(
+                build_pipeline(settings, clients).pipeline, owner, log
+            ),  # type: ignore[arg-type,return-value]
+        )
+
+    consumers = [consumer("owner-a"), consumer("owner-b")]
+    threads = [threading.Thread(target=c.run) for c in consumers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    for shard in {entry[1] for entry in log}:
+        runs = sorted((start, end, owner) for owner, s, start, end in log if s == shard)
+        for (_, end, owner), (next_start, _, next_owner) in itertools.pairwise(runs):
+            assert owner == next_owner or end <= next_start, f"{shard} processed by both"
+    _assert_converged(settings, fleet)
+
+
+def _consume_cmd(stream: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "stream_processor",
+        "consume",
+        "--stream",
+        stream,
+        "--max-records",
+        "20",
+        "--max-wait",
+        "0.2",
+        "--idle-poll",
+        "0.1",
+        "--lease-seconds",
+        "2",
+        "--shard-sync-interval",
+        "0.5",
+        *extra,
+    ]
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "HISTORY_BUCKET": settings.history_bucket}
+
+
+def test_sigkill_mid_run_then_restart_converges_and_checkpoints_only_move_forward(
+    settings: Settings,
+) -> None:
+    stream = _stream(settings, "crashy", 2)
+    fleet = simulate_fleet(150, seed=9)
+    delivered, _ = deliver(fleet.events, duplicate_rate=0.1, reorder_rate=0.3, seed=9)
+    _publish(settings, stream, delivered)
+    store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, stream)
+    seen: dict[str, list[int]] = {}
+    watching = threading.Event()
+
+    def watch() -> None:
+        while not watching.is_set():
+            for shard, checkpoint in store.load_all().items():
+                if checkpoint.sequence_number is not None:
+                    history = seen.setdefault(shard, [])
+                    value = int(checkpoint.sequence_number)
+                    if not history or history[-1] != value:
+                        history.append(value)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        first = subprocess.Popen(
+            _consume_cmd(stream, "--worker-id", "first"),
+            env=_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen, "the first consumer never checkpointed"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        at_kill = {shard: values[-1] for shard, values in seen.items()}
+
+        second = subprocess.run(
+            _consume_cmd(stream, "--worker-id", "second", "--stop-when-idle", "2"),
+            env=_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert second.returncode == 0, second.stderr[-2000:]
+    finally:
+        watching.set()
+        watcher.join()
+    for shard, values in seen.items():
+        assert values == sorted(values), f"checkpoint of {shard} moved backwards: {values}"
+    # The kill really interrupted the work: the restart moved some checkpoint on.
+    assert any(seen[shard][-1] > at_kill.get(shard, -1) for shard in seen)
+    _assert_converged(settings, fleet)
+
+
+def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(settings: Settings) -> None:
+    stream = _stream(settings, "graceful", 2)
+    fleet = simulate_fleet(10, seed=2)
+    _publish(settings, stream, fleet.events)
+    process = subprocess.Popen(
+        _consume_cmd(stream, "--worker-id", "graceful"),
+        env=_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, stream)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        checkpoints = store.load_all()
+        if len([c for c in checkpoints.values() if c.sequence_number]) == 2:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr[-2000:]
+    assert time.monotonic() - started < 5
+    assert '"signal": "SIGTERM"' in stderr
+    for checkpoint in store.load_all().values():
+        assert checkpoint.sequence_number is not None
+        assert checkpoint.lease_expires_ms == 0  # released for the next owner
+    _assert_converged(settings, fleet)
