@@ -295,3 +295,81 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(settings: Setting
         assert checkpoint.sequence_number is not None
         assert checkpoint.lease_expires_ms == 0  # released for the next owner
     _assert_converged(settings, fleet)
+
+
+class FlakySource:
+    """A shard source that throttles, then lets the iterator expire once, then serves the
+    records and ends the shard: the worker must back off, re-read from its checkpoint, and
+    still process every record exactly as if nothing had happened."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self.calls: list[str] = []
+        self.iterators: list[str | None] = []
+        self._throttles = 2
+        self._expired = False
+
+    def shards(self) -> list[Any]:
+        from stream_processor.adapters.kinesis_stream import ShardInfo
+
+        return [ShardInfo("shardId-000000000000", ())]
+
+    def iterator(
+        self,
+        shard_id: str,
+        *,
+        after_sequence_number: str | None = None,
+        position: str = "TRIM_HORIZON",
+        timestamp: Any = None,
+    ) -> str:
+        self.iterators.append(after_sequence_number)
+        start = 0 if after_sequence_number is None else int(after_sequence_number)
+        return str(start)
+
+    def read(self, iterator: str, limit: int) -> Any:
+        from stream_processor.adapters.kinesis_stream import (
+            KinesisIteratorExpired,
+            KinesisThrottled,
+            RecordsPage,
+        )
+
+        if self._throttles:
+            self._throttles -= 1
+            self.calls.append("throttled")
+            raise KinesisThrottled("ProvisionedThroughputExceededException")
+        start = int(iterator)
+        if start >= 10 and not self._expired:
+            self._expired = True
+            self.calls.append("expired")
+            raise KinesisIteratorExpired("ExpiredIteratorException")
+        page = self.records[start : start + 10]
+        self.calls.append(f"read {len(page)}")
+        end = start + len(page)
+        return RecordsPage(page, None if end >= len(self.records) else str(end), 0)
+
+
+def test_worker_backs_off_on_throttling_and_renews_expired_iterators(settings: Settings) -> None:
+    fleet = simulate_fleet(3, seed=4)
+    records = [
+        {
+            "SequenceNumber": str(i + 1),
+            "PartitionKey": partition_key(e),
+            "Data": msgspec.json.encode(e),
+        }
+        for i, e in enumerate(fleet.events)
+    ]
+    source = FlakySource(records)
+    store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, "flaky")
+    consumer = Consumer(
+        _options("flaky", max_records=10, max_wait_s=0.05),
+        source=source,  # type: ignore[arg-type]
+        store=store,
+        pipeline_factory=lambda: build_pipeline(settings).pipeline,
+    )
+    stats = consumer.run()
+    assert source.calls[:2] == ["throttled", "throttled"]
+    assert "expired" in source.calls
+    assert source.iterators[0] is None and source.iterators[1] == "10"  # re-read after checkpoint
+    assert stats["shardId-000000000000"].records == len(records)
+    assert store.get("shardId-000000000000").ended  # type: ignore[union-attr]
+    _assert_converged(settings, fleet)
