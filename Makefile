@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench package deploy teardown clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11 or newer)")'
@@ -21,11 +21,25 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check stream_processor tests benchmarks
+	$(BIN)/ruff check stream_processor tests benchmarks infra
 	$(BIN)/mypy
+	$(BIN)/cfn-lint infra/template.yaml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
+package: $(STAMP)
+	$(BIN)/python infra/package.py
+
+# Needs real AWS credentials and CODE_BUCKET (an existing bucket for the artifact).
+STACK ?= stream-processor
+deploy: package
+	@test -n "$(CODE_BUCKET)" || (echo "set CODE_BUCKET=<bucket for the Lambda artifact>" && exit 2)
+	$(BIN)/python infra/deploy.py deploy --stack $(STACK) --code-bucket $(CODE_BUCKET)
+
+teardown: $(STAMP)
+	$(BIN)/python infra/deploy.py teardown --stack $(STACK)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

@@ -12,6 +12,9 @@ import os
 from collections import defaultdict
 from typing import Any
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
 from stream_processor.config import Settings
 from stream_processor.core.records import Received, from_lambda_event
 from stream_processor.runtime.wiring import AwsPipeline, build_pipeline
@@ -23,6 +26,23 @@ logging.getLogger("stream_processor").setLevel(os.environ.get("LOG_LEVEL", "INFO
 
 _runtime: AwsPipeline | None = None
 
+#: CloudWatch namespace of the per-batch metrics (Embedded Metric Format through the logs,
+#: so the function needs no cloudwatch:PutMetricData). The alarms in infra/ read it.
+METRICS_NAMESPACE = "StreamProcessor"
+METRICS_SERVICE = "stream-processor"
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=METRICS_SERVICE)
+
+#: Batch outcome field → metric name. Dimensions stay low-cardinality: service only.
+BATCH_METRICS = {
+    "records_in": "RecordsIn",
+    "events_decoded": "EventsDecoded",
+    "duplicates": "DuplicatesDropped",
+    "quarantined": "Quarantined",
+    "state_stale": "StaleWritesRejected",
+    "state_failed": "StateWritesFailed",
+    "oversized": "OversizedItems",
+}
+
 
 def _pipeline() -> AwsPipeline:
     global _runtime
@@ -31,6 +51,7 @@ def _pipeline() -> AwsPipeline:
     return _runtime
 
 
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dict[str, str]]]:
     """Process one Kinesis batch; report where to retry from if it was not fully durable."""
     records = from_lambda_event(event)
@@ -40,6 +61,14 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dic
     failures: list[dict[str, str]] = []
     for shard_records in by_shard.values():
         outcome = _pipeline().pipeline.process(shard_records)
+        for field, name in BATCH_METRICS.items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=getattr(outcome, field))
+        metrics.add_metric(
+            name="BatchesNotDurable", unit=MetricUnit.Count, value=int(bool(outcome.failed_from))
+        )
+        metrics.add_metric(
+            name="BatchLatency", unit=MetricUnit.Milliseconds, value=outcome.elapsed_s * 1000
+        )
         if outcome.failed_from is not None:
             failures.append({"itemIdentifier": outcome.failed_from})
     return {"batchItemFailures": failures}

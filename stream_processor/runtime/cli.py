@@ -123,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between structured progress log lines (10)",
     )
 
+    ddl = sub.add_parser(
+        "athena-ddl", help="print CREATE EXTERNAL TABLE statements for the history datasets"
+    )
+    ddl.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")
+    ddl.add_argument("--database", default="ecs_history", help="Glue database (ecs_history)")
+
     setup = sub.add_parser("setup", help="create the stream, state tables and bucket (idempotent)")
     setup.add_argument("--stream", required=True, help="Kinesis stream name")
     setup.add_argument("--shards", type=_positive, default=1, help="shard count (1)")
@@ -151,6 +157,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
             )
             return main_demo(options, as_json=args.json)
+        if args.command == "athena-ddl":
+            from stream_processor.core.catalog import athena_ddl
+            from stream_processor.core.events import Dataset
+
+            settings = Settings.from_env(os.environ, history_bucket=args.bucket)
+            bucket = settings.require_bucket()
+            for dataset in Dataset:
+                print(
+                    athena_ddl(
+                        dataset,
+                        bucket=bucket,
+                        prefix=settings.history_prefix,
+                        database=args.database,
+                    )
+                )
+            return 0
         if args.command == "consume":
             return _consume(args)
         if args.command == "setup":

@@ -171,3 +171,25 @@ def test_history_failure_fails_from_the_first_record(
     ensure_bucket(boto3.client("s3"), "bucket-that-does-not-exist-yet", "us-east-1")
     assert handler(event, None) == {"batchItemFailures": []}
     assert _scan("ECSTaskState")[task_event()["detail"]["taskArn"]]["version"] == {"N": "2"}
+
+
+def test_batch_metrics_are_published_as_embedded_metric_format(
+    handler: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    assert handler(lambda_event([task_event(version=1), b"junk"]), None) == {
+        "batchItemFailures": []
+    }
+    emf = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "_aws" in line
+    ]
+    (blob,) = emf
+    (directive,) = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == lambda_function.METRICS_NAMESPACE
+    assert blob["service"] == lambda_function.METRICS_SERVICE
+    assert blob["Quarantined"] == [1.0] or blob["Quarantined"] == 1.0
+    assert blob["RecordsIn"] in ([2.0], 2.0)

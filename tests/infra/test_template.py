@@ -1,0 +1,268 @@
+"""infra/template.yaml agrees with the code, keeps its security promises, lints clean, and
+creates on moto's server."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import shutil
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from stream_processor import lambda_function
+from stream_processor.adapters.dynamodb_checkpoints import SHARD_KEY, STREAM_KEY
+from stream_processor.config import ENV_NAMES, Settings
+from stream_processor.core.catalog import glue_columns, projection_properties
+from stream_processor.core.events import SPECS, Dataset
+
+TEMPLATE_PATH = Path(__file__).parents[2] / "infra" / "template.yaml"
+TEMPLATE: dict[str, Any] = yaml.safe_load(TEMPLATE_PATH.read_text())
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+
+
+def _of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in RESOURCES.items() if r["Type"] == kind}
+
+
+FUNCTION = _of_type("AWS::Lambda::Function")["ProcessorFunction"]
+
+
+def test_handler_path_points_at_the_real_handler() -> None:
+    module, _, attribute = FUNCTION["Handler"].rpartition(".")
+    assert getattr(importlib.import_module(module), attribute) is lambda_function.lambda_handler
+    assert FUNCTION["Runtime"] == "python3.12" and FUNCTION["Architectures"] == ["arm64"]
+
+
+def test_environment_is_exactly_what_the_lambda_reads() -> None:
+    env = FUNCTION["Environment"]["Variables"]
+    lambda_reads = (set(ENV_NAMES.values()) - {"CHECKPOINT_TABLE"}) | {"LOG_LEVEL"}
+    assert set(env) == lambda_reads
+    defaults = Settings()
+    assert env["HISTORY_PREFIX"] == defaults.history_prefix
+    assert env["QUARANTINE_PREFIX"] == defaults.quarantine_prefix
+    Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})  # valid values
+
+
+def test_state_tables_match_the_code_names_and_keys() -> None:
+    tables = {p["TableName"]: p for p in _of_type("AWS::DynamoDB::Table").values()}
+    defaults = Settings()
+    expected = {
+        defaults.task_state_table: SPECS[Dataset.TASK].key_field,
+        defaults.container_instance_state_table: SPECS[Dataset.CONTAINER_INSTANCE].key_field,
+        defaults.deployment_state_table: SPECS[Dataset.DEPLOYMENT].key_field,
+    }
+    for name, key in expected.items():
+        assert tables[name]["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
+        assert tables[name]["AttributeDefinitions"] == [
+            {"AttributeName": key, "AttributeType": "S"}
+        ]
+    checkpoints = tables[defaults.checkpoint_table]
+    assert checkpoints["KeySchema"] == [
+        {"AttributeName": STREAM_KEY, "KeyType": "HASH"},
+        {"AttributeName": SHARD_KEY, "KeyType": "RANGE"},
+    ]
+    env = FUNCTION["Environment"]["Variables"]
+    refs = {
+        env[v]["Ref"]
+        for v in ("TASK_STATE_TABLE", "CONTAINER_INSTANCE_STATE_TABLE", "DEPLOYMENT_STATE_TABLE")
+    }
+    assert {RESOURCES[r]["Properties"]["TableName"] for r in refs} == set(expected)
+
+
+def test_one_rule_per_detail_type_keyed_like_the_decoder() -> None:
+    rules = _of_type("AWS::Events::Rule").values()
+    paths = {}
+    for rule in rules:
+        assert rule["EventPattern"]["source"] == ["aws.ecs"]
+        (detail_type,) = rule["EventPattern"]["detail-type"]
+        (target,) = rule["Targets"]
+        assert target["Arn"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
+        assert "DeadLetterConfig" in target and "RetryPolicy" in target
+        paths[detail_type] = target["KinesisParameters"]["PartitionKeyPath"]
+    expected = {
+        spec.detail_type: f"$.detail.{spec.key_field}" if spec.key_field else "$.resources[0]"
+        for spec in SPECS.values()
+    }
+    assert paths == expected
+
+
+@pytest.mark.parametrize("dataset", list(Dataset))
+def test_glue_tables_match_the_parquet_schema(dataset: Dataset) -> None:
+    (table,) = [
+        t["TableInput"]
+        for t in _of_type("AWS::Glue::Table").values()
+        if t["TableInput"]["Name"] == dataset.value
+    ]
+    columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+    assert columns == glue_columns(dataset)
+    assert table["PartitionKeys"] == [{"Name": "event_date", "Type": "string"}]
+    location = table["StorageDescriptor"]["Location"]["Fn::Sub"]
+    assert location == f"s3://${{HistoryBucket}}/{Settings().history_prefix}{dataset.value}/"
+    expected = projection_properties(location)
+    parameters = dict(table["Parameters"])
+    # In Fn::Sub, "${!x}" stands for a literal "${x}" (Athena's own placeholder).
+    template = parameters.pop("storage.location.template")["Fn::Sub"].replace("${!", "${")
+    assert template == expected.pop("storage.location.template")
+    assert parameters == expected
+
+
+def test_event_source_mapping_reports_failures_and_bisects() -> None:
+    (mapping,) = _of_type("AWS::Lambda::EventSourceMapping").values()
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    for key in (
+        "BatchSize",
+        "MaximumBatchingWindowInSeconds",
+        "ParallelizationFactor",
+        "MaximumRetryAttempts",
+        "MaximumRecordAgeInSeconds",
+    ):
+        assert key in mapping
+    assert "OnFailure" in mapping["DestinationConfig"]
+
+
+def test_quarantine_alarm_reads_the_metric_the_handler_publishes() -> None:
+    alarm = RESOURCES["QuarantinedRecordsAlarm"]["Properties"]
+    assert alarm["Namespace"] == lambda_function.METRICS_NAMESPACE
+    assert alarm["MetricName"] in lambda_function.BATCH_METRICS.values()
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": lambda_function.METRICS_SERVICE}]
+
+
+# --- security ---------------------------------------------------------------------------
+
+
+def test_bucket_is_encrypted_private_versioned_and_tls_only() -> None:
+    bucket = RESOURCES["HistoryBucket"]["Properties"]
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
+    assert all(
+        bucket["PublicAccessBlockConfiguration"][k] is True
+        for k in (
+            "BlockPublicAcls",
+            "BlockPublicPolicy",
+            "IgnorePublicAcls",
+            "RestrictPublicBuckets",
+        )
+    )
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    statements = RESOURCES["HistoryBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in statements
+    )
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-quarantine"]["Prefix"] == Settings().quarantine_prefix
+
+
+def test_every_table_has_pitr_and_sse_and_the_stream_is_encrypted() -> None:
+    for table in _of_type("AWS::DynamoDB::Table").values():
+        assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert table["SSESpecification"] == {"SSEEnabled": True}
+        assert table["BillingMode"] == "PAY_PER_REQUEST"
+    stream = RESOURCES["EventStream"]["Properties"]
+    assert stream["StreamEncryption"]["EncryptionType"] == "KMS"
+
+
+def _allow_statements() -> list[dict[str, Any]]:
+    out = []
+    for role in _of_type("AWS::IAM::Role").values():
+        for policy in role.get("Policies", []):
+            out.extend(s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow")
+    return out
+
+
+def test_iam_is_least_privilege() -> None:
+    statements = _allow_statements()
+    assert statements
+    for statement in statements:
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        assert all("*" not in action for action in actions), actions
+        resources = statement["Resource"]
+        resources = resources if isinstance(resources, list) else [resources]
+        assert "*" not in resources
+    actions = {
+        a
+        for s in statements
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    # The state path never reads: one conditional put per key.
+    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:PutItem"}
+    assert {a for a in actions if a.startswith("s3:")} == {"s3:PutObject"}
+
+
+# --- tools and a real create ---------------------------------------------------------------
+
+
+def test_cfn_lint_passes() -> None:
+    cfn_lint = shutil.which("cfn-lint") or str(Path(__file__).parents[2] / ".venv/bin/cfn-lint")
+    result = subprocess.run(
+        [cfn_lint, str(TEMPLATE_PATH)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:moto.cloudformation.parsing")
+def test_stack_creates_on_moto_and_the_resources_exist(aws: str) -> None:
+    """moto's CloudFormation skips Glue, Athena, alarms and the bucket policy; the rest is
+    really created."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="code-bucket")
+    artifact = io.BytesIO()
+    with zipfile.ZipFile(artifact, "w") as zf:
+        zf.writestr("stream_processor/__init__.py", "")
+    s3.put_object(Bucket="code-bucket", Key="lambda.zip", Body=artifact.getvalue())
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(
+        StackName="sp",
+        TemplateBody=TEMPLATE_PATH.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "CodeBucket", "ParameterValue": "code-bucket"},
+            {"ParameterKey": "CodeKey", "ParameterValue": "lambda.zip"},
+        ],
+    )
+    for _ in range(100):
+        stack = cfn.describe_stacks(StackName="sp")["Stacks"][0]
+        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+            break
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+    tables = boto3.client("dynamodb").list_tables()["TableNames"]
+    defaults = Settings()
+    assert {
+        defaults.task_state_table,
+        defaults.container_instance_state_table,
+        defaults.deployment_state_table,
+        defaults.checkpoint_table,
+    } <= set(tables)
+    described = boto3.client("dynamodb").describe_table(TableName=defaults.task_state_table)
+    assert described["Table"]["KeySchema"] == [{"AttributeName": "taskArn", "KeyType": "HASH"}]
+    assert (
+        boto3.client("kinesis").describe_stream_summary(StreamName=outputs["StreamName"])[
+            "StreamDescriptionSummary"
+        ]["StreamStatus"]
+        == "ACTIVE"
+    )
+    function = boto3.client("lambda").get_function(FunctionName=outputs["FunctionName"])
+    assert function["Configuration"]["Handler"] == FUNCTION["Handler"]
+    assert (
+        function["Configuration"]["Environment"]["Variables"]["HISTORY_BUCKET"]
+        == outputs["HistoryBucketName"]
+    )
+    mappings = boto3.client("lambda").list_event_source_mappings(
+        FunctionName=outputs["FunctionName"]
+    )["EventSourceMappings"]
+    assert len(mappings) == 1
+    s3.head_bucket(Bucket=outputs["HistoryBucketName"])
