@@ -30,6 +30,11 @@ class Settings:
     state_write_concurrency: int = 16
     retry_mode: str = "standard"
     max_attempts: int = 5
+    #: Days after a terminal state's event time at which DynamoDB may expire the item
+    #: (attribute `expiresAt`); 0 = never.
+    state_ttl_days: int = 0
+    #: Describe a resource from the ECS API when its versions show a gap, and write it.
+    reconcile_gaps: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -47,6 +52,8 @@ class Settings:
             raise ConfigError("STATE_WRITE_CONCURRENCY must be >= 1")
         if self.retry_mode not in _RETRY_MODES:
             raise ConfigError(f"AWS_RETRY_MODE must be one of {_RETRY_MODES}")
+        if self.state_ttl_days < 0:
+            raise ConfigError("STATE_TTL_DAYS must be >= 0")
         if self.max_attempts < 1:
             raise ConfigError("AWS_MAX_ATTEMPTS must be >= 1")
 
@@ -64,7 +71,12 @@ class Settings:
             if env_name in env and env[env_name] != "":
                 values[field_name] = env[env_name]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for int_field in ("state_write_concurrency", "max_attempts"):
+        if "reconcile_gaps" in values and isinstance(values["reconcile_gaps"], str):
+            text = str(values["reconcile_gaps"]).strip().lower()
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"RECONCILE_GAPS must be true or false, got {text!r}")
+            values["reconcile_gaps"] = text in ("true", "1", "yes")
+        for int_field in ("state_write_concurrency", "max_attempts", "state_ttl_days"):
             if int_field in values:
                 try:
                     values[int_field] = int(str(values[int_field]))
@@ -87,4 +99,6 @@ ENV_NAMES: dict[str, str] = {
     "state_write_concurrency": "STATE_WRITE_CONCURRENCY",
     "retry_mode": "AWS_RETRY_MODE",
     "max_attempts": "AWS_MAX_ATTEMPTS",
+    "state_ttl_days": "STATE_TTL_DAYS",
+    "reconcile_gaps": "RECONCILE_GAPS",
 }

@@ -13,11 +13,13 @@ from collections import defaultdict
 from typing import Any
 
 from aws_lambda_powertools import Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 
 from stream_processor.config import Settings
 from stream_processor.core.records import Received, from_lambda_event
+from stream_processor.runtime.metrics import BATCH_METRICS, NAMESPACE, SERVICE, add_batch_metrics
 from stream_processor.runtime.wiring import AwsPipeline, build_pipeline
+
+__all__ = ["BATCH_METRICS", "METRICS_NAMESPACE", "METRICS_SERVICE", "lambda_handler", "reset"]
 
 # The pipeline logs one JSON line of counts per batch at INFO; LOG_LEVEL=WARNING keeps only
 # batches that were not fully processed. Keep botocore below DEBUG: its DEBUG logs carry
@@ -26,22 +28,11 @@ logging.getLogger("stream_processor").setLevel(os.environ.get("LOG_LEVEL", "INFO
 
 _runtime: AwsPipeline | None = None
 
-#: CloudWatch namespace of the per-batch metrics (Embedded Metric Format through the logs,
-#: so the function needs no cloudwatch:PutMetricData). The alarms in infra/ read it.
-METRICS_NAMESPACE = "StreamProcessor"
-METRICS_SERVICE = "stream-processor"
+#: Per-batch metrics as EMF through the logs (no cloudwatch:PutMetricData needed); the
+#: alarms in infra/ read them.
+METRICS_NAMESPACE = NAMESPACE
+METRICS_SERVICE = SERVICE
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=METRICS_SERVICE)
-
-#: Batch outcome field → metric name. Dimensions stay low-cardinality: service only.
-BATCH_METRICS = {
-    "records_in": "RecordsIn",
-    "events_decoded": "EventsDecoded",
-    "duplicates": "DuplicatesDropped",
-    "quarantined": "Quarantined",
-    "state_stale": "StaleWritesRejected",
-    "state_failed": "StateWritesFailed",
-    "oversized": "OversizedItems",
-}
 
 
 def _pipeline() -> AwsPipeline:
@@ -61,14 +52,7 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dic
     failures: list[dict[str, str]] = []
     for shard_records in by_shard.values():
         outcome = _pipeline().pipeline.process(shard_records)
-        for field, name in BATCH_METRICS.items():
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=getattr(outcome, field))
-        metrics.add_metric(
-            name="BatchesNotDurable", unit=MetricUnit.Count, value=int(bool(outcome.failed_from))
-        )
-        metrics.add_metric(
-            name="BatchLatency", unit=MetricUnit.Milliseconds, value=outcome.elapsed_s * 1000
-        )
+        add_batch_metrics(metrics, outcome)
         if outcome.failed_from is not None:
             failures.append({"itemIdentifier": outcome.failed_from})
     return {"batchItemFailures": failures}

@@ -50,9 +50,13 @@ class InMemoryStateStore:
                     report.failed.append((write, "ProvisionedThroughputExceededException: test"))
                     continue
                 table = self.items.setdefault(write.event.dataset, {})
-                if guard_allows(table.get(write.event.key), write):
+                stored = table.get(write.event.key)
+                if guard_allows(stored, write):
                     table[write.event.key] = write.item
                     report.written.append(write)
+                    if stored is not None and "version" in stored:
+                        previous = int(stored["version"]["N"])
+                        report.previous_versions[(write.event.dataset, write.event.key)] = previous
                 else:
                     report.stale.append(write)
         finally:

@@ -41,5 +41,13 @@ def s3_client(settings: Settings, session: boto3.Session | None = None) -> S3Cli
     return (session or boto3.Session()).client("s3", config=client_config(settings))
 
 
+def ecs_client(settings: Settings, session: boto3.Session | None = None) -> Any:
+    """ECS for reconcile and gap filling: `adaptive` retries pace requests under
+    `ThrottlingException` instead of only retrying them."""
+    retries: Any = {"mode": "adaptive", "max_attempts": max(settings.max_attempts, 8)}
+    config = client_config(settings).merge(Config(retries=retries))
+    return (session or boto3.Session()).client("ecs", config=config)
+
+
 def kinesis_client(settings: Settings, session: boto3.Session | None = None) -> KinesisClient:
     return (session or boto3.Session()).client("kinesis", config=client_config(settings))

@@ -7,7 +7,7 @@ into a *stale* outcome here, never surfaced as an error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ORDER, StateWrite
 from stream_processor.core.ports import StateReport
+from stream_processor.core.reconcile import Observed
+from stream_processor.errors import StateWriteError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -83,9 +85,11 @@ class DynamoDBStateStore:
                         self._max_workers, thread_name_prefix="state-write"
                     )
                 results = list(self._executor.map(self._put, self._buffer))
-            for write, (outcome, reason) in zip(self._buffer, results, strict=True):
+            for write, (outcome, reason, previous) in zip(self._buffer, results, strict=True):
                 if outcome == "written":
                     report.written.append(write)
+                    if previous is not None:
+                        report.previous_versions[(write.event.dataset, write.event.key)] = previous
                 elif outcome == "stale":
                     report.stale.append(write)
                 elif outcome == "rejected":
@@ -96,21 +100,101 @@ class DynamoDBStateStore:
             self._buffer.clear()
         return report
 
-    def _put(self, write: StateWrite) -> tuple[str, str]:
+    def _put(self, write: StateWrite) -> tuple[str, str, int | None]:
+        versioned = SPECS[write.event.dataset].versioned
         try:
-            self._client.put_item(
-                TableName=self._tables[write.event.dataset], Item=write.item, **condition_for(write)
+            response = self._client.put_item(
+                TableName=self._tables[write.event.dataset],
+                Item=write.item,
+                # The replaced item's version feeds gap detection; no extra read, no extra
+                # capacity (only bandwidth).
+                ReturnValues="ALL_OLD" if versioned else "NONE",
+                **condition_for(write),
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "Unknown")
             if code == "ConditionalCheckFailedException":
-                return ("stale", "")
+                return ("stale", "", None)
             message = exc.response.get("Error", {}).get("Message", "")[:200]
             kind = "rejected" if code in _REJECTED_CODES else "failed"
-            return (kind, f"{code}: {message}")
+            return (kind, f"{code}: {message}", None)
         except BotoCoreError as exc:
-            return ("failed", f"{type(exc).__name__}: {str(exc)[:200]}")
-        return ("written", "")
+            return ("failed", f"{type(exc).__name__}: {str(exc)[:200]}", None)
+        old = response.get("Attributes", {}).get("version", {}).get("N")
+        try:
+            return ("written", "", int(old) if old is not None else None)
+        except ValueError:
+            return ("written", "", None)
+
+    def scan(self, dataset: Dataset, status_attribute: str) -> Iterator[Observed]:
+        """Key, version, status and cluster of every item of a dataset (for reconcile)."""
+        key = SPECS[dataset].key_field
+        assert key is not None
+        kwargs: dict[str, Any] = {
+            "TableName": self._tables[dataset],
+            "ProjectionExpression": "#k, #v, #s, #c",
+            "ExpressionAttributeNames": {
+                "#k": key,
+                "#v": "version",
+                "#s": status_attribute,
+                "#c": "clusterArn",
+            },
+        }
+        while True:
+            try:
+                page = self._client.scan(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise StateWriteError(f"scanning {self._tables[dataset]}: {exc}") from exc
+            for item in page.get("Items", []):
+                version = item.get("version", {}).get("N")
+                yield Observed(
+                    item[key]["S"],
+                    item.get("clusterArn", {}).get("S"),
+                    int(version) if version is not None else None,
+                    item.get(status_attribute, {}).get("S"),
+                )
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def mark_orphan(
+        self,
+        dataset: Dataset,
+        key: str,
+        version: int | None,
+        fields: Mapping[str, str],
+        reason: str,
+        at: str,
+    ) -> bool:
+        """Mark a resource ECS no longer returns, unless a newer event arrived meanwhile.
+        Never deletes: the item keeps its history, with the reason. True if marked."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values: dict[str, Any] = {f":f{i}": {"S": v} for i, v in enumerate(fields.values())}
+        sets = [f"#f{i} = :f{i}" for i in range(len(fields))]
+        sets += ["#reason = :reason", "#at = :at"]
+        names.update({"#reason": "_reconcileReason", "#at": "_reconciledAt", "#v": "version"})
+        values.update({":reason": {"S": reason}, ":at": {"S": at}})
+        if version is None:
+            condition = "attribute_not_exists(#v)"
+        else:
+            condition = "#v = :v"
+            values[":v"] = {"N": str(version)}
+        spec_key = SPECS[dataset].key_field
+        assert spec_key is not None
+        try:
+            self._client.update_item(
+                TableName=self._tables[dataset],
+                Key={spec_key: {"S": key}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StateWriteError(f"marking orphan {key}: {exc}") from exc
+        return True
 
     def close(self) -> None:
         if self._executor is not None and self._owns_executor:

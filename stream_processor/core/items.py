@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from stream_processor.core.events import SPECS, EcsEvent
+from stream_processor.core.events import SPECS, Dataset, EcsEvent
 
 #: DynamoDB's item size limit, and the size above which we compute sizes exactly.
 MAX_ITEM_BYTES = 400 * 1024
@@ -31,6 +31,18 @@ INGESTED_AT = "_ingestedAt"
 ORDER = "_order"
 OVERSIZED = "_oversized"
 SNAPSHOT = "_snapshot"
+#: DynamoDB TTL attribute (epoch seconds), set on terminal states when enabled.
+EXPIRES_AT = "expiresAt"
+
+#: Terminal states: nothing follows them, so their items may expire (history keeps them).
+TERMINAL: dict[Dataset, tuple[str, frozenset[str]]] = {
+    Dataset.TASK: ("lastStatus", frozenset({"STOPPED"})),
+    Dataset.CONTAINER_INSTANCE: ("status", frozenset({"INACTIVE", "DEREGISTERED"})),
+    Dataset.DEPLOYMENT: (
+        "eventName",
+        frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
+    ),
+}
 
 #: Status attributes kept on an item that had to be cut to fit DynamoDB's limit.
 _KEPT_WHEN_OVERSIZED = (
@@ -136,7 +148,15 @@ def item_size(item: Item) -> int:
     return sum(attribute_size(k, v) for k, v in item.items())
 
 
-def build_state_write(event: EcsEvent, *, ingested_at: str, snapshot_uri: str) -> StateWrite:
+def is_terminal(event: EcsEvent) -> bool:
+    """Whether the event's state is final for its resource."""
+    attribute, values = TERMINAL[event.dataset]
+    return getattr(event.detail, attribute, None) in values
+
+
+def build_state_write(
+    event: EcsEvent, *, ingested_at: str, snapshot_uri: str, ttl_days: int = 0
+) -> StateWrite:
     """The item for a state winner: every detail attribute plus lineage metadata.
 
     When the item would exceed DynamoDB's 400 KB limit it still gets stored, cut down to its
@@ -160,6 +180,10 @@ def build_state_write(event: EcsEvent, *, ingested_at: str, snapshot_uri: str) -
             ORDER: {"S": order},
         }
     )
+    if ttl_days > 0 and is_terminal(event):
+        # From the event time, not the clock: the item is the same whenever it is written.
+        expires = event.time_us // 1_000_000 + ttl_days * 86_400
+        item[EXPIRES_AT] = {"N": str(expires)}
     oversized = False
     if len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES:
         oversized = True

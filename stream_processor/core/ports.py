@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
 
@@ -24,12 +25,20 @@ class StateReport:
     rejected: list[tuple[StateWrite, str]] = field(default_factory=list)
     #: Writes that failed after retries (throttling, 5xx, missing table): retry the batch.
     failed: list[tuple[StateWrite, str]] = field(default_factory=list)
+    #: For written writes that replaced an item: the replaced item's version (gap detection).
+    previous_versions: dict[tuple[Dataset, str], int] = field(default_factory=dict)
 
 
 class StateSink(Protocol):
     def add(self, write: StateWrite) -> None: ...
 
     def flush(self) -> StateReport: ...
+
+
+class GapFiller(Protocol):
+    def describe(self, event: EcsEvent) -> EcsEvent | None:
+        """The resource's current description from the ECS API, as an event; None when the
+        API no longer returns it."""
 
 
 class HistorySink(Protocol):

@@ -122,6 +122,29 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds between structured progress log lines (10)",
     )
+    consume.add_argument(
+        "--emf",
+        action="store_true",
+        help="print per-batch CloudWatch EMF metrics (with MillisBehindLatest per shard) to "
+        "stdout, for a log shipper",
+    )
+
+    rec = sub.add_parser(
+        "reconcile", help="compare the state with the ECS API (and repair with --repair)"
+    )
+    rec.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="NAME|ARN",
+        help="cluster to check (repeatable; default: every cluster)",
+    )
+    rec.add_argument(
+        "--repair",
+        action="store_true",
+        help="write the ECS view through the version guard; mark orphans",
+    )
+    rec.add_argument("--format", choices=("table", "json"), default="table")
 
     ddl = sub.add_parser(
         "athena-ddl", help="print CREATE EXTERNAL TABLE statements for the history datasets"
@@ -175,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "consume":
             return _consume(args)
+        if args.command == "reconcile":
+            return _reconcile(args)
         if args.command == "setup":
             from stream_processor.runtime.setup import ensure_all
 
@@ -187,6 +212,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stream-processor: error: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from stream_processor.adapters.clients import dynamodb_client, ecs_client
+    from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+    from stream_processor.adapters.ecs_inventory import EcsInventory
+    from stream_processor.runtime.demo import Progress
+    from stream_processor.runtime.reconcile import reconcile
+    from stream_processor.runtime.wiring import state_tables
+
+    settings = Settings.from_env(os.environ)
+    store = DynamoDBStateStore(dynamodb_client(settings), state_tables(settings))
+    progress = Progress(sys.stderr)
+    report = reconcile(
+        EcsInventory(ecs_client(settings)),
+        store,
+        clusters=args.cluster,
+        repair=args.repair,
+        on_progress=progress.step,
+    )
+    store.close()
+    counts = report.counts()
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "counts": counts,
+                    "repaired": report.repaired,
+                    "marked_orphan": report.marked_orphan,
+                    "skipped": report.skipped,
+                    "elapsed_s": report.elapsed_s,
+                    "findings": [f.as_row() for f in report.findings],
+                }
+            )
+        )
+        return 0
+    progress.done(f"checked {len(report.findings)} resources in {report.elapsed_s}s")
+    drift = [f for f in report.findings if f.kind != "ok"]
+    if drift:
+        print(f"{'outcome':<8} {'dataset':<32} {'ecs':>6} {'state':>6}  arn / note")
+        for f in drift:
+            print(
+                f"{f.kind:<8} {f.dataset.value:<32} {f.ecs_version!s:>6} "
+                f"{f.state_version!s:>6}  {f.arn}" + (f"  ({f.note})" if f.note else "")
+            )
+    print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    if args.repair:
+        print(
+            f"repaired: {report.repaired}  marked orphan: {report.marked_orphan}  "
+            f"skipped: {len(report.skipped)}"
+        )
+    return 0
 
 
 def _consume(args: argparse.Namespace) -> int:
@@ -207,8 +284,15 @@ def _consume(args: argparse.Namespace) -> int:
         worker_id=args.worker_id or default_worker_id(),
         report_interval_s=args.report_interval,
     )
+    from stream_processor.runtime.metrics import EmfPublisher
+
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
-    built = build_consumer(settings, options, on_progress=progress.step if progress else None)
+    built = build_consumer(
+        settings,
+        options,
+        on_progress=progress.step if progress else None,
+        on_batch=EmfPublisher().batch if args.emf else None,
+    )
 
     def stop(signum: int, _frame: object) -> None:
         logging.getLogger("stream_processor.consumer").info(

@@ -127,8 +127,10 @@ class ShardWorker(threading.Thread):
         store: DynamoDBCheckpointStore,
         pipeline: Pipeline,
         stop: threading.Event,
+        on_batch: Callable[[str, BatchOutcome, int], None] | None = None,
     ) -> None:
         super().__init__(name=f"shard-{shard.shard_id}", daemon=True)
+        self._on_batch = on_batch
         self.shard = shard
         self.stats = ShardStats(checkpoint=checkpoint.sequence_number)
         self.finished = False  # reached SHARD_END and checkpointed it
@@ -279,6 +281,8 @@ class ShardWorker(threading.Thread):
             delay = min(delay * 2, 30.0)
             self._maybe_renew()
         self.stats.add(outcome)
+        if self._on_batch is not None:
+            self._on_batch(self.shard.shard_id, outcome, self.stats.millis_behind)
         last = str(buffer[-1]["SequenceNumber"])
         self._store.save(self.shard.shard_id, options.worker_id, last, options.lease_s)
         self._checkpoint = last
@@ -306,8 +310,10 @@ class Consumer:
         store: DynamoDBCheckpointStore,
         pipeline_factory: Callable[[], Pipeline],
         on_progress: Callable[[str], None] | None = None,
+        on_batch: Callable[[str, BatchOutcome, int], None] | None = None,
     ) -> None:
         self.options = options
+        self._on_batch = on_batch
         self._source = source
         self._store = store
         self._pipeline_factory = pipeline_factory
@@ -392,6 +398,7 @@ class Consumer:
                 store=self._store,
                 pipeline=self._pipeline_factory(),
                 stop=self._stop,
+                on_batch=self._on_batch,
             )
             self.workers[shard.shard_id] = worker
             worker.start()

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from stream_processor.config import Settings
+from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.history import (
     build_history,
     event_date,
@@ -29,13 +31,50 @@ from stream_processor.core.history import (
     quarantine_lines,
     quarantine_object_key,
 )
-from stream_processor.core.items import build_state_write
-from stream_processor.core.ports import HistorySink, QuarantineSink, StateSink
+from stream_processor.core.items import StateWrite, build_state_write
+from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, StateSink
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import reduce_batch
-from stream_processor.errors import SinkError
+from stream_processor.errors import SinkError, StreamProcessorError
 
 log = logging.getLogger("stream_processor.pipeline")
+
+
+def version_gaps(
+    history: Sequence[EcsEvent],
+    written: Sequence[StateWrite],
+    previous_versions: Mapping[tuple[Dataset, str], int],
+) -> list[StateWrite]:
+    """Writes that skipped versions: the replaced item had version v, the new one v + k with
+    k > 1, and the batch carried none of the versions in between. Each is logged with the
+    ARN and the missing versions (keys are not payloads)."""
+    seen: dict[tuple[Dataset, str], set[int]] = defaultdict(set)
+    for event in history:
+        if event.version is not None:
+            seen[(event.dataset, event.key)].add(event.version)
+    gaps = []
+    for write in written:
+        key = (write.event.dataset, write.event.key)
+        previous, new = previous_versions.get(key), write.event.version
+        if previous is None or new is None or new - previous <= 1:
+            continue
+        missing = [v for v in range(previous + 1, new) if v not in seen[key]]
+        if missing:
+            gaps.append(write)
+            log.warning(
+                json.dumps(
+                    {
+                        "message": "version gap",
+                        "dataset": key[0].value,
+                        "resource_arn": key[1],
+                        "stored_version": previous,
+                        "new_version": new,
+                        "missing_versions": missing[:20],
+                        "missing_count": len(missing),
+                    }
+                )
+            )
+    return gaps
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +93,8 @@ class BatchOutcome:
     state_stale: int = 0
     state_failed: int = 0
     oversized: int = 0
+    version_gaps: int = 0
+    gaps_filled: int = 0
     #: Lowest sequence number not fully processed; None when the whole batch is durable.
     failed_from: str | None = None
     error: str | None = None
@@ -78,12 +119,14 @@ class Pipeline:
         state: StateSink,
         history: HistorySink,
         quarantine: QuarantineSink,
+        gap_filler: GapFiller | None = None,
         clock: Callable[[], str] = _utc_now,
     ) -> None:
         self._settings = settings
         self._state = state
         self._history = history
         self._quarantine = quarantine
+        self._gap_filler = gap_filler
         self._clock = clock
 
     def process(self, records: Sequence[Received]) -> BatchOutcome:
@@ -128,7 +171,10 @@ class Pipeline:
                 settings.history_prefix, event.dataset, day, shard, first, last
             )
             write = build_state_write(
-                event, ingested_at=ingested_at, snapshot_uri=f"s3://{settings.history_bucket}/{key}"
+                event,
+                ingested_at=ingested_at,
+                snapshot_uri=f"s3://{settings.history_bucket}/{key}",
+                ttl_days=settings.state_ttl_days,
             )
             oversized += write.oversized
             self._state.add(write)
@@ -142,6 +188,13 @@ class Pipeline:
         )
         failed = [write for write, _ in report.failed]
         errors = sorted({reason for _, reason in report.failed})
+
+        # 3a. Version gaps: versions between the replaced item and the new one that this
+        # batch did not carry either.
+        gaps = version_gaps(plan.history, report.written, report.previous_versions)
+        outcome = replace(outcome, version_gaps=len(gaps))
+        if gaps and self._gap_filler is not None:
+            outcome = replace(outcome, gaps_filled=self._fill(gaps, ingested_at))
 
         # 3b. Quarantine what DynamoDB refused for good, so the shard keeps moving.
         if report.rejected:
@@ -168,6 +221,37 @@ class Pipeline:
                 error="; ".join(errors)[:500],
             )
         return self._done(outcome, started)
+
+    def _fill(self, gaps: list[StateWrite], ingested_at: str) -> int:
+        """Describe each gapped resource from the ECS API and write it through the guard."""
+        assert self._gap_filler is not None
+        filled = 0
+        for gap in gaps:
+            try:
+                current = self._gap_filler.describe(gap.event)
+            except StreamProcessorError as exc:
+                log.warning(
+                    json.dumps(
+                        {
+                            "message": "gap fill failed",
+                            "resource_arn": gap.event.key,
+                            "reason": str(exc)[:200],
+                        }
+                    )
+                )
+                continue
+            if current is None:
+                continue
+            self._state.add(
+                build_state_write(
+                    current,
+                    ingested_at=ingested_at,
+                    snapshot_uri="",
+                    ttl_days=self._settings.state_ttl_days,
+                )
+            )
+            filled += len(self._state.flush().written)
+        return filled
 
     def _done(
         self,

@@ -9,15 +9,21 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from stream_processor.adapters.clients import dynamodb_client, kinesis_client, s3_client
+from stream_processor.adapters.clients import (
+    dynamodb_client,
+    ecs_client,
+    kinesis_client,
+    s3_client,
+)
 from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
 from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+from stream_processor.adapters.ecs_inventory import EcsGapFiller, EcsInventory
 from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.s3_history import S3ParquetHistory, S3Quarantine
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset
 from stream_processor.runtime.consumer import Consumer, ConsumerOptions, ShardStats
-from stream_processor.runtime.pipeline import Pipeline
+from stream_processor.runtime.pipeline import BatchOutcome, Pipeline
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -77,11 +83,15 @@ def build_pipeline(
         max_workers=settings.state_write_concurrency,
         executor=executor,
     )
+    gap_filler = None
+    if settings.reconcile_gaps:
+        gap_filler = EcsGapFiller(EcsInventory(ecs_client(settings)))
     pipeline = Pipeline(
         settings,
         state=state,
         history=S3ParquetHistory(clients.s3, bucket),
         quarantine=S3Quarantine(clients.s3, bucket),
+        gap_filler=gap_filler,
     )
     return AwsPipeline(pipeline, state)
 
@@ -108,6 +118,7 @@ def build_consumer(
     options: ConsumerOptions,
     clients: AwsClients | None = None,
     on_progress: Callable[[str], None] | None = None,
+    on_batch: Callable[[str, BatchOutcome, int], None] | None = None,
 ) -> AwsConsumer:
     """A `Consumer` reading `options.stream` with checkpoints in `settings.checkpoint_table`."""
     settings.require_bucket()
@@ -127,5 +138,6 @@ def build_consumer(
         store=DynamoDBCheckpointStore(clients.dynamodb, settings.checkpoint_table, options.stream),
         pipeline_factory=factory,
         on_progress=on_progress,
+        on_batch=on_batch,
     )
     return AwsConsumer(consumer, executor, pipelines)

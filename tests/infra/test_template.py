@@ -48,6 +48,10 @@ def test_environment_is_exactly_what_the_lambda_reads() -> None:
     assert env["HISTORY_PREFIX"] == defaults.history_prefix
     assert env["QUARANTINE_PREFIX"] == defaults.quarantine_prefix
     Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})  # valid values
+    parameters = TEMPLATE["Parameters"]
+    assert env["STATE_TTL_DAYS"] == {"Ref": "StateTtlDays"}
+    assert parameters["StateTtlDays"]["Default"] == Settings().state_ttl_days
+    assert parameters["ReconcileGaps"]["Default"] == str(Settings().reconcile_gaps).lower()
 
 
 def test_state_tables_match_the_code_names_and_keys() -> None:
@@ -175,7 +179,11 @@ def _allow_statements() -> list[dict[str, Any]]:
     out = []
     for role in _of_type("AWS::IAM::Role").values():
         for policy in role.get("Policies", []):
-            out.extend(s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow")
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if "Fn::If" in statement:  # conditional statement: check its "true" branch
+                    statement = statement["Fn::If"][1]
+                if statement["Effect"] == "Allow":
+                    out.append(statement)
     return out
 
 

@@ -373,3 +373,30 @@ def test_worker_backs_off_on_throttling_and_renews_expired_iterators(settings: S
     assert stats["shardId-000000000000"].records == len(records)
     assert store.get("shardId-000000000000").ended  # type: ignore[union-attr]
     _assert_converged(settings, fleet)
+
+
+def test_consume_emf_output_parses_and_carries_the_counts(settings: Settings) -> None:
+    import json
+
+    stream = _stream(settings, "metered", 1)
+    fleet = simulate_fleet(5, seed=8)
+    _publish(settings, stream, fleet.events)
+    result = subprocess.run(
+        _consume_cmd(stream, "--worker-id", "emf", "--stop-when-idle", "1", "--emf"),
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    blobs = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    batches = [b for b in blobs if "RecordsIn" in b]
+    lag = [b for b in blobs if "MillisBehindLatest" in b]
+
+    def value(v: Any) -> float:  # EMF allows a number or a list of numbers
+        return sum(v) if isinstance(v, list) else v
+
+    assert sum(value(b["RecordsIn"]) for b in batches) == len(fleet.events)
+    assert all(b["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "StreamProcessor" for b in blobs)
+    assert {b["shard_id"] for b in lag} == {"shardId-000000000000"}

@@ -1,0 +1,65 @@
+"""Per-batch metrics in CloudWatch Embedded Metric Format (through Powertools' Metrics).
+
+EMF lines go to stdout; in Lambda the runtime ships them to CloudWatch Logs, which turns them
+into metrics (no cloudwatch:PutMetricData permission needed); for `consume`, a CloudWatch
+agent or any log shipper does the same. Dimensions stay low-cardinality: the service, and
+the shard id for lag (shards are few), never ARNs.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from stream_processor.runtime.pipeline import BatchOutcome
+
+NAMESPACE = "StreamProcessor"
+SERVICE = "stream-processor"
+
+#: Batch outcome field → metric name (all counts).
+BATCH_METRICS = {
+    "records_in": "RecordsIn",
+    "events_decoded": "EventsDecoded",
+    "duplicates": "DuplicatesDropped",
+    "quarantined": "Quarantined",
+    "state_stale": "StaleWritesRejected",
+    "state_failed": "StateWritesFailed",
+    "oversized": "OversizedItems",
+    "version_gaps": "VersionGaps",
+    "gaps_filled": "GapsFilled",
+}
+
+
+def add_batch_metrics(metrics: Metrics, outcome: BatchOutcome) -> None:
+    """Add one batch's counts and latency to a Powertools `Metrics` set."""
+    for field, name in BATCH_METRICS.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=getattr(outcome, field))
+    metrics.add_metric(
+        name="BatchesNotDurable", unit=MetricUnit.Count, value=int(outcome.failed_from is not None)
+    )
+    metrics.add_metric(
+        name="BatchLatency", unit=MetricUnit.Milliseconds, value=outcome.elapsed_s * 1000
+    )
+
+
+class EmfPublisher:
+    """Thread-safe EMF output for the consumer's shard workers."""
+
+    def __init__(self, namespace: str = NAMESPACE, service: str = SERVICE) -> None:
+        self._namespace = namespace
+        self._metrics = Metrics(namespace=namespace, service=service)
+        self._lock = threading.Lock()
+
+    def batch(self, shard_id: str, outcome: BatchOutcome, millis_behind_latest: int) -> None:
+        with self._lock:
+            add_batch_metrics(self._metrics, outcome)
+            self._metrics.flush_metrics()
+            with single_metric(
+                name="MillisBehindLatest",
+                unit=MetricUnit.Milliseconds,
+                value=millis_behind_latest,
+                namespace=self._namespace,
+            ) as metric:
+                metric.add_dimension(name="shard_id", value=shard_id)
