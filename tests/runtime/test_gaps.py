@@ -94,3 +94,32 @@ def test_gap_detected_through_dynamodb_in_the_lambda_handler(
     assert [(g["stored_version"], g["new_version"], g["missing_count"]) for g in gaps] == [
         (1, 5, 3)
     ]
+
+
+def test_ecs_gap_filler_with_a_stubbed_describe_tasks() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from stream_processor.adapters.ecs_inventory import EcsGapFiller, EcsInventory
+
+    client = boto3.client("ecs", region_name="us-west-2")
+    stub = Stubber(client)
+    described = {
+        **task_event(ARN, 7, "RUNNING")["detail"],
+        "createdAt": datetime(2020, 1, 23, tzinfo=UTC),
+    }
+    described.pop("updatedAt")  # events carry it; the API's Task shape does not
+    for key in ("connectivityAt", "pullStartedAt", "pullStoppedAt", "startedAt"):
+        described[key] = datetime(2020, 1, 23, 17, 57, 58, tzinfo=UTC)
+    stub.add_response(
+        "describe_tasks",
+        {"tasks": [described], "failures": []},
+        {"cluster": described["clusterArn"], "tasks": [ARN]},
+    )
+    stub.activate()
+    pipeline, state = _pipeline(EcsGapFiller(EcsInventory(client)))
+    pipeline.process([record(task_event(ARN, 1), 1)])
+    outcome = pipeline.process([record(task_event(ARN, 4), 2)])
+    stub.assert_no_pending_responses()
+    assert (outcome.version_gaps, outcome.gaps_filled) == (1, 1)
+    assert state.items[Dataset.TASK][ARN]["version"] == {"N": "7"}
