@@ -218,7 +218,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     from stream_processor.adapters.clients import dynamodb_client, ecs_client
     from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
     from stream_processor.adapters.ecs_inventory import EcsInventory
-    from stream_processor.runtime.demo import Progress
+    from stream_processor.runtime.progress import Progress
     from stream_processor.runtime.reconcile import reconcile
     from stream_processor.runtime.wiring import state_tables
 
@@ -268,7 +268,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 def _consume(args: argparse.Namespace) -> int:
     from stream_processor.runtime.consumer import ConsumerOptions, default_worker_id
-    from stream_processor.runtime.demo import Progress
+    from stream_processor.runtime.progress import Progress
     from stream_processor.runtime.wiring import build_consumer
 
     settings = Settings.from_env(os.environ)

@@ -24,6 +24,7 @@ from stream_processor.adapters.clients import kinesis_client
 from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
 from stream_processor.runtime.consumer import ConsumerOptions
+from stream_processor.runtime.progress import Progress
 from stream_processor.runtime.setup import ensure_all
 from stream_processor.runtime.verify import history_rows, quarantine_lines, verify_state
 from stream_processor.runtime.wiring import build_consumer
@@ -91,35 +92,6 @@ _LOCAL_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
-
-
-class Progress:
-    """One status line on a terminal (rewritten in place); elsewhere a plain line at most
-    every `interval_s`, so logs of long runs stay short."""
-
-    def __init__(self, out: TextIO, *, interval_s: float = 2.0) -> None:
-        self._out = out
-        self._tty = out.isatty()
-        self._interval_s = interval_s
-        self._last = float("-inf")
-
-    def step(self, text: str) -> None:
-        if self._tty:
-            self._out.write("\r\x1b[2K" + text)
-        else:
-            now = time.monotonic()
-            if now - self._last < self._interval_s:
-                return
-            self._last = now
-            self._out.write(text + "\n")
-        self._out.flush()
-
-    def done(self, text: str) -> None:
-        if self._tty:
-            self._out.write("\r\x1b[2K" + text + "\n")
-        else:
-            self._out.write(text + "\n")
-        self._out.flush()
 
 
 def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) -> dict[str, Any]:
