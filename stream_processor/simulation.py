@@ -214,9 +214,20 @@ def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = 
             if ci and status == "STOPPED":
                 placements.append((at, len(placements), ci, 256, 512))
 
+    # Some agents lose their connection for a while: two extra versions each.
+    disconnected: dict[tuple[datetime, int], bool] = {}
+    for index, ci in enumerate(instances):
+        if index == 0 or rng.random() < 0.3:
+            at = start + timedelta(seconds=rng.uniform(10, max(20, tasks * 0.7)))
+            for offset, state in ((0, False), (15, True)):
+                seq = len(placements)
+                placements.append((at + timedelta(seconds=offset), seq, ci, 0, 0))
+                disconnected[(at + timedelta(seconds=offset), seq)] = state
     used: dict[str, list[int]] = {ci: [0, 0] for ci in instances}
     versions: dict[str, int] = dict.fromkeys(instances, 0)
-    for at, _, ci, dcpu, dmem in sorted(placements):
+    connected: dict[str, bool] = dict.fromkeys(instances, True)
+    for at, seq, ci, dcpu, dmem in sorted(placements):
+        connected[ci] = disconnected.get((at, seq), connected[ci])
         used[ci][0] -= dcpu
         used[ci][1] -= dmem
         versions[ci] += 1
@@ -225,7 +236,7 @@ def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = 
             "ECS Container Instance State Change",
             ci,
             {
-                "agentConnected": True,
+                "agentConnected": connected[ci],
                 "attributes": [{"name": "ecs.os-type", "value": "linux"}],
                 "clusterArn": cluster,
                 "containerInstanceArn": ci,

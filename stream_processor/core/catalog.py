@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from stream_processor.core.events import Dataset
-from stream_processor.core.history import SCHEMAS
+from stream_processor.core.history import COMPACTED_SCHEMAS
 
 #: Hive partition column of every dataset (from the object key, not stored in the files).
 PARTITION_COLUMN = ("event_date", "string")
@@ -31,8 +31,8 @@ def glue_type(arrow_type: pa.DataType) -> str:
 
 
 def glue_columns(dataset: Dataset) -> list[tuple[str, str]]:
-    """(name, type) of every data column, in file order."""
-    return [(field.name, glue_type(field.type)) for field in SCHEMAS[dataset]]
+    """(name, type) of every data column, in file order (compacted files have them all)."""
+    return [(field.name, glue_type(field.type)) for field in COMPACTED_SCHEMAS[dataset]]
 
 
 def table_name(dataset: Dataset) -> str:

@@ -101,6 +101,23 @@ def schema_for(dataset: Dataset) -> pa.Schema:
 
 SCHEMAS: dict[Dataset, pa.Schema] = {d: schema_for(d) for d in Dataset}
 
+#: Datasets whose compacted rows carry validity intervals (state as of T = a filter).
+VALIDITY_DATASETS = (Dataset.TASK, Dataset.CONTAINER_INSTANCE)
+
+
+def compacted_schema_for(dataset: Dataset) -> pa.Schema:
+    """The batch schema, plus `valid_from` / `valid_to` for versioned datasets. Readers see
+    these columns as null in files not compacted yet."""
+    schema = SCHEMAS[dataset]
+    if dataset in VALIDITY_DATASETS:
+        schema = schema.append(pa.field("valid_from", TIMESTAMP)).append(
+            pa.field("valid_to", TIMESTAMP)
+        )
+    return schema
+
+
+COMPACTED_SCHEMAS: dict[Dataset, pa.Schema] = {d: compacted_schema_for(d) for d in Dataset}
+
 
 def _as_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None

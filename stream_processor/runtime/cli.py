@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
+import duckdb
 
 from stream_processor.config import Settings
-from stream_processor.errors import StreamProcessorError
+from stream_processor.core.events import Dataset
+from stream_processor.errors import ConfigError, StreamProcessorError
+
+if TYPE_CHECKING:
+    from stream_processor.adapters.history_store import HistoryStore
 
 
 def _rate(text: str) -> float:
@@ -63,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive, default=100, help="records per micro-batch (100)"
     )
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
+    demo.add_argument(
+        "--keep-history",
+        default="demo-history",
+        metavar="DIR",
+        help="copy the history here at the end, for query/report (demo-history; '' to skip)",
+    )
     demo.add_argument(
         "--json",
         action="store_true",
@@ -146,6 +161,57 @@ def parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--format", choices=("table", "json"), default="table")
 
+    def history_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--history",
+            metavar="DIR|s3://BUCKET",
+            help="where the history lives: a local directory (e.g. the demo's demo-history) "
+            "or s3://bucket (default: s3://$HISTORY_BUCKET, through boto3's endpoint)",
+        )
+
+    def format_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    query = sub.add_parser("query", help="run SQL over the history with DuckDB")
+    query.add_argument("sql", help="SQL; tables are named like the Athena tables")
+    history_option(query)
+    format_option(query)
+
+    state = sub.add_parser("state", help="the state of every resource as of an instant")
+    state.add_argument("--as-of", required=True, help="ISO 8601 instant (UTC if no offset)")
+    state.add_argument(
+        "--dataset",
+        default="task_state_change",
+        choices=("task_state_change", "container_instance_state_change", "deployment_state_change"),
+    )
+    state.add_argument("--cluster", help="only this cluster (ARN or name)")
+    history_option(state)
+    format_option(state)
+
+    compact_cmd = sub.add_parser("compact", help="merge each partition's batch files")
+    compact_cmd.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        choices=[d.value for d in Dataset],
+        help="(repeatable; default all)",
+    )
+    compact_cmd.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD")
+    compact_cmd.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD")
+    compact_cmd.add_argument(
+        "--target-mb", type=_positive, default=128, help="target size of a compacted file (128)"
+    )
+    history_option(compact_cmd)
+
+    rebuild = sub.add_parser(
+        "rebuild-state", help="restore the DynamoDB state tables from the history"
+    )
+    history_option(rebuild)
+
+    report = sub.add_parser("report", help="write an HTML fleet report with PNG charts")
+    report.add_argument("--out", required=True, type=Path, help="output directory")
+    history_option(report)
+
     ddl = sub.add_parser(
         "athena-ddl", help="print CREATE EXTERNAL TABLE statements for the history datasets"
     )
@@ -178,8 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reorder_rate=args.reorder_rate,
                 batch_size=args.batch_size,
                 seed=args.seed,
+                keep_history=args.keep_history or None,
             )
             return main_demo(options, as_json=args.json)
+        if args.command in ("query", "state", "compact", "rebuild-state", "report"):
+            return _analytics(args)
         if args.command == "athena-ddl":
             from stream_processor.core.catalog import athena_ddl
             from stream_processor.core.events import Dataset
@@ -212,6 +281,119 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stream-processor: error: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> HistoryStore:
+    from stream_processor.adapters.clients import s3_client
+    from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
+
+    location = args.history or f"s3://{settings.require_bucket()}"
+    if location.startswith("s3://"):
+        return S3HistoryStore(s3_client(settings), location.removeprefix("s3://").rstrip("/"))
+    root = Path(location)
+    if not root.is_dir():
+        raise ConfigError(f"--history {location}: no such directory")
+    return LocalHistoryStore(root)
+
+
+def _print_rows(columns: list[str], rows: list[tuple[object, ...]], fmt: str) -> None:
+    def text(value: object) -> str:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return "" if value is None else str(value)
+
+    if fmt == "json":
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=text))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows([[text(v) for v in row] for row in rows])
+    else:
+        cells = [[text(v)[:60] for v in row] for row in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print(f"({len(rows)} rows)", file=sys.stderr)
+
+
+def _analytics(args: argparse.Namespace) -> int:
+    from stream_processor.runtime.progress import Progress
+
+    settings = Settings.from_env(os.environ)
+    store = _history(args, settings)
+    prefix = settings.history_prefix
+    progress = Progress(sys.stderr)
+    if args.command == "compact":
+        from stream_processor.runtime.compaction import compact
+
+        report = compact(
+            store,
+            prefix,
+            datasets=[Dataset(d) for d in args.dataset] or list(Dataset),
+            date_from=args.date_from,
+            date_to=args.date_to,
+            target_bytes=args.target_mb * 1024 * 1024,
+            on_progress=progress.step,
+        )
+        progress.done(
+            f"compacted {report.partitions_rewritten}/{report.partitions_seen} partitions: "
+            f"{report.files_in} files -> {report.files_out}, {report.rows_in} rows -> "
+            f"{report.rows_out} ({report.duplicates_removed} duplicates removed)"
+        )
+        return 0
+    if args.command == "rebuild-state":
+        from stream_processor.adapters.clients import dynamodb_client
+        from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+        from stream_processor.runtime.rebuild import rebuild_state
+        from stream_processor.runtime.wiring import state_tables
+
+        sink = DynamoDBStateStore(
+            dynamodb_client(settings),
+            state_tables(settings),
+            max_workers=settings.state_write_concurrency,
+        )
+        try:
+            result = rebuild_state(
+                store,
+                prefix,
+                sink,
+                ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                ttl_days=settings.state_ttl_days,
+                on_progress=progress.step,
+            )
+        finally:
+            sink.close()
+        progress.done(
+            f"replayed {result.rows} history rows: {result.written} items written, "
+            f"{result.stale} already current, {result.failed} failed"
+        )
+        return 0 if result.failed == 0 else 1
+
+    from stream_processor.runtime.query import HistoryQuery
+
+    engine = HistoryQuery(store, prefix)
+    try:
+        if args.command == "report":
+            from stream_processor.runtime.report import write_report
+
+            page = write_report(engine, args.out, store.describe())
+            print(page)
+            return 0
+        if args.command == "state":
+            moment = datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            result_rows = engine.state_as_of(moment, Dataset(args.dataset), args.cluster)
+        else:
+            result_rows = engine.run(args.sql)
+        _print_rows(result_rows.columns, result_rows.rows, args.format)
+        return 0
+    except duckdb.Error as exc:
+        print(f"stream-processor: SQL error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
 
 
 def _reconcile(args: argparse.Namespace) -> int:

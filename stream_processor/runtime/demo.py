@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
 
-from stream_processor.adapters.clients import kinesis_client
+from stream_processor.adapters.clients import kinesis_client, s3_client
+from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
 from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
 from stream_processor.runtime.consumer import ConsumerOptions
@@ -52,6 +54,8 @@ class DemoOptions:
     seed: int = 7
     stream: str = "ecs-events-demo"
     bucket: str = "stream-processor-demo"
+    #: Copy the history here at the end (the embedded AWS goes away), for `query`/`report`.
+    keep_history: str | None = "demo-history"
 
 
 def free_port() -> int:
@@ -140,6 +144,17 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
     missing = fleet.history - found
     unexpected = found - fleet.history
     quarantined = quarantine_lines(settings)
+    if options.keep_history:
+        target = LocalHistoryStore(Path(options.keep_history))
+        source = S3HistoryStore(s3_client(settings), settings.history_bucket)
+        for key in source.keys(""):
+            target.write(key, source.read(key))
+        progress.done(
+            f"history copied to {options.keep_history}/; try:\n"
+            f"  stream-processor query --history {options.keep_history} "
+            "'SELECT last_status, count(*) FROM task_state_change GROUP BY 1'\n"
+            f"  stream-processor report --history {options.keep_history} --out report"
+        )
     elapsed = time.perf_counter() - started
     return {
         "events_emitted": len(fleet.events),

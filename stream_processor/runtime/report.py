@@ -1,0 +1,244 @@
+"""`stream-processor report`: a self-contained HTML fleet report with PNG charts.
+
+Charts (matplotlib, headless): tasks by last status over time, top stop codes and stopped
+reasons, time from PROVISIONING to RUNNING (p50/p90/p99) per task definition, and
+container-instance agent disconnects. Each chart has a title, labelled axes and a legend, so
+it reads without the numbers; the numbers are in a table under it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from stream_processor.runtime.query import HistoryQuery
+
+STATUS_ORDER = (
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+)
+
+
+@dataclass
+class Chart:
+    name: str
+    title: str
+    png: Path
+    table: list[dict[str, Any]]
+
+
+def _short(arn: str | None) -> str:
+    return (arn or "-").rsplit("/", 1)[-1]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def tasks_by_status(query: HistoryQuery, out: Path, buckets: int = 48) -> Chart:
+    span = query.run("SELECT min(event_time), max(event_time) FROM task_state_change").rows[0]
+    rows: list[tuple[Any, ...]] = []
+    if span[0] is not None:
+        step_ms = max(1000, int((span[1] - span[0]).total_seconds() * 1000 / buckets))
+        rows = query.run(
+            "SELECT g.t, s.last_status, count(*) FROM range(CAST(? AS TIMESTAMPTZ), "
+            "CAST(? AS TIMESTAMPTZ) + to_milliseconds(?), to_milliseconds(?)) AS g(t) "
+            "JOIN task_state_change s ON s.valid_from <= g.t "
+            "AND (s.valid_to IS NULL OR s.valid_to > g.t) GROUP BY 1, 2 ORDER BY 1",
+            [span[0], span[1], step_ms, step_ms],
+        ).rows
+    times = sorted({r[0] for r in rows})
+    statuses = [s for s in STATUS_ORDER if any(r[1] == s for r in rows)]
+    statuses += sorted({r[1] for r in rows if r[1] not in STATUS_ORDER and r[1]})
+    counts = {(r[0], r[1]): r[2] for r in rows}
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    if times:
+        ax.stackplot(
+            times,
+            [[counts.get((t, s), 0) for t in times] for s in statuses],
+            labels=statuses,
+            alpha=0.85,
+        )
+        ax.legend(loc="upper left", fontsize=8, ncols=2)
+    ax.set_title("Tasks by last status over time")
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("tasks")
+    fig.autofmt_xdate()
+    last = times[-1] if times else None
+    table = [{"status": s, "tasks at end": counts.get((last, s), 0)} for s in statuses]
+    return Chart(
+        "tasks_by_status",
+        "Tasks by last status over time",
+        _save(fig, out / "tasks_by_status.png"),
+        table,
+    )
+
+
+def stop_reasons(query: HistoryQuery, out: Path, top: int = 10) -> Chart:
+    latest = (
+        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY resource_arn ORDER BY "
+        "version DESC) AS rn FROM task_state_change) WHERE rn = 1 AND last_status = 'STOPPED'"
+    )
+    codes = query.run(
+        f"SELECT coalesce(stop_code, '(none)'), count(*) FROM ({latest}) "
+        f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {top}"
+    ).rows
+    reasons = query.run(
+        f"SELECT coalesce(stopped_reason, '(none)'), count(*) FROM ({latest}) "
+        f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {top}"
+    ).rows
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, data, label in ((left, codes, "stop code"), (right, reasons, "stopped reason")):
+        names = [str(r[0])[:48] for r in data][::-1]
+        ax.barh(names, [r[1] for r in data][::-1], color="#c0504d")
+        ax.set_title(f"Top {label}s of stopped tasks")
+        ax.set_xlabel("tasks")
+    table = [{"stop code": c, "tasks": n} for c, n in codes] + [
+        {"stopped reason": r, "tasks": n} for r, n in reasons
+    ]
+    return Chart(
+        "stop_reasons",
+        "Top stop codes and stopped reasons",
+        _save(fig, out / "stop_reasons.png"),
+        table,
+    )
+
+
+def start_latency(query: HistoryQuery, out: Path) -> Chart:
+    rows = query.run(
+        "WITH firsts AS (SELECT resource_arn, any_value(task_definition_arn) AS td, "
+        "min(event_time) FILTER (WHERE last_status = 'PROVISIONING') AS p, "
+        "min(event_time) FILTER (WHERE last_status = 'RUNNING') AS r "
+        "FROM task_state_change GROUP BY 1) "
+        "SELECT td, count(*), approx_percentile(date_diff('millisecond', p, r), 0.5), "
+        "approx_percentile(date_diff('millisecond', p, r), 0.9), "
+        "approx_percentile(date_diff('millisecond', p, r), 0.99) "
+        "FROM firsts WHERE p IS NOT NULL AND r IS NOT NULL GROUP BY 1 ORDER BY 1"
+    ).rows
+    fig, ax = plt.subplots(figsize=(9, 4))
+    names = [_short(r[0]) for r in rows]
+    width = 0.27
+    for offset, (label, column) in enumerate((("p50", 2), ("p90", 3), ("p99", 4))):
+        ax.bar(
+            [i + (offset - 1) * width for i in range(len(rows))],
+            [r[column] / 1000 for r in rows],
+            width,
+            label=label,
+        )
+    ax.set_xticks(range(len(rows)), names)
+    ax.set_title("Time from PROVISIONING to RUNNING per task definition")
+    ax.set_ylabel("seconds")
+    ax.legend()
+    table = [
+        {
+            "task definition": _short(r[0]),
+            "tasks": r[1],
+            "p50 s": r[2] / 1000,
+            "p90 s": r[3] / 1000,
+            "p99 s": r[4] / 1000,
+        }
+        for r in rows
+    ]
+    return Chart(
+        "start_latency",
+        "Time from PROVISIONING to RUNNING",
+        _save(fig, out / "start_latency.png"),
+        table,
+    )
+
+
+def agent_disconnects(query: HistoryQuery, out: Path) -> Chart:
+    rows = query.run(
+        "SELECT resource_arn, count(*) FROM container_instance_state_change "
+        "WHERE agent_connected = false GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 15"
+    ).rows
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    ax.barh([_short(r[0])[:16] for r in rows][::-1], [r[1] for r in rows][::-1], color="#4f81bd")
+    ax.set_title("Container-instance agent disconnects")
+    ax.set_xlabel("state changes with the agent disconnected")
+    if not rows:
+        ax.text(
+            0.5, 0.5, "no disconnects recorded", ha="center", va="center", transform=ax.transAxes
+        )
+    table = [{"container instance": _short(r[0]), "disconnected changes": r[1]} for r in rows]
+    return Chart(
+        "agent_disconnects",
+        "Container-instance agent disconnects",
+        _save(fig, out / "agent_disconnects.png"),
+        table,
+    )
+
+
+def _table_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p><em>no data</em></p>"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+
+    def cell(value: Any) -> str:
+        text = f"{value:.2f}" if isinstance(value, float) else ("" if value is None else str(value))
+        return f"<td>{html.escape(text)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(row.get(c)) for c in columns) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(query: HistoryQuery, out: Path, source: str) -> Path:
+    """Write `report.html` (images inlined) and the PNG charts into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    charts = [
+        tasks_by_status(query, out),
+        stop_reasons(query, out),
+        start_latency(query, out),
+        agent_disconnects(query, out),
+    ]
+    counts = query.run(
+        "SELECT (SELECT count(DISTINCT resource_arn) FROM task_state_change), "
+        "(SELECT count(DISTINCT resource_arn) FROM container_instance_state_change), "
+        "(SELECT count(*) FROM task_state_change)"
+    ).rows[0]
+    sections = []
+    for chart in charts:
+        data = base64.b64encode(chart.png.read_bytes()).decode()
+        sections.append(
+            f'<section id="{chart.name}"><h2>{html.escape(chart.title)}</h2>'
+            f'<img alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">'
+            f"{_table_html(chart.table)}</section>"
+        )
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ECS fleet report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: .5rem 0 2rem; font-size: .9rem; }}
+th, td {{ border: 1px solid #ccc; padding: .25rem .6rem; text-align: left; }}
+.meta {{ color: #666; }}
+</style></head><body>
+<h1>ECS fleet report</h1>
+<p class="meta">History: {html.escape(source)} &middot; generated {generated} &middot;
+{counts[0]} tasks, {counts[1]} container instances, {counts[2]} task state changes</p>
+{"".join(sections)}
+</body></html>
+"""
+    target = out / "report.html"
+    target.write_text(page)
+    return target
