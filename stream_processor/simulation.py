@@ -28,6 +28,13 @@ ACCOUNT = "111122223333"
 REGION = "us-east-1"
 _ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
 CPU_UNITS, MEMORY_MIB = 4096, 16384
+_STOPS = (
+    ("ServiceSchedulerInitiated", "Scaling activity initiated by deployment"),
+    ("ServiceSchedulerInitiated", "Scaling activity initiated by deployment"),
+    ("EssentialContainerExited", "Essential container in task exited"),
+    ("UserInitiated", "Task stopped by user"),
+    ("TaskFailedToStart", "CannotPullContainerError: pull image manifest has been retried"),
+)
 
 
 @dataclass
@@ -172,8 +179,9 @@ def _task_detail(
         detail["startedAt"] = _iso(created + timedelta(seconds=6))
     if stopped:
         detail["stoppingAt"] = _iso(created + timedelta(seconds=8))
-        detail["stopCode"] = "ServiceSchedulerInitiated"
-        detail["stoppedReason"] = "Scaling activity initiated by deployment"
+        code, reason = _STOPS[int(arn[-6:], 16) % len(_STOPS)]
+        detail["stopCode"] = code
+        detail["stoppedReason"] = reason
     if status == "STOPPED":
         detail["stoppedAt"] = _iso(at)
     return detail

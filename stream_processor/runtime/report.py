@@ -109,7 +109,7 @@ def stop_reasons(query: HistoryQuery, out: Path, top: int = 10) -> Chart:
     for ax, data, label in ((left, codes, "stop code"), (right, reasons, "stopped reason")):
         names = [str(r[0])[:48] for r in data][::-1]
         ax.barh(names, [r[1] for r in data][::-1], color="#c0504d")
-        ax.set_title(f"Top {label}s of stopped tasks")
+        ax.set_title(f"Top {label}s")
         ax.set_xlabel("tasks")
     table = [{"stop code": c, "tasks": n} for c, n in codes] + [
         {"stopped reason": r, "tasks": n} for r, n in reasons
