@@ -35,6 +35,8 @@ class Settings:
     state_ttl_days: int = 0
     #: Describe a resource from the ECS API when its versions show a gap, and write it.
     reconcile_gaps: bool = False
+    #: Replace task override environment values with "***" in state and history.
+    redact_environment: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -71,11 +73,12 @@ class Settings:
             if env_name in env and env[env_name] != "":
                 values[field_name] = env[env_name]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "reconcile_gaps" in values and isinstance(values["reconcile_gaps"], str):
-            text = str(values["reconcile_gaps"]).strip().lower()
-            if text not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"RECONCILE_GAPS must be true or false, got {text!r}")
-            values["reconcile_gaps"] = text in ("true", "1", "yes")
+        for flag in ("reconcile_gaps", "redact_environment"):
+            if flag in values and isinstance(values[flag], str):
+                text = str(values[flag]).strip().lower()
+                if text not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ConfigError(f"{ENV_NAMES[flag]} must be true or false, got {text!r}")
+                values[flag] = text in ("true", "1", "yes")
         for int_field in ("state_write_concurrency", "max_attempts", "state_ttl_days"):
             if int_field in values:
                 try:
@@ -101,4 +104,5 @@ ENV_NAMES: dict[str, str] = {
     "max_attempts": "AWS_MAX_ATTEMPTS",
     "state_ttl_days": "STATE_TTL_DAYS",
     "reconcile_gaps": "RECONCILE_GAPS",
+    "redact_environment": "REDACT_ENVIRONMENT",
 }

@@ -13,6 +13,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -23,6 +24,10 @@ NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
 Version = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Later than any real event: a timestamp past it would win every comparison forever.
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+#: DynamoDB's limit on a partition key value.
+MAX_KEY_BYTES = 2048
 
 
 class Dataset(enum.Enum):
@@ -191,26 +196,65 @@ def _reason(prefix: str, exc: Exception) -> str:
     return f"{prefix}: {str(exc)[:200]}"
 
 
-def decode_event(record: KinesisRecord) -> EcsEvent | Rejected:
-    """Decode one record's payload; anything unusable becomes a `Rejected` with a reason."""
+REDACTED = "***"
+_ENVIRONMENT_MARKER = b'"environment"'
+_ANY = msgspec.json.Decoder(float_hook=Decimal)
+_EXACT = msgspec.json.Encoder(decimal_format="number")
+
+
+def redact_environment(detail_raw: bytes) -> bytes:
+    """Replace `overrides.containerOverrides[].environment[].value` with "***".
+
+    Task overrides carry environment variables, often secrets. Only details that mention
+    "environment" are decoded and re-encoded (numbers kept exactly through Decimal); others
+    pass through untouched, byte for byte.
+    """
+    if _ENVIRONMENT_MARKER not in detail_raw:
+        return detail_raw
+    try:
+        detail = _ANY.decode(detail_raw)
+    except (msgspec.DecodeError, RecursionError):
+        return detail_raw
+    changed = False
+    overrides = detail.get("overrides") if isinstance(detail, dict) else None
+    containers = overrides.get("containerOverrides") if isinstance(overrides, dict) else None
+    for container in containers if isinstance(containers, list) else ():
+        environment = container.get("environment") if isinstance(container, dict) else None
+        for variable in environment if isinstance(environment, list) else ():
+            if isinstance(variable, dict) and "value" in variable:
+                variable["value"] = REDACTED
+                changed = True
+    return _EXACT.encode(detail) if changed else detail_raw
+
+
+def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Rejected:
+    """Decode one record's payload; anything unusable becomes a `Rejected` with a reason.
+    With `redact`, task override environment values are replaced by "***" (see
+    `redact_environment`) before anything is stored."""
     try:
         env = _ENVELOPE.decode(record.data)
     except msgspec.ValidationError as exc:
         return Rejected.of(record, _reason("invalid event envelope", exc))
     except msgspec.DecodeError as exc:
         return Rejected.of(record, _reason("payload is not JSON", exc))
+    except RecursionError:
+        return Rejected.of(record, "payload is not JSON we accept: nested too deeply")
     if env.source != "aws.ecs":
         return Rejected.of(record, f"unsupported source {_short(env.source)}")
     spec = _BY_DETAIL_TYPE.get(env.detail_type)
     if spec is None:
         return Rejected.of(record, f"unsupported detail-type {_short(env.detail_type)}")
-    if env.time.tzinfo is None or env.time < _EPOCH:
-        return Rejected.of(record, "event time must be a UTC instant after 1970-01-01")
+    if env.time.tzinfo is None or not _EPOCH <= env.time < _LATEST:
+        return Rejected.of(record, "event time must be a UTC instant in 1970..2099")
     detail_raw = bytes(env.detail)
+    if redact and spec.dataset is Dataset.TASK:
+        detail_raw = redact_environment(detail_raw)
     try:
         detail = _DETAIL_DECODERS[spec.dataset].decode(detail_raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return Rejected.of(record, _reason("invalid detail", exc).replace("`$", "`$.detail", 1))
+    except RecursionError:
+        return Rejected.of(record, "invalid detail: nested too deeply")
 
     first = env.resources[0] if env.resources else None
     subject_arn = first if isinstance(first, str) and first else None
@@ -221,14 +265,16 @@ def decode_event(record: KinesisRecord) -> EcsEvent | Rejected:
         key, version = detail.containerInstanceArn, detail.version
         primary = version
     elif isinstance(detail, DeploymentDetail):
-        if detail.updatedAt.tzinfo is None or detail.updatedAt < _EPOCH:
-            return Rejected.of(record, "detail.updatedAt must be a UTC instant after 1970-01-01")
+        if detail.updatedAt.tzinfo is None or not _EPOCH <= detail.updatedAt < _LATEST:
+            return Rejected.of(record, "detail.updatedAt must be a UTC instant in 1970..2099")
         key, primary = detail.deploymentId, micros_since_epoch(detail.updatedAt)
     elif subject_arn is None:
         return Rejected.of(record, "service action without a resources[0] ARN")
     else:
         key, primary = subject_arn, 0
 
+    if len(key.encode()) > MAX_KEY_BYTES:
+        return Rejected.of(record, f"resource key longer than {MAX_KEY_BYTES} bytes")
     return EcsEvent(
         dataset=spec.dataset,
         key=key,

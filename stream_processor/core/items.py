@@ -165,8 +165,21 @@ def build_state_write(
     """
     spec = SPECS[event.dataset]
     assert spec.key_field is not None, "only datasets with state get items"
-    detail = _DETAIL.decode(event.detail_raw)
-    item: Item = {name: to_attribute(value) for name, value in detail.items()}
+    try:
+        detail = _DETAIL.decode(event.detail_raw)
+        item: Item = {name: to_attribute(value) for name, value in detail.items()}
+        too_deep = False
+    except RecursionError:
+        # Nested deeper than Python can hold: keep what the typed decode already has and
+        # point at the snapshot, like an oversized item.
+        fields = {name: getattr(event.detail, name, None) for name in _KEPT_WHEN_OVERSIZED}
+        fields[spec.key_field] = event.key
+        item = {
+            name: to_attribute(value)
+            for name, value in fields.items()
+            if isinstance(value, str | int | bool)
+        }
+        too_deep = True
     order = event.order()
     record = event.record
     item.update(
@@ -184,8 +197,8 @@ def build_state_write(
         # From the event time, not the clock: the item is the same whenever it is written.
         expires = event.time_us // 1_000_000 + ttl_days * 86_400
         item[EXPIRES_AT] = {"N": str(expires)}
-    oversized = False
-    if len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES:
+    oversized = too_deep
+    if too_deep or (len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES):
         oversized = True
         kept = {spec.key_field, *_KEPT_WHEN_OVERSIZED, *_METADATA}
         item = {name: value for name, value in item.items() if name in kept}

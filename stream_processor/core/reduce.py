@@ -59,7 +59,7 @@ def _history_slot(event: EcsEvent) -> tuple[Dataset, str, int | str]:
     return (event.dataset, event.event_id, "")
 
 
-def reduce_batch(records: Iterable[Received]) -> BatchPlan:
+def reduce_batch(records: Iterable[Received], *, redact: bool = True) -> BatchPlan:
     """Decode, dedupe and order a batch of records into a `BatchPlan`."""
     received = list(records)
     if received:
@@ -71,7 +71,7 @@ def reduce_batch(records: Iterable[Received]) -> BatchPlan:
 
     rows: dict[tuple[Dataset, str, int | str], EcsEvent] = {}
     for item in received:
-        decoded = decode_event(item) if isinstance(item, KinesisRecord) else item
+        decoded = decode_event(item, redact=redact) if isinstance(item, KinesisRecord) else item
         if isinstance(decoded, Rejected):
             plan.rejected.append(decoded)
             continue

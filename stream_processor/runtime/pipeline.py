@@ -134,7 +134,7 @@ class Pipeline:
         started = time.perf_counter()
         settings = self._settings
         # 1. Reduce.
-        plan = reduce_batch(records)
+        plan = reduce_batch(records, redact=settings.redact_environment)
         shard, first, last = plan.shard_id, plan.first_sequence, plan.last_sequence
         objects = build_history(
             plan.history, prefix=settings.history_prefix, shard_id=shard, first=first, last=last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import random
 from collections.abc import Iterator
@@ -193,3 +194,55 @@ def test_batch_metrics_are_published_as_embedded_metric_format(
     assert blob["service"] == lambda_function.METRICS_SERVICE
     assert blob["Quarantined"] == [1.0] or blob["Quarantined"] == 1.0
     assert blob["RecordsIn"] in ([2.0], 2.0)
+
+
+def _everything_stored() -> str:
+    """Every DynamoDB item and every S3 object (Parquet decoded to rows), as text."""
+    ddb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+    texts = [json.dumps(ddb.scan(TableName=t)["Items"]) for t in ddb.list_tables()["TableNames"]]
+    for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+        if obj["Key"].endswith(".parquet"):
+            texts.append(json.dumps(pq.read_table(io.BytesIO(body)).to_pylist(), default=str))
+        elif not obj["Key"].startswith("quarantine/"):
+            texts.append(body.decode("utf-8", "replace"))
+    return "\n".join(texts)
+
+
+def _with_secret(version: int) -> dict[str, Any]:
+    return task_event(
+        version=version,
+        overrides={
+            "containerOverrides": [
+                {
+                    "name": "app",
+                    "environment": [
+                        {"name": "DB_PASSWORD", "value": SECRET},
+                        {"name": "PORT", "value": "8080"},
+                    ],
+                }
+            ]
+        },
+    )
+
+
+def test_override_environment_values_are_redacted_in_state_history_and_logs(
+    handler: Any,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="stream_processor")
+    assert handler(lambda_event([_with_secret(1), _with_secret(2)]), None) == {
+        "batchItemFailures": []
+    }
+    stored = _everything_stored()
+    assert SECRET not in stored and "8080" not in stored
+    assert '"DB_PASSWORD"' in stored and "***" in stored  # names kept, values redacted
+    assert SECRET not in caplog.text + capsys.readouterr().out
+
+
+def test_redaction_can_be_turned_off(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDACT_ENVIRONMENT", "false")
+    lambda_function.reset()
+    assert handler(lambda_event([_with_secret(1)]), None) == {"batchItemFailures": []}
+    assert SECRET in _everything_stored()

@@ -1,0 +1,177 @@
+"""Hostile and broken input: every corpus case is quarantined with a precise reason (or
+accepted, where it is legitimate), the good records around it are processed, nothing raises.
+Plus hypothesis fuzzing over arbitrary bytes and arbitrary JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream_processor import lambda_function
+from stream_processor.config import Settings
+from stream_processor.core.events import EcsEvent, decode_event
+from stream_processor.core.items import build_state_write
+from stream_processor.core.records import KinesisRecord, Rejected, deaggregate, from_lambda_event
+from stream_processor.runtime.pipeline import Pipeline
+from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
+from tests.conftest import lambda_event, task_event
+
+CORPUS = Path(__file__).parent / "hostile"
+EXPECTED: dict[str, str] = json.loads((CORPUS / "expected.json").read_text())
+GOOD_BEFORE = task_event("arn:aws:ecs:us-west-2:111122223333:task/good/before", 3)
+GOOD_AFTER = task_event("arn:aws:ecs:us-west-2:111122223333:task/good/after", 5)
+
+
+def test_the_corpus_is_big_enough() -> None:
+    assert len(EXPECTED) >= 40
+    assert {p.name for p in CORPUS.iterdir() if p.suffix in (".bin", ".kpl", ".b64txt")} == set(
+        EXPECTED
+    )
+
+
+def _lambda_record(name: str, seq: int) -> dict[str, Any]:
+    raw = (CORPUS / name).read_bytes()
+    data = raw.decode() if name.endswith(".b64txt") else base64.b64encode(raw).decode()
+    record = lambda_event([b"x"], first_seq=seq)["Records"][0]
+    record["kinesis"]["data"] = data
+    return record
+
+
+def _sandwich(name: str) -> dict[str, Any]:
+    event = lambda_event([GOOD_BEFORE, b"placeholder", GOOD_AFTER], first_seq=100)
+    event["Records"][1] = _lambda_record(name, 101)
+    return event
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_case_is_handled_and_the_good_records_around_it_are_processed(name: str) -> None:
+    state, history, quarantine = InMemoryStateStore(), InMemoryHistory(), InMemoryQuarantine()
+    pipeline = Pipeline(
+        Settings(history_bucket="b"), state=state, history=history, quarantine=quarantine
+    )
+    outcome = pipeline.process(from_lambda_event(_sandwich(name)))
+    assert outcome.failed_from is None
+    keys = {k for table in state.items.values() for k in table}
+    assert {GOOD_BEFORE["detail"]["taskArn"], GOOD_AFTER["detail"]["taskArn"]} <= keys
+    lines = [json.loads(line) for body in quarantine.files.values() for line in body.splitlines()]
+    expected = EXPECTED[name]
+    if expected == "accepted":
+        assert lines == []
+        assert outcome.events_decoded == 3
+    elif expected.startswith("mixed:"):
+        assert outcome.events_decoded == 2 + int(expected.split(":")[1])
+        assert len(lines) == outcome.records_in - outcome.events_decoded > 0
+    else:
+        (line,) = lines
+        assert line["reason"].startswith(expected), line["reason"]
+        assert line["sequence_number"] == "101"
+        raw = (CORPUS / name).read_bytes()
+        assert base64.b64decode(line["data_base64"]) == raw  # the raw bytes, kept
+
+
+def test_the_whole_corpus_in_one_lambda_batch_against_dynamodb(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Including what only the real DynamoDB refuses: nothing raises, nothing is retried."""
+    monkeypatch.setenv("HISTORY_BUCKET", settings.history_bucket)
+    lambda_function.reset()
+    names = sorted(EXPECTED)
+    event = {"Records": [_lambda_record(n, 1000 + i) for i, n in enumerate(names)]}
+    event["Records"] += lambda_event([GOOD_BEFORE, GOOD_AFTER], first_seq=5000)["Records"]
+    try:
+        assert lambda_function.lambda_handler(event, None) == {"batchItemFailures": []}
+    finally:
+        lambda_function.reset()
+    items = boto3.client("dynamodb").scan(TableName="ECSTaskState")["Items"]
+    assert {GOOD_BEFORE["detail"]["taskArn"], GOOD_AFTER["detail"]["taskArn"]} <= {
+        i["taskArn"]["S"] for i in items
+    }
+    s3 = boto3.client("s3")
+    lines = []
+    for obj in s3.list_objects_v2(Bucket=settings.history_bucket, Prefix="quarantine/").get(
+        "Contents", []
+    ):
+        body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
+        lines += [json.loads(line) for line in body.splitlines()]
+    rejected = [
+        n
+        for n in names
+        if EXPECTED[n] not in ("accepted",) and not EXPECTED[n].startswith("mixed:")
+    ]
+    assert len(lines) == len(rejected) + 2  # + the two bad user records of the KPL mix
+
+
+# --- fuzzing ------------------------------------------------------------------------------
+
+
+def _never_raises(data: bytes) -> None:
+    record = KinesisRecord("s", "1", 0, "pk", data)
+    for item in deaggregate(record):
+        outcome = decode_event(item) if isinstance(item, KinesisRecord) else item
+        assert isinstance(outcome, EcsEvent | Rejected)
+        if isinstance(outcome, EcsEvent) and outcome.dataset.value != "service_action":
+            build_state_write(outcome, ingested_at="t", snapshot_uri="s")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048))
+def test_fuzz_arbitrary_bytes(data: bytes) -> None:
+    _never_raises(data)
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    _json,
+    st.sampled_from(
+        [
+            "ECS Task State Change",
+            "ECS Container Instance State Change",
+            "ECS Deployment State Change",
+            "ECS Service Action",
+            "Other",
+        ]
+    ),
+)
+def test_fuzz_arbitrary_json_in_and_around_the_envelope(value: Any, detail_type: str) -> None:
+    _never_raises(json.dumps(value).encode())
+    envelope = {
+        "version": "0",
+        "id": "i",
+        "detail-type": detail_type,
+        "source": "aws.ecs",
+        "time": "2020-01-01T00:00:00Z",
+        "resources": ["arn:x"],
+        "detail": value,
+    }
+    _never_raises(json.dumps(envelope).encode())
+    if isinstance(value, dict):
+        for key, val in (
+            ("taskArn", "arn:t"),
+            ("containerInstanceArn", "arn:c"),
+            ("deploymentId", "d"),
+            ("version", 3),
+            ("updatedAt", "2020-01-01T00:00:00Z"),
+        ):
+            value.setdefault(key, val)
+        _never_raises(json.dumps(envelope).encode())
