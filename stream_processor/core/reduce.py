@@ -47,6 +47,9 @@ class BatchPlan:
     rejected: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
     collisions: int = 0
+    #: The earliest record of each state key: a failed state write must be retried from
+    #: there, since every record of the key depends on it.
+    first_record: dict[tuple[Dataset, str], KinesisRecord] = field(default_factory=dict)
 
     @property
     def events_decoded(self) -> int:
@@ -75,6 +78,11 @@ def reduce_batch(records: Iterable[Received], *, redact: bool = True) -> BatchPl
         if isinstance(decoded, Rejected):
             plan.rejected.append(decoded)
             continue
+        if SPECS[decoded.dataset].has_state:
+            state_key = (decoded.dataset, decoded.key)
+            earliest = plan.first_record.get(state_key)
+            if earliest is None or decoded.record.position < earliest.position:
+                plan.first_record[state_key] = decoded.record
         slot = _history_slot(decoded)
         current = rows.get(slot)
         if current is None:

@@ -345,7 +345,14 @@ class Consumer:
                 ended = {s for s, w in self.workers.items() if not w.is_alive()}
                 if now >= next_sync or ended - self._ended_seen:
                     self._ended_seen |= ended
-                    self._sync()
+                    try:
+                        self._sync()
+                    except StreamProcessorError as exc:
+                        # Listing shards or taking a lease failed after retries: the
+                        # workers keep going; try again at the next sync.
+                        log.warning(
+                            json.dumps({"message": "shard sync failed", "reason": str(exc)[:300]})
+                        )
                     next_sync = now + sync_every
                 if self._on_progress is not None:
                     self._on_progress(self.progress_line())

@@ -7,9 +7,11 @@ Order of effects, and why:
   3. Write the state, one version-guarded conditional put per key, concurrently. A failed
      condition is a stale event (fine); a write DynamoDB refuses for good is quarantined
      (step 3b) instead of blocking the shard forever.
-  4. Report the lowest sequence number not fully processed (`failed_from`). The caller may
-     checkpoint / acknowledge only what lies before it. Everything is idempotent, so
-     re-processing from there is harmless.
+  4. Report the lowest sequence number not fully processed (`failed_from`): the earliest
+     record of any key whose state write failed (not only the key's winner: the older
+     records of that key are not reflected in the state either). The caller may checkpoint /
+     acknowledge only what lies before it. Everything is idempotent, so re-processing from
+     there is harmless.
 """
 
 from __future__ import annotations
@@ -213,11 +215,16 @@ class Pipeline:
 
         # 4. Where to resume.
         if failed:
-            lowest = min(failed, key=lambda write: write.event.record.position)
+            # Not just the winner: every record of a failed key is undone until the retry.
+            earliest = [
+                plan.first_record.get((w.event.dataset, w.event.key), w.event.record)
+                for w in failed
+            ]
+            lowest = min(earliest, key=lambda record: record.position)
             return self._done(
                 outcome,
                 started,
-                failed_from=lowest.event.record.sequence_number,
+                failed_from=lowest.sequence_number,
                 error="; ".join(errors)[:500],
             )
         return self._done(outcome, started)

@@ -149,12 +149,12 @@ def test_state_failure_returns_the_retry_point_and_the_retry_converges(handler: 
     ]
     event = lambda_event(payloads, first_seq=500)
     result = handler(event, None)
-    assert result == {"batchItemFailures": [{"itemIdentifier": "503"}]}
+    assert result == {"batchItemFailures": [{"itemIdentifier": "501"}]}
     assert _scan("ECSTaskState")[payloads[0]["detail"]["taskArn"]]["version"] == {"N": "3"}
 
     ensure_table(ddb, "ECSCtrInstanceState", "containerInstanceArn")
     # Lambda retries from the reported record onward.
-    event["Records"] = [r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= 503]
+    event["Records"] = [r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= 501]
     assert handler(event, None) == {"batchItemFailures": []}
     assert _scan("ECSCtrInstanceState")[ci]["version"] == {"N": "2"}
 

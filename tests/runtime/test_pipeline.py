@@ -53,11 +53,11 @@ def test_state_failure_reports_the_lowest_sequence_number_of_a_failed_key() -> N
         record(task_event(version=2), 11),
     ]
     outcome = pipeline.process(batch)
-    # Only the winner of the failed key matters: retrying from it redelivers it and after.
-    assert outcome.failed_from == "9"
+    # From the failed key's earliest record: its older version is not in the state either.
+    assert outcome.failed_from == "7"
     assert outcome.state_failed == 1 and outcome.state_written == 1
     state.fail_datasets = set()
-    retry = pipeline.process([r for r in batch if int(r.sequence_number) >= 9])
+    retry = pipeline.process([r for r in batch if int(r.sequence_number) >= 7])
     assert retry.failed_from is None
     assert state.items[Dataset.CONTAINER_INSTANCE][
         "arn:aws:ecs:us-east-1:111122223333:container-instance/ci-1"

@@ -1,0 +1,196 @@
+"""A fault-injecting HTTP proxy for tests: boto3 → proxy (127.0.0.1) → moto's server.
+
+At a configurable rate, per service and operation, it answers with the errors AWS really
+returns instead of forwarding: DynamoDB `ProvisionedThroughputExceededException`,
+`ThrottlingException` and 500s; S3 `503 SlowDown` and 500 `InternalError`; Kinesis
+`ProvisionedThroughputExceededException` and `ExpiredIteratorException`; and dropped
+connections. Loopback only; every decision comes from a seeded RNG; counts are kept.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import re
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+_SERVICE = re.compile(rb"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int
+    body: bytes
+    content_type: str = "application/x-amz-json-1.0"
+    drop: bool = False
+
+
+def _json_error(kind: str, status: int = 400) -> Fault:
+    body = (
+        '{"__type":"com.amazonaws.dynamodb.v20120810#%s","message":"injected %s"}' % (kind, kind)
+    ).encode()
+    return Fault(status, body)
+
+
+def _kinesis_error(kind: str) -> Fault:
+    return Fault(
+        400,
+        ('{"__type":"%s","message":"injected %s"}' % (kind, kind)).encode(),
+        "application/x-amz-json-1.1",
+    )
+
+
+def _s3_error(code: str, status: int) -> Fault:
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>injected {code}</Message><RequestId>f</RequestId></Error>"
+    ).encode()
+    return Fault(status, body, "application/xml")
+
+
+DROP = Fault(0, b"", drop=True)
+
+#: The errors AWS returns, per service.
+FAULTS: dict[str, list[Fault]] = {
+    "dynamodb": [
+        _json_error("ProvisionedThroughputExceededException"),
+        _json_error("ThrottlingException"),
+        Fault(500, b'{"__type":"com.amazon.coral.service#InternalFailure"}'),
+        DROP,
+    ],
+    "s3": [_s3_error("SlowDown", 503), _s3_error("InternalError", 500), DROP],
+    "kinesis": [
+        _kinesis_error("ProvisionedThroughputExceededException"),
+        _kinesis_error("ExpiredIteratorException"),
+        DROP,
+    ],
+}
+
+
+@dataclass
+class FaultPolicy:
+    """Which requests fail: `rate` per service (0..1); operations can be excluded."""
+
+    rate: dict[str, float] = field(default_factory=dict)
+    exclude_operations: set[str] = field(default_factory=set)
+    seed: int = 1
+    injected: Counter[str] = field(default_factory=Counter)
+    forwarded: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def decide(self, service: str, operation: str) -> Fault | None:
+        with self._lock:
+            rate = self.rate.get(service, 0.0)
+            if operation in self.exclude_operations or self._rng.random() >= rate:
+                self.forwarded[f"{service}:{operation}"] += 1
+                return None
+            options = FAULTS.get(service, [DROP])
+            if operation != "GetRecords":  # ExpiredIterator only makes sense for GetRecords
+                options = [f for f in options if b"ExpiredIterator" not in f.body] or options
+            fault = self._rng.choice(options)
+            label = "drop" if fault.drop else str(fault.status)
+            self.injected[f"{service}:{operation}:{label}"] += 1
+            return fault
+
+
+class FaultProxy:
+    """`with FaultProxy(upstream, policy) as url:` serves on 127.0.0.1, a free port."""
+
+    def __init__(self, upstream: str, policy: FaultPolicy) -> None:
+        self.upstream = urlsplit(upstream)
+        self.policy = policy
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    raw = b""
+                    while True:
+                        line = self.rfile.readline()
+                        raw += line
+                        size = int(line.split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while True:  # trailers, then the blank line
+                                trailer = self.rfile.readline()
+                                raw += trailer
+                                if trailer in (b"\r\n", b"\n", b""):
+                                    return raw
+                        chunk = self.rfile.read(size + 2)
+                        raw += chunk
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _handle(self) -> None:
+                body = self._body()
+                auth = self.headers.get("Authorization", "").encode()
+                match = _SERVICE.search(auth)
+                service = match.group(1).decode() if match else "unknown"
+                target = self.headers.get("X-Amz-Target", "")
+                operation = target.split(".")[-1] if target else f"{self.command} {service}"
+                fault = proxy.policy.decide(service, operation)
+                if fault is not None:
+                    if fault.drop:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", fault.content_type)
+                    self.send_header("Content-Length", str(len(fault.body)))
+                    self.send_header("x-amzn-RequestId", "injected")
+                    self.end_headers()
+                    self.wfile.write(fault.body)
+                    return
+                conn = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = proxy.upstream.netloc
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    if key.lower() not in (
+                        "transfer-encoding",
+                        "content-length",
+                        "connection",
+                        "server",
+                        "date",
+                    ):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

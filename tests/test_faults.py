@@ -1,0 +1,227 @@
+"""Faults, crashes and races, against moto's server over HTTP through a fault proxy.
+
+The promise: nothing lost, nothing regressed. Under 20% injected AWS errors both the Lambda
+path (re-delivering from `batchItemFailures` as Lambda does) and the `consume` path end with
+exactly the ground-truth state and every distinct history row, and nothing is reported as
+processed before it is durable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+import msgspec
+import pytest
+
+from stream_processor import lambda_function
+from stream_processor.adapters.clients import kinesis_client
+from stream_processor.adapters.kinesis_stream import KinesisPublisher
+from stream_processor.adapters.provisioning import ensure_stream
+from stream_processor.config import Settings
+from stream_processor.core.events import EcsEvent, decode_event
+from stream_processor.core.records import KinesisRecord
+from stream_processor.runtime.consumer import ConsumerOptions
+from stream_processor.runtime.verify import history_rows, verify_state
+from stream_processor.runtime.wiring import build_consumer, build_pipeline
+from stream_processor.simulation import Fleet, deliver, partition_key, simulate_fleet
+from tests.conftest import lambda_event
+from tests.fault_proxy import FaultPolicy, FaultProxy
+
+#: Figures of the last run, printed at the end of the session for docs/reliability.md.
+FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture
+def proxied(settings: Settings, aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Point boto3 at a fault proxy in front of moto; yield the policy (no faults yet)."""
+    policy = FaultPolicy(seed=7)
+    with FaultProxy(aws, policy) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("HISTORY_BUCKET", settings.history_bucket)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+        lambda_function.reset()
+        yield policy
+        lambda_function.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws)
+
+
+@contextmanager
+def direct(aws: str) -> Iterator[None]:
+    """Verification reads go straight to moto, around the proxy."""
+    saved = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = aws
+    try:
+        yield
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = saved
+
+
+def _assert_exact(settings: Settings, aws: str, fleet: Fleet) -> int:
+    with direct(aws):
+        items, mismatches = verify_state(settings, fleet.final)
+        rows = history_rows(settings)
+    assert (items, mismatches) == (len(fleet.final), 0)
+    assert rows == fleet.history
+    return len(fleet.history - rows)
+
+
+def _fleet(tasks: int, seed: int) -> tuple[Fleet, list[dict[str, Any]]]:
+    fleet = simulate_fleet(tasks, seed=seed)
+    delivered, _ = deliver(fleet.events, duplicate_rate=0.2, reorder_rate=0.3, seed=seed)
+    return fleet, delivered
+
+
+def _durable(event: EcsEvent, rows: set[Any], versions: dict[str, int]) -> bool:
+    slot = (
+        (event.dataset.value, event.key, event.version)
+        if event.version is not None
+        else (event.dataset.value, event.event_id, "")
+    )
+    in_state = event.dataset.value == "service_action" or versions.get(event.key, -1) >= (
+        event.version if event.version is not None else -1
+    )
+    return slot in rows and in_state
+
+
+def _state_versions(aws: str) -> dict[str, int]:
+    ddb = boto3.client("dynamodb", endpoint_url=aws)
+    out: dict[str, int] = {}
+    for table, key in (
+        ("ECSTaskState", "taskArn"),
+        ("ECSCtrInstanceState", "containerInstanceArn"),
+        ("ECSDeploymentState", "deploymentId"),
+    ):
+        for page in ddb.get_paginator("scan").paginate(TableName=table):
+            for item in page["Items"]:
+                out[item[key]["S"]] = int(item.get("version", {}).get("N", "0"))
+    return out
+
+
+def test_lambda_path_under_20_percent_faults_is_exact_and_never_acks_early(
+    settings: Settings,
+    aws: str,
+    proxied: FaultPolicy,
+) -> None:
+    fleet, delivered = _fleet(12, seed=31)
+    proxied.rate = {"dynamodb": 0.2, "s3": 0.2}
+    # Few retries inside botocore, so that batches do fail and Lambda's redelivery is tested.
+    os.environ["AWS_MAX_ATTEMPTS"] = "2"
+    lambda_function.reset()
+    invocations = retried = 0
+    for start in range(0, len(delivered), 25):
+        event = lambda_event(delivered[start : start + 25], first_seq=10_000 + start)
+        for _ in range(60):
+            invocations += 1
+            result = lambda_function.lambda_handler(event, None)
+            if not result["batchItemFailures"]:
+                break
+            retried += 1
+            (failure,) = result["batchItemFailures"]
+            resume = int(failure["itemIdentifier"])
+            # Everything before the retry point must already be durable.
+            with direct(aws):
+                rows, versions = history_rows(settings), _state_versions(aws)
+            for record in event["Records"]:
+                if int(record["kinesis"]["sequenceNumber"]) < resume:
+                    data = base64.b64decode(record["kinesis"]["data"])
+                    decoded = decode_event(KinesisRecord("s", "0", 0, "pk", data))
+                    if isinstance(decoded, EcsEvent):
+                        assert _durable(decoded, rows, versions), "acknowledged before durable"
+            event = {
+                "Records": [
+                    r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= resume
+                ]
+            }
+        else:
+            pytest.fail("a batch never became durable")
+    lost = _assert_exact(settings, aws, fleet)
+    FIGURES["lambda"] = {
+        "invocations": invocations,
+        "batches_retried": retried,
+        "faults_injected": sum(proxied.injected.values()),
+        "lost": lost,
+    }
+    assert sum(proxied.injected.values()) > 20
+
+
+def test_consume_path_under_20_percent_faults_converges(
+    settings: Settings,
+    aws: str,
+    proxied: FaultPolicy,
+) -> None:
+    fleet, delivered = _fleet(15, seed=37)
+    ensure_stream(kinesis_client(settings), "faulty", 2)
+    KinesisPublisher(kinesis_client(settings), "faulty").put(
+        [(partition_key(e), msgspec.json.encode(e)) for e in delivered]
+    )
+    proxied.rate = {"dynamodb": 0.2, "s3": 0.2, "kinesis": 0.2}
+    options = ConsumerOptions(
+        stream="faulty",
+        max_records=30,
+        max_wait_s=0.2,
+        idle_poll_s=0.1,
+        stop_when_idle_s=2.0,
+        lease_s=3.0,
+        shard_sync_interval_s=0.5,
+        report_interval_s=600,
+    )
+    built = build_consumer(
+        Settings.from_env(os.environ, history_bucket=settings.history_bucket, max_attempts=3),
+        options,
+    )
+    stats = built.run()
+    lost = _assert_exact(settings, aws, fleet)
+    FIGURES["consume"] = {
+        "faults_injected": sum(proxied.injected.values()),
+        "batches_retried": sum(s.failed_batches for s in stats.values()),
+        "lost": lost,
+    }
+    assert sum(proxied.injected.values()) > 20
+
+
+def teardown_module() -> None:
+    if FIGURES:
+        print("\nreliability figures:", json.dumps(FIGURES))
+
+
+def test_two_invocations_on_overlapping_batches_never_regress_state(
+    settings: Settings,
+    aws: str,
+) -> None:
+    fleet = simulate_fleet(20, seed=41)
+    events = fleet.events
+    pipelines = [build_pipeline(settings).pipeline for _ in range(2)]
+    records = [
+        KinesisRecord(
+            "shardId-000000000000", str(n + 1), 0, partition_key(e), msgspec.json.encode(e)
+        )
+        for n, e in enumerate(events)
+    ]
+    errors: list[BaseException] = []
+
+    def run(pipeline: Any, batches: list[list[KinesisRecord]]) -> None:
+        try:
+            for batch in batches:
+                assert pipeline.process(batch).failed_from is None
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    # Overlapping windows, one invocation forwards and one backwards, at the same time.
+    windows = [records[i : i + 60] for i in range(0, len(records), 40)]
+    threads = [
+        threading.Thread(target=run, args=(pipelines[0], windows)),
+        threading.Thread(target=run, args=(pipelines[1], windows[::-1])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    _assert_exact(settings, os.environ["AWS_ENDPOINT_URL"], fleet)
