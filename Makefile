@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench package deploy teardown clean
+.PHONY: demo test lint bench soak package deploy teardown clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11 or newer)")'
@@ -24,6 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check stream_processor tests benchmarks infra
 	$(BIN)/mypy
 	$(BIN)/cfn-lint infra/template.yaml
+
+# The full soak: 1,000,000 events through consume on the local endpoint (long).
+soak: $(STAMP)
+	SOAK_EVENTS=1000000 $(BIN)/python -m pytest -q -s tests/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -10,6 +10,7 @@ connections. Loopback only; every decision comes from a seeded RNG; counts are k
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import re
 import socket
@@ -31,18 +32,15 @@ class Fault:
 
 
 def _json_error(kind: str, status: int = 400) -> Fault:
-    body = (
-        '{"__type":"com.amazonaws.dynamodb.v20120810#%s","message":"injected %s"}' % (kind, kind)
-    ).encode()
-    return Fault(status, body)
+    body = json.dumps(
+        {"__type": f"com.amazonaws.dynamodb.v20120810#{kind}", "message": f"injected {kind}"}
+    )
+    return Fault(status, body.encode())
 
 
 def _kinesis_error(kind: str) -> Fault:
-    return Fault(
-        400,
-        ('{"__type":"%s","message":"injected %s"}' % (kind, kind)).encode(),
-        "application/x-amz-json-1.1",
-    )
+    body = json.dumps({"__type": kind, "message": f"injected {kind}"})
+    return Fault(400, body.encode(), "application/x-amz-json-1.1")
 
 
 def _s3_error(code: str, status: int) -> Fault:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
-import duckdb
 
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset
@@ -369,6 +368,8 @@ def _analytics(args: argparse.Namespace) -> int:
             f"{result.stale} already current, {result.failed} failed"
         )
         return 0 if result.failed == 0 else 1
+
+    import duckdb
 
     from stream_processor.runtime.query import HistoryQuery
 
