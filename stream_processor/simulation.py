@@ -14,16 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-TASK_STATUSES = (
-    "PROVISIONING",
-    "PENDING",
-    "ACTIVATING",
-    "RUNNING",
-    "DEACTIVATING",
-    "STOPPING",
-    "DEPROVISIONING",
-    "STOPPED",
-)
+from stream_processor.core.events import TASK_STATUSES
+
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
 _ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}"

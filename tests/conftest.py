@@ -11,12 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from stream_processor.adapters.clients import kinesis_client
+from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
 from stream_processor.core.records import KinesisRecord
+from stream_processor.runtime.consumer import ConsumerOptions
 from stream_processor.runtime.demo import local_aws
 from stream_processor.runtime.setup import ensure_all
+from stream_processor.runtime.verify import history_rows, verify_state
+from stream_processor.simulation import Fleet, partition_key
 from tests import moto_fidelity
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -111,6 +117,36 @@ def lambda_event(
             }
         )
     return {"Records": records}
+
+
+def consumer_options(stream: str, **overrides: Any) -> ConsumerOptions:
+    """Consumer options tuned for tests: small batches, quick polls, short leases."""
+    values: dict[str, Any] = dict(
+        stream=stream,
+        max_records=50,
+        max_wait_s=0.2,
+        idle_poll_s=0.1,
+        stop_when_idle_s=1.0,
+        lease_s=3.0,
+        shard_sync_interval_s=0.5,
+        report_interval_s=60.0,
+    )
+    values.update(overrides)
+    return ConsumerOptions(**values)
+
+
+def publish(settings: Settings, stream: str, events: list[dict[str, Any]]) -> None:
+    """Put events to a stream as EventBridge does (partition key = resource key)."""
+    KinesisPublisher(kinesis_client(settings), stream).put(
+        [(partition_key(e), msgspec.json.encode(e)) for e in events]
+    )
+
+
+def assert_converged(settings: Settings, fleet: Fleet) -> None:
+    """State equals the fleet's truth and the history holds exactly its distinct rows."""
+    items, mismatches = verify_state(settings, fleet.final)
+    assert (items, mismatches) == (len(fleet.final), 0)
+    assert history_rows(settings) == fleet.history
 
 
 @pytest.fixture(scope="session")

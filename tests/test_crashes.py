@@ -11,15 +11,14 @@ import pytest
 
 from stream_processor.adapters.clients import kinesis_client
 from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
-from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.adapters.s3_history import S3ParquetHistory
 from stream_processor.config import Settings
 from stream_processor.core.records import KinesisRecord
-from stream_processor.runtime.consumer import ConsumerOptions
-from stream_processor.runtime.verify import history_rows, verify_state
+from stream_processor.runtime.verify import verify_state
 from stream_processor.runtime.wiring import build_consumer, build_pipeline
 from stream_processor.simulation import deliver, partition_key, simulate_fleet
+from tests.conftest import assert_converged, consumer_options, publish
 
 
 class SimulatedCrash(BaseException):
@@ -46,12 +45,6 @@ def _objects(bucket: str) -> dict[str, bytes]:
     }
 
 
-def _exact(settings: Settings, fleet: Any) -> None:
-    items, mismatches = verify_state(settings, fleet.final)
-    assert (items, mismatches) == (len(fleet.final), 0)
-    assert history_rows(settings) == fleet.history
-
-
 def test_crash_between_history_and_state_then_retry(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,7 +64,7 @@ def test_crash_between_history_and_state_then_retry(
     after_crash = _objects(settings.history_bucket)
     assert built.pipeline.process(records).failed_from is None
     assert _objects(settings.history_bucket).keys() == after_crash.keys()  # overwritten
-    _exact(settings, fleet)
+    assert_converged(settings, fleet)
 
 
 def test_crash_during_a_multi_object_history_write_then_retry(
@@ -97,7 +90,7 @@ def test_crash_during_a_multi_object_history_write_then_retry(
     assert len(_objects(settings.history_bucket)) == 1
     assert verify_state(settings, fleet.final)[0] == 0  # state never ahead of history
     assert built.pipeline.process(records).failed_from is None
-    _exact(settings, fleet)
+    assert_converged(settings, fleet)
 
 
 def test_crash_between_state_write_and_checkpoint_then_restart(
@@ -107,9 +100,7 @@ def test_crash_between_state_write_and_checkpoint_then_restart(
     fleet = simulate_fleet(10, seed=57)
     delivered, _ = deliver(fleet.events, duplicate_rate=0.2, reorder_rate=0.3, seed=57)
     ensure_stream(kinesis_client(settings), "crashing", 1)
-    KinesisPublisher(kinesis_client(settings), "crashing").put(
-        [(partition_key(e), msgspec.json.encode(e)) for e in delivered]
-    )
+    publish(settings, "crashing", delivered)
     real_save = DynamoDBCheckpointStore.save
     crashed = {"n": 0}
 
@@ -123,19 +114,10 @@ def test_crash_between_state_write_and_checkpoint_then_restart(
 
     monkeypatch.setattr(DynamoDBCheckpointStore, "save", save)
     monkeypatch.setattr("threading.excepthook", lambda args: None)  # the "crash" is expected
-    options = ConsumerOptions(
-        stream="crashing",
-        max_records=20,
-        max_wait_s=0.2,
-        idle_poll_s=0.1,
-        stop_when_idle_s=1.5,
-        lease_s=2.0,
-        shard_sync_interval_s=0.3,
-        report_interval_s=600,
-    )
+    options = consumer_options("crashing", max_records=20, stop_when_idle_s=1.5, lease_s=2.0)
     build_consumer(settings, options).run()
     assert crashed["n"] == 2
-    _exact(settings, fleet)
+    assert_converged(settings, fleet)
     (checkpoint,) = (
         DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, "crashing")
         .load_all()

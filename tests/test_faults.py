@@ -22,16 +22,14 @@ import pytest
 
 from stream_processor import lambda_function
 from stream_processor.adapters.clients import kinesis_client
-from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.records import KinesisRecord
-from stream_processor.runtime.consumer import ConsumerOptions
 from stream_processor.runtime.verify import history_rows, verify_state
 from stream_processor.runtime.wiring import build_consumer, build_pipeline
 from stream_processor.simulation import Fleet, deliver, partition_key, simulate_fleet
-from tests.conftest import lambda_event
+from tests.conftest import consumer_options, lambda_event, publish
 from tests.fault_proxy import FaultPolicy, FaultProxy
 
 #: Figures of the last run, printed at the end of the session for docs/reliability.md.
@@ -158,20 +156,9 @@ def test_consume_path_under_20_percent_faults_converges(
 ) -> None:
     fleet, delivered = _fleet(15, seed=37)
     ensure_stream(kinesis_client(settings), "faulty", 2)
-    KinesisPublisher(kinesis_client(settings), "faulty").put(
-        [(partition_key(e), msgspec.json.encode(e)) for e in delivered]
-    )
+    publish(settings, "faulty", delivered)
     proxied.rate = {"dynamodb": 0.2, "s3": 0.2, "kinesis": 0.2}
-    options = ConsumerOptions(
-        stream="faulty",
-        max_records=30,
-        max_wait_s=0.2,
-        idle_poll_s=0.1,
-        stop_when_idle_s=2.0,
-        lease_s=3.0,
-        shard_sync_interval_s=0.5,
-        report_interval_s=600,
-    )
+    options = consumer_options("faulty", max_records=30, stop_when_idle_s=2.0)
     built = build_consumer(
         Settings.from_env(os.environ, history_bucket=settings.history_bucket, max_attempts=3),
         options,

@@ -30,6 +30,19 @@ _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_KEY_BYTES = 2048
 
 
+#: The lifecycle of an ECS task, in order.
+TASK_STATUSES = (
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+)
+
+
 class Dataset(enum.Enum):
     """The four kinds of ECS events we keep, named like their history datasets."""
 

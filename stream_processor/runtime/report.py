@@ -20,18 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from stream_processor.core.events import TASK_STATUSES
 from stream_processor.runtime.query import HistoryQuery
-
-STATUS_ORDER = (
-    "PROVISIONING",
-    "PENDING",
-    "ACTIVATING",
-    "RUNNING",
-    "DEACTIVATING",
-    "STOPPING",
-    "DEPROVISIONING",
-    "STOPPED",
-)
 
 
 @dataclass
@@ -66,8 +56,8 @@ def tasks_by_status(query: HistoryQuery, out: Path, buckets: int = 48) -> Chart:
             [span[0], span[1], step_ms, step_ms],
         ).rows
     times = sorted({r[0] for r in rows})
-    statuses = [s for s in STATUS_ORDER if any(r[1] == s for r in rows)]
-    statuses += sorted({r[1] for r in rows if r[1] not in STATUS_ORDER and r[1]})
+    statuses = [s for s in TASK_STATUSES if any(r[1] == s for r in rows)]
+    statuses += sorted({r[1] for r in rows if r[1] not in TASK_STATUSES and r[1]})
     counts = {(r[0], r[1]): r[2] for r in rows}
     fig, ax = plt.subplots(figsize=(9, 4.5))
     if times:

@@ -18,42 +18,14 @@ import pytest
 
 from stream_processor.adapters.clients import kinesis_client
 from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
-from stream_processor.adapters.kinesis_stream import KinesisPublisher, KinesisShardSource
+from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
 from stream_processor.errors import ConfigError
 from stream_processor.runtime.consumer import Consumer, ConsumerOptions
-from stream_processor.runtime.verify import history_rows, verify_state
 from stream_processor.runtime.wiring import AwsClients, build_consumer, build_pipeline
-from stream_processor.simulation import Fleet, deliver, partition_key, simulate_fleet
-
-
-def _options(stream: str, **overrides: Any) -> ConsumerOptions:
-    values: dict[str, Any] = dict(
-        stream=stream,
-        max_records=50,
-        max_wait_s=0.2,
-        idle_poll_s=0.1,
-        stop_when_idle_s=1.0,
-        lease_s=3.0,
-        shard_sync_interval_s=0.5,
-        report_interval_s=60.0,
-    )
-    values.update(overrides)
-    return ConsumerOptions(**values)
-
-
-def _publish(settings: Settings, stream: str, events: list[dict[str, Any]]) -> None:
-    KinesisPublisher(kinesis_client(settings), stream).put(
-        [(partition_key(e), msgspec.json.encode(e)) for e in events]
-    )
-
-
-def _assert_converged(settings: Settings, fleet: Fleet) -> None:
-    items, mismatches = verify_state(settings, fleet.final)
-    assert mismatches == 0
-    assert items == len(fleet.final)
-    assert history_rows(settings) == fleet.history
+from stream_processor.simulation import deliver, partition_key, simulate_fleet
+from tests.conftest import assert_converged, consumer_options, publish
 
 
 def _stream(settings: Settings, name: str, shards: int) -> str:
@@ -76,11 +48,11 @@ def test_multi_shard_stream_with_duplicates_and_reordering_converges(settings: S
     fleet = simulate_fleet(30, seed=11)
     delivered, duplicates = deliver(fleet.events, duplicate_rate=0.3, reorder_rate=0.5, seed=11)
     assert duplicates > 0
-    _publish(settings, stream, delivered)
-    built = build_consumer(settings, _options(stream))
+    publish(settings, stream, delivered)
+    built = build_consumer(settings, consumer_options(stream))
     stats = built.run()
     assert sum(s.records for s in stats.values()) == len(delivered)
-    _assert_converged(settings, fleet)
+    assert_converged(settings, fleet)
     # Every shard's checkpoint is its last record.
     source = KinesisShardSource(kinesis_client(settings), stream)
     store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, stream)
@@ -115,18 +87,18 @@ def test_split_and_merge_while_events_keep_arriving_keep_per_key_order(
                     ShardToMerge="shardId-000000000003",
                     AdjacentShardToMerge="shardId-000000000001",
                 )
-            _publish(settings, stream, events[start : start + 40])
+            publish(settings, stream, events[start : start + 40])
             time.sleep(0.05)
 
     producer = threading.Thread(target=produce)
     producer.start()
-    built = build_consumer(settings, _options(stream, stop_when_idle_s=2.0))
+    built = build_consumer(settings, consumer_options(stream, stop_when_idle_s=2.0))
     stats = built.run()
     producer.join()
     assert {"shardId-000000000002", "shardId-000000000004"} <= set(stats)
     assert sum(s.stale for s in stats.values()) == 0
     assert sum(s.records for s in stats.values()) == len(events)
-    _assert_converged(settings, fleet)
+    assert_converged(settings, fleet)
     checkpoints = DynamoDBCheckpointStore(
         boto3.client("dynamodb"), settings.checkpoint_table, stream
     ).load_all()
@@ -155,13 +127,13 @@ def test_two_consumers_never_process_one_shard_at_the_same_time(settings: Settin
     stream = _stream(settings, "shared", 4)
     fleet = simulate_fleet(40, seed=3)
     delivered, _ = deliver(fleet.events, duplicate_rate=0.2, seed=3)
-    _publish(settings, stream, delivered)
+    publish(settings, stream, delivered)
     clients = AwsClients.create(settings)
     log: list[tuple[str, str, float, float]] = []
 
     def consumer(owner: str) -> Consumer:
         return Consumer(
-            _options(stream, worker_id=owner, max_records=10),
+            consumer_options(stream, worker_id=owner, max_records=10),
             source=KinesisShardSource(clients.kinesis, stream),
             store=DynamoDBCheckpointStore(clients.dynamodb, settings.checkpoint_table, stream),
             pipeline_factory=lambda: RecordingPipeline(
@@ -180,7 +152,7 @@ def test_two_consumers_never_process_one_shard_at_the_same_time(settings: Settin
         runs = sorted((start, end, owner) for owner, s, start, end in log if s == shard)
         for (_, end, owner), (next_start, _, next_owner) in itertools.pairwise(runs):
             assert owner == next_owner or end <= next_start, f"{shard} processed by both"
-    _assert_converged(settings, fleet)
+    assert_converged(settings, fleet)
 
 
 def _consume_cmd(stream: str, *extra: str) -> list[str]:
@@ -215,7 +187,7 @@ def test_sigkill_mid_run_then_restart_converges_and_checkpoints_only_move_forwar
     stream = _stream(settings, "crashy", 2)
     fleet = simulate_fleet(150, seed=9)
     delivered, _ = deliver(fleet.events, duplicate_rate=0.1, reorder_rate=0.3, seed=9)
-    _publish(settings, stream, delivered)
+    publish(settings, stream, delivered)
     store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, stream)
     seen: dict[str, list[int]] = {}
     watching = threading.Event()
@@ -263,13 +235,13 @@ def test_sigkill_mid_run_then_restart_converges_and_checkpoints_only_move_forwar
         assert values == sorted(values), f"checkpoint of {shard} moved backwards: {values}"
     # The kill really interrupted the work: the restart moved some checkpoint on.
     assert any(seen[shard][-1] > at_kill.get(shard, -1) for shard in seen)
-    _assert_converged(settings, fleet)
+    assert_converged(settings, fleet)
 
 
 def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(settings: Settings) -> None:
     stream = _stream(settings, "graceful", 2)
     fleet = simulate_fleet(10, seed=2)
-    _publish(settings, stream, fleet.events)
+    publish(settings, stream, fleet.events)
     process = subprocess.Popen(
         _consume_cmd(stream, "--worker-id", "graceful"),
         env=_env(settings),
@@ -294,7 +266,7 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(settings: Setting
     for checkpoint in store.load_all().values():
         assert checkpoint.sequence_number is not None
         assert checkpoint.lease_expires_ms == 0  # released for the next owner
-    _assert_converged(settings, fleet)
+    assert_converged(settings, fleet)
 
 
 class FlakySource:
@@ -361,7 +333,7 @@ def test_worker_backs_off_on_throttling_and_renews_expired_iterators(settings: S
     source = FlakySource(records)
     store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, "flaky")
     consumer = Consumer(
-        _options("flaky", max_records=10, max_wait_s=0.05),
+        consumer_options("flaky", max_records=10, max_wait_s=0.05),
         source=source,  # type: ignore[arg-type]
         store=store,
         pipeline_factory=lambda: build_pipeline(settings).pipeline,
@@ -372,7 +344,7 @@ def test_worker_backs_off_on_throttling_and_renews_expired_iterators(settings: S
     assert source.iterators[0] is None and source.iterators[1] == "10"  # re-read after checkpoint
     assert stats["shardId-000000000000"].records == len(records)
     assert store.get("shardId-000000000000").ended  # type: ignore[union-attr]
-    _assert_converged(settings, fleet)
+    assert_converged(settings, fleet)
 
 
 def test_consume_emf_output_parses_and_carries_the_counts(settings: Settings) -> None:
@@ -380,7 +352,7 @@ def test_consume_emf_output_parses_and_carries_the_counts(settings: Settings) ->
 
     stream = _stream(settings, "metered", 1)
     fleet = simulate_fleet(5, seed=8)
-    _publish(settings, stream, fleet.events)
+    publish(settings, stream, fleet.events)
     result = subprocess.run(
         _consume_cmd(stream, "--worker-id", "emf", "--stop-when-idle", "1", "--emf"),
         env=_env(settings),
