@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +78,8 @@ class FaultPolicy:
     rate: dict[str, float] = field(default_factory=dict)
     exclude_operations: set[str] = field(default_factory=set)
     seed: int = 1
+    #: Added to every forwarded request, to mimic a real endpoint's latency (benchmarks).
+    delay_s: float = 0.0
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: Counter[str] = field(default_factory=Counter)
 
@@ -139,6 +142,8 @@ class FaultProxy:
                 target = self.headers.get("X-Amz-Target", "")
                 operation = target.split(".")[-1] if target else f"{self.command} {service}"
                 fault = proxy.policy.decide(service, operation)
+                if proxy.policy.delay_s:
+                    time.sleep(proxy.policy.delay_s)
                 if fault is not None:
                     if fault.drop:
                         self.connection.shutdown(socket.SHUT_RDWR)
