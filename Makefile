@@ -31,7 +31,7 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
-	$(BIN)/python benchmarks/e2e.py | tee -a benchmarks/results.md
+	$(BIN)/python benchmarks/e2e.py
 
 # The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
 package: $(STAMP)
