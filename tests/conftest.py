@@ -6,6 +6,7 @@ import base64
 import copy
 import json
 import os
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,11 @@ def lambda_event(
             }
         )
     return {"Records": records}
+
+
+def cli(*args: str) -> list[str]:
+    """argv that runs the `stream-processor` command in a fresh interpreter."""
+    return [sys.executable, "-m", "stream_processor", *args]
 
 
 def consumer_options(stream: str, **overrides: Any) -> ConsumerOptions:

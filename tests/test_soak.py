@@ -10,7 +10,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from stream_processor.adapters.clients import kinesis_client
 from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
+from tests.conftest import cli
 
 EVENTS = int(os.environ.get("SOAK_EVENTS", "20000"))
 TASKS = 500
@@ -80,10 +80,7 @@ def test_soak_memory_stays_flat_and_state_is_exact(settings: Settings) -> None:
     publisher.put(chunk)
 
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stream_processor",
+        cli(
             "consume",
             "--stream",
             stream,
@@ -97,7 +94,7 @@ def test_soak_memory_stays_flat_and_state_is_exact(settings: Settings) -> None:
             "2",
             "--worker-id",
             "soak",
-        ],
+        ),
         env={**os.environ, "HISTORY_BUCKET": settings.history_bucket},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -5,13 +5,11 @@ Every key is derived from the batch's input, so a retried batch overwrites its o
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING
 
-import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from stream_processor.core.history import HistoryObject
+from stream_processor.core.history import HistoryObject, to_parquet
 from stream_processor.errors import HistoryWriteError
 
 if TYPE_CHECKING:
@@ -19,17 +17,8 @@ if TYPE_CHECKING:
 
 
 def parquet_bytes(obj: HistoryObject) -> bytes:
-    """Serialize a history table: zstd, INT64 millisecond timestamps (no INT96)."""
-    buffer = io.BytesIO()
-    pq.write_table(
-        obj.table,
-        buffer,
-        compression="zstd",
-        coerce_timestamps="ms",
-        use_deprecated_int96_timestamps=False,
-        allow_truncated_timestamps=False,
-    )
-    return buffer.getvalue()
+    """The Parquet bytes of a history object."""
+    return to_parquet(obj.table)
 
 
 class _S3Writer:

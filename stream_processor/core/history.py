@@ -8,6 +8,7 @@ Timestamps are INT64 milliseconds in UTC (never INT96), which Athena reads as `t
 from __future__ import annotations
 
 import base64
+import io
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from stream_processor.core.events import Dataset, EcsEvent, micros_since_epoch
 from stream_processor.core.records import Rejected
@@ -156,6 +158,20 @@ def _coercer(arrow_type: pa.DataType) -> Callable[[Any], Any]:
     if arrow_type == pa.bool_():
         return _as_bool
     return _as_str
+
+
+def to_parquet(table: pa.Table) -> bytes:
+    """Serialize a history table: zstd, INT64 millisecond timestamps (never INT96)."""
+    buffer = io.BytesIO()
+    pq.write_table(
+        table,
+        buffer,
+        compression="zstd",
+        coerce_timestamps="ms",
+        use_deprecated_int96_timestamps=False,
+        allow_truncated_timestamps=False,
+    )
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from stream_processor.adapters.history_store import HistoryStore
 from stream_processor.core.events import Dataset
-from stream_processor.core.history import COMPACTED_SCHEMAS, VALIDITY_DATASETS
+from stream_processor.core.history import COMPACTED_SCHEMAS, VALIDITY_DATASETS, to_parquet
 from stream_processor.runtime.query import DUPLICATE_ORDER, dedupe_key
 
 _PARTITION = re.compile(r"/event_date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
@@ -38,18 +38,6 @@ class CompactionReport:
     rows_out: int = 0
     duplicates_removed: int = 0
     deleted: list[str] = field(default_factory=list)
-
-
-def _parquet(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(
-        table,
-        buffer,
-        compression="zstd",
-        coerce_timestamps="ms",
-        use_deprecated_int96_timestamps=False,
-    )
-    return buffer.getvalue()
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -158,7 +146,7 @@ def compact(
                     f"{prefix}{dataset.value}/event_date={day}/"
                     f"{COMPACTED_PREFIX}{index:05d}.parquet"
                 )
-                outputs[name] = _parquet(compacted.slice(start, rows_per_file))
+                outputs[name] = to_parquet(compacted.slice(start, rows_per_file))
             report.files_in += len(keys)
             report.rows_in += rows_in
             report.rows_out += compacted.num_rows

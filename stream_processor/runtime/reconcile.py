@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
 from stream_processor.adapters.ecs_inventory import EcsInventory
-from stream_processor.core.events import Dataset, EcsEvent
+from stream_processor.core.events import SPECS, Dataset, EcsEvent
 from stream_processor.core.items import build_state_write
 from stream_processor.core.reconcile import (
     ORPHAN_STATUS,
@@ -97,9 +97,9 @@ def _repair(
     region: str,
     clock: Callable[[], datetime],
 ) -> None:
-    by_arn = {
-        str(r[key]): r for r in resources for key in ("taskArn", "containerInstanceArn") if key in r
-    }
+    key = SPECS[dataset].key_field
+    assert key is not None, "reconcile covers datasets with state only"
+    by_arn = {str(r[key]): r for r in resources if key in r}
     now = clock()
     at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     for finding in findings:

@@ -83,10 +83,8 @@ def tasks_by_status(query: HistoryQuery, out: Path, buckets: int = 48) -> Chart:
 
 
 def stop_reasons(query: HistoryQuery, out: Path, top: int = 10) -> Chart:
-    latest = (
-        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY resource_arn ORDER BY "
-        "version DESC) AS rn FROM task_state_change) WHERE rn = 1 AND last_status = 'STOPPED'"
-    )
+    # valid_to is null exactly on each task's latest version.
+    latest = "SELECT * FROM task_state_change WHERE valid_to IS NULL AND last_status = 'STOPPED'"
     codes = query.run(
         f"SELECT coalesce(stop_code, '(none)'), count(*) FROM ({latest}) "
         f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {top}"

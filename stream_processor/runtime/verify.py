@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from stream_processor.adapters.clients import dynamodb_client, s3_client
+from stream_processor.adapters.history_store import S3HistoryStore
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.runtime.wiring import state_tables
@@ -43,34 +44,25 @@ def verify_state(
 
 def history_rows(settings: Settings) -> set[tuple[str, str, int | str]]:
     """Distinct history rows on S3: (dataset, key, version) or (dataset, event id, "")."""
-    s3 = s3_client(settings)
+    store = S3HistoryStore(s3_client(settings), settings.history_bucket)
     found: set[tuple[str, str, int | str]] = set()
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=settings.history_bucket, Prefix=settings.history_prefix):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
-            table = pq.read_table(io.BytesIO(body), columns=["resource_arn", "version", "event_id"])
-            dataset = obj["Key"][len(settings.history_prefix) :].split("/", 1)[0]
-            versioned = SPECS[Dataset(dataset)].versioned
-            for arn, version, event_id in zip(
-                table["resource_arn"].to_pylist(),
-                table["version"].to_pylist(),
-                table["event_id"].to_pylist(),
-                strict=True,
-            ):
-                found.add((dataset, arn, version) if versioned else (dataset, event_id, ""))
+    for key in store.keys(settings.history_prefix):
+        table = pq.read_table(
+            io.BytesIO(store.read(key)), columns=["resource_arn", "version", "event_id"]
+        )
+        dataset = key[len(settings.history_prefix) :].split("/", 1)[0]
+        versioned = SPECS[Dataset(dataset)].versioned
+        for arn, version, event_id in zip(
+            table["resource_arn"].to_pylist(),
+            table["version"].to_pylist(),
+            table["event_id"].to_pylist(),
+            strict=True,
+        ):
+            found.add((dataset, arn, version) if versioned else (dataset, event_id, ""))
     return found
 
 
 def quarantine_lines(settings: Settings) -> int:
     """How many records the quarantine holds."""
-    s3 = s3_client(settings)
-    lines = 0
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(
-        Bucket=settings.history_bucket, Prefix=settings.quarantine_prefix
-    ):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
-            lines += body.count(b"\n")
-    return lines
+    store = S3HistoryStore(s3_client(settings), settings.history_bucket)
+    return sum(store.read(key).count(b"\n") for key in store.keys(settings.quarantine_prefix))

@@ -7,7 +7,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -25,7 +24,7 @@ from stream_processor.errors import ConfigError
 from stream_processor.runtime.consumer import Consumer, ConsumerOptions
 from stream_processor.runtime.wiring import AwsClients, build_consumer, build_pipeline
 from stream_processor.simulation import deliver, partition_key, simulate_fleet
-from tests.conftest import assert_converged, consumer_options, publish
+from tests.conftest import assert_converged, cli, consumer_options, publish
 
 
 def _stream(settings: Settings, name: str, shards: int) -> str:
@@ -156,10 +155,7 @@ def test_two_consumers_never_process_one_shard_at_the_same_time(settings: Settin
 
 
 def _consume_cmd(stream: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "stream_processor",
+    return cli(
         "consume",
         "--stream",
         stream,
@@ -174,7 +170,7 @@ def _consume_cmd(stream: str, *extra: str) -> list[str]:
         "--shard-sync-interval",
         "0.5",
         *extra,
-    ]
+    )
 
 
 def _env(settings: Settings) -> dict[str, str]:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+
+from tests.conftest import cli
 
 
 def test_demo_json_exits_zero_with_no_mismatches() -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream_processor",
+        cli(
             "demo",
             "--json",
             "--tasks",
@@ -25,7 +23,7 @@ def test_demo_json_exits_zero_with_no_mismatches() -> None:
             "0.5",
             "--batch-size",
             "25",
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -59,7 +57,7 @@ def test_demo_json_exits_zero_with_no_mismatches() -> None:
 
 def test_bad_arguments_are_refused_clearly() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stream_processor", "demo", "--duplicate-rate", "2"],
+        cli("demo", "--duplicate-rate", "2"),
         capture_output=True,
         text=True,
         timeout=60,
