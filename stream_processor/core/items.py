@@ -1,9 +1,13 @@
 """Build DynamoDB state items (low-level AttributeValue form) from winning events.
 
-We write through the low-level client with `{"N": "<text>"}` numbers, so JSON numbers with
-fractions (`doubleValue: 0.0` in ECS resource lists) go in exactly as written, which is where
-AWS's reference Lambda raises `TypeError: Float types are not supported` from boto3's
-resource layer.
+An item holds the detail's top-level scalar attributes under their own names (`lastStatus`,
+`version`, `updatedAt`, ...: what a `GetItem` or a filter needs) and the whole detail as exact
+JSON text in `_detail`, nested lists and maps included. Converting nested structures into
+DynamoDB `M`/`L` values costs ~1 µs of Python per value (a task detail has ~50) on every
+winner, and again in botocore's serializer and parser; the JSON text costs one copy. It also
+keeps every number exactly as sent: `doubleValue: 0.0` in ECS resource lists, where AWS's
+reference Lambda raises `TypeError: Float types are not supported` from boto3's resource
+layer.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ INGESTED_AT = "_ingestedAt"
 ORDER = "_order"
 OVERSIZED = "_oversized"
 SNAPSHOT = "_snapshot"
+#: The whole detail as JSON text (exact bytes of the event, after redaction).
+DETAIL = "_detail"
 #: DynamoDB TTL attribute (epoch seconds), set on terminal states when enabled.
 EXPIRES_AT = "expiresAt"
 
@@ -115,6 +121,8 @@ def to_attribute(value: Any) -> AttributeValue:
         return {"BOOL": value}
     if kind is int:
         return {"N": str(value)} if -(10**38) < value < 10**38 else {"S": str(value)}
+    if kind is float:  # from a typed decode; JSON decodes here give Decimal
+        kind, value = Decimal, Decimal(repr(value))
     if kind is Decimal:
         text = _number_text(value)
         return {"N": text} if text is not None else {"S": str(value)}
@@ -157,7 +165,8 @@ def is_terminal(event: EcsEvent) -> bool:
 def build_state_write(
     event: EcsEvent, *, ingested_at: str, snapshot_uri: str, ttl_days: int = 0
 ) -> StateWrite:
-    """The item for a state winner: every detail attribute plus lineage metadata.
+    """The item for a state winner: the detail's top-level scalars, the whole detail as
+    JSON in `_detail`, and lineage metadata.
 
     When the item would exceed DynamoDB's 400 KB limit it still gets stored, cut down to its
     key, version and status attributes plus `_snapshot`, the S3 URI of the Parquet object that
@@ -167,19 +176,20 @@ def build_state_write(
     assert spec.key_field is not None, "only datasets with state get items"
     try:
         detail = _DETAIL.decode(event.detail_raw)
-        item: Item = {name: to_attribute(value) for name, value in detail.items()}
         too_deep = False
     except RecursionError:
         # Nested deeper than Python can hold: keep what the typed decode already has and
         # point at the snapshot, like an oversized item.
-        fields = {name: getattr(event.detail, name, None) for name in _KEPT_WHEN_OVERSIZED}
-        fields[spec.key_field] = event.key
-        item = {
-            name: to_attribute(value)
-            for name, value in fields.items()
-            if isinstance(value, str | int | bool)
-        }
+        detail = {name: getattr(event.detail, name, None) for name in _KEPT_WHEN_OVERSIZED}
+        detail[spec.key_field] = event.key
         too_deep = True
+    item: Item = {}
+    for name, value in detail.items():
+        # Nested values live in `_detail`; `None` is as good as absent.
+        if type(value) is not dict and type(value) is not list and value is not None:
+            item[name] = to_attribute(value)
+    if not too_deep:
+        item[DETAIL] = {"S": event.detail_raw.decode("utf-8", "replace")}
     order = event.order()
     record = event.record
     item.update(

@@ -1,11 +1,13 @@
-"""State items: every detail attribute, exact numbers, metadata, and the 400 KB limit."""
+"""State items: top-level scalars, the exact detail JSON, metadata, and the 400 KB limit."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.items import (
+    DETAIL,
     MAX_ITEM_BYTES,
     ORDER,
     OVERSIZED,
@@ -23,14 +25,16 @@ def _event(payload: object) -> EcsEvent:
     return event
 
 
-def test_item_holds_every_detail_attribute_and_lineage() -> None:
+def test_item_holds_scalars_by_name_the_whole_detail_and_lineage() -> None:
     source = task_event(version=7)
     write = build_state_write(
         _event(source), ingested_at="2026-01-01T00:00:00.000Z", snapshot_uri="s3://b/k"
     )
     item = write.item
-    for name in source["detail"]:
-        assert name in item
+    assert json.loads(item[DETAIL]["S"]) == source["detail"]
+    for name, value in source["detail"].items():
+        nested = isinstance(value, dict | list) or value is None
+        assert (name in item) is not nested, name
     assert item["taskArn"] == {"S": source["detail"]["taskArn"]}
     assert item["version"] == {"N": "7"}
     assert item["cpu"] == {"S": "256"}  # ECS sends cpu/memory as strings; they stay strings
@@ -43,14 +47,13 @@ def test_item_holds_every_detail_attribute_and_lineage() -> None:
     assert not write.oversized
 
 
-def test_api_float_shapes_become_exact_dynamodb_numbers() -> None:
-    item = build_state_write(
-        _event(instance_event(version=3)), ingested_at="t", snapshot_uri="s3://b/k"
-    ).item
-    cpu = item["remainingResources"]["L"][0]["M"]
-    assert cpu["doubleValue"] == {"N": "0.0"}
-    assert cpu["longValue"] == {"N": "0"}
-    assert cpu["integerValue"] == {"N": "2048"}
+def test_api_float_shapes_are_kept_exactly_as_sent() -> None:
+    source = instance_event(version=3)
+    event = _event(source)
+    item = build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k").item
+    assert item[DETAIL]["S"].encode() == event.detail_raw
+    assert '"doubleValue":0.0' in item[DETAIL]["S"].replace(" ", "")
+    assert item["version"] == {"N": "3"}
     shapes = load_fixture(
         "api-shapes/describe_container_instances_output__aws-cli_example_doubleValue.json"
     )
@@ -64,6 +67,8 @@ def test_numbers_dynamodb_cannot_hold_are_kept_as_exact_text() -> None:
     assert to_attribute(Decimal("-12.50")) == {"N": "-12.50"}
     assert to_attribute(True) == {"BOOL": True}
     assert to_attribute(None) == {"NULL": True}
+    assert to_attribute(0.5) == {"N": "0.5"}
+    assert to_attribute({"a": [1]}) == {"M": {"a": {"L": [{"N": "1"}]}}}
 
 
 def test_oversized_item_keeps_key_version_status_and_a_pointer() -> None:
@@ -80,7 +85,7 @@ def test_oversized_item_keeps_key_version_status_and_a_pointer() -> None:
     assert write.item["lastStatus"] == {"S": "STOPPED"}
     assert write.item[OVERSIZED] == {"BOOL": True}
     assert write.item[SNAPSHOT] == {"S": "s3://bucket/history/k"}
-    assert "containers" not in write.item
+    assert "containers" not in write.item and DETAIL not in write.item
 
 
 def test_item_size_follows_dynamodb_accounting() -> None:
