@@ -1,11 +1,15 @@
-"""Core throughput benchmark: our decode → reduce → items → Parquet path against two
-baselines measured in the same run (the machines are shared and noisy, so ratios matter):
+"""Core throughput benchmark: the real `Pipeline.process` (decode → reduce → state items →
+Parquet bytes; sinks replaced by in-memory ones) against two baselines measured in the same
+run (the machines are shared and noisy, so ratios matter):
 
-- decode floor: typed msgspec decoding of the same payloads, nothing else;
+- decode floor: base64 and typed msgspec decoding of the same payloads, nothing else;
 - reference approach: `json.loads` per event and per-event item building with boto3's
   TypeSerializer, as AWS's sample Lambda does (floats parsed as Decimal so it survives).
 
-Usage: python benchmarks/run.py [--events N] [--batch B] [--repeat R] [--out FILE]
+Also: throughput at batch sizes 100 / 1,000 / 10,000, and the peak RSS of a fresh process
+handling one 10,000-record Lambda batch (the whole handler path, in-memory sinks).
+
+Usage: python benchmarks/run.py [--events N] [--batch B] [--repeat R]
 """
 
 from __future__ import annotations
@@ -14,25 +18,31 @@ import argparse
 import base64
 import gc
 import json
+import logging
+import os
 import platform
 import random
+import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from boto3.dynamodb.types import TypeSerializer
 
 from stream_processor.adapters.s3_history import parquet_bytes
+from stream_processor.config import Settings
 from stream_processor.core.events import _BY_DETAIL_TYPE, _DETAIL_DECODERS, _ENVELOPE
-from stream_processor.core.history import build_history
-from stream_processor.core.items import build_state_write
+from stream_processor.core.history import HistoryObject
+from stream_processor.core.items import StateWrite
+from stream_processor.core.ports import StateReport
 from stream_processor.core.records import from_lambda_event
-from stream_processor.core.reduce import reduce_batch
+from stream_processor.runtime.pipeline import Pipeline
 from stream_processor.simulation import simulate_fleet
+from stream_processor.testing import InMemoryQuarantine
 
 
 def lambda_batches(events: int, batch: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -75,19 +85,53 @@ def reference(batches: list[dict[str, Any]]) -> None:
             item["version"] = serializer.serialize(event["detail"].get("version", 0))
 
 
+class _ParquetBytesHistory:
+    """History sink that serializes each object to Parquet, as the S3 sink does, and drops it."""
+
+    def __init__(self) -> None:
+        self.bytes_out = 0
+        self._buffer: list[HistoryObject] = []
+
+    def add(self, obj: HistoryObject) -> None:
+        self._buffer.append(obj)
+
+    def flush(self) -> None:
+        try:
+            self.bytes_out += sum(len(parquet_bytes(obj)) for obj in self._buffer)
+        finally:
+            self._buffer.clear()
+
+
+class _AcceptingState:
+    """State sink that accepts every write (DynamoDB's side of the guard is not timed)."""
+
+    def __init__(self) -> None:
+        self._buffer: list[StateWrite] = []
+
+    def add(self, write: StateWrite) -> None:
+        self._buffer.append(write)
+
+    def flush(self) -> StateReport:
+        try:
+            return StateReport(written=list(self._buffer))
+        finally:
+            self._buffer.clear()
+
+
+def pipeline() -> Pipeline:
+    settings = Settings(history_bucket="bench")
+    return Pipeline(
+        settings,
+        state=_AcceptingState(),
+        history=_ParquetBytesHistory(),
+        quarantine=InMemoryQuarantine(),
+    )
+
+
 def ours(batches: list[dict[str, Any]]) -> None:
+    process = pipeline().process
     for batch in batches:
-        plan = reduce_batch(from_lambda_event(batch))
-        for event in plan.state:
-            build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k")
-        for obj in build_history(
-            plan.history,
-            prefix="h/",
-            shard_id=plan.shard_id,
-            first=plan.first_sequence,
-            last=plan.last_sequence,
-        ):
-            parquet_bytes(obj)
+        process(from_lambda_event(batch))
 
 
 def best_of(
@@ -102,36 +146,65 @@ def best_of(
     return min(times)
 
 
+def _rss_mib() -> float:
+    """Current resident set size (Linux /proc), in MiB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def memory_probe(records: int) -> None:
+    """In a fresh process: peak RSS around one Lambda batch of `records` records."""
+    (batch,) = lambda_batches(records, records, seed=5)
+    pipe = pipeline()
+    before = _rss_mib()
+    pipe.process(from_lambda_event(batch))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"before_mib": round(before, 1), "peak_mib": round(peak, 1)}))
+
+
+def _probe(records: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", str(records)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.md"))
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--scaling-events", type=int, default=50_000)
+    parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"building {args.events} events ...", file=sys.stderr)
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    print(f"building {args.events:,} events ...", file=sys.stderr)
     batches = lambda_batches(args.events, args.batch)
     n = sum(len(b["Records"]) for b in batches)
     results = {}
     for name, fn in (
         ("decode floor", decode_floor),
         ("reference approach", reference),
-        ("stream_processor core", ours),
+        ("stream_processor pipeline", ours),
     ):
         print(f"timing {name} ...", file=sys.stderr)
         results[name] = best_of(fn, batches, args.repeat)
-    floor, ref, core = (
-        results["decode floor"],
-        results["reference approach"],
-        results["stream_processor core"],
-    )
+    floor, ref, core = results.values()
+    del batches
     lines = [
-        "# Core throughput benchmark",
+        "## Core throughput",
         "",
         f"Command: `python benchmarks/run.py --events {args.events} --batch {args.batch} "
-        f"--repeat {args.repeat}` (best of {args.repeat}, one core)",
-        f"Machine: {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}, {platform.platform()}",
+        f"--repeat {args.repeat}` (best of {args.repeat}, one core, {n:,} records)",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{platform.platform()}",
         "",
         "| path | events/s | vs decode floor | vs reference |",
         "|---|---:|---:|---:|",
@@ -142,13 +215,34 @@ def main() -> int:
         )
     lines += [
         "",
-        f"Core = {floor / core:.0%} of the decode floor, "
-        f"{ref / core:.1f}x the reference approach ({n} records, "
-        f"batches of {args.batch}).",
+        f"Pipeline = {floor / core:.0%} of the decode floor, {ref / core:.1f}x the reference "
+        "approach.",
+        "",
+        "## Scaling with batch size",
+        "",
+        f"{args.scaling_events:,} events, best of {args.repeat}; the floor is re-measured with "
+        "each size.",
+        "",
+        "| batch size | pipeline events/s | vs decode floor |",
+        "|---:|---:|---:|",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.write_text(text)
+    for size in (100, 1000, 10_000):
+        print(f"timing batch size {size} ...", file=sys.stderr)
+        sized = lambda_batches(args.scaling_events, size)
+        count = sum(len(b["Records"]) for b in sized)
+        floor_s = best_of(decode_floor, sized, args.repeat)
+        ours_s = best_of(ours, sized, args.repeat)
+        lines.append(f"| {size:,} | {count / ours_s:,.0f} | {floor_s / ours_s:.2f}x |")
+    print("measuring memory ...", file=sys.stderr)
+    probe = _probe(10_000)
+    lines += [
+        "",
+        "## Memory",
+        "",
+        f"One 10,000-record Lambda batch in a fresh process: RSS {probe['before_mib']:.0f} MiB "
+        f"with the input loaded, peak {probe['peak_mib']:.0f} MiB (target ≤ 250 MB).",
+    ]
+    print("\n".join(lines))
     return 0
 
 

@@ -51,6 +51,10 @@ class Dataset(enum.Enum):
     DEPLOYMENT = "deployment_state_change"
     SERVICE_ACTION = "service_action"
 
+    # Members are singletons compared by identity; Enum's own __hash__ is Python code and
+    # runs several times per event (dict keys everywhere).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class DatasetSpec:
@@ -115,6 +119,8 @@ class TaskDetail(msgspec.Struct, gc=False):
     cpu: Any = None
     memory: Any = None
     updatedAt: Any = None
+    # Kept raw: only redaction looks inside it, and only when it mentions "environment".
+    overrides: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class ContainerInstanceDetail(msgspec.Struct, gc=False):
@@ -215,21 +221,9 @@ _ANY = msgspec.json.Decoder(float_hook=Decimal)
 _EXACT = msgspec.json.Encoder(decimal_format="number")
 
 
-def redact_environment(detail_raw: bytes) -> bytes:
-    """Replace `overrides.containerOverrides[].environment[].value` with "***".
-
-    Task overrides carry environment variables, often secrets. Only details that mention
-    "environment" are decoded and re-encoded (numbers kept exactly through Decimal); others
-    pass through untouched, byte for byte.
-    """
-    if _ENVIRONMENT_MARKER not in detail_raw:
-        return detail_raw
-    try:
-        detail = _ANY.decode(detail_raw)
-    except (msgspec.DecodeError, RecursionError):
-        return detail_raw
+def _redact_overrides(overrides: Any) -> bool:
+    """Replace the environment values in a decoded `overrides` object; True if any."""
     changed = False
-    overrides = detail.get("overrides") if isinstance(detail, dict) else None
     containers = overrides.get("containerOverrides") if isinstance(overrides, dict) else None
     for container in containers if isinstance(containers, list) else ():
         environment = container.get("environment") if isinstance(container, dict) else None
@@ -237,6 +231,36 @@ def redact_environment(detail_raw: bytes) -> bytes:
             if isinstance(variable, dict) and "value" in variable:
                 variable["value"] = REDACTED
                 changed = True
+    return changed
+
+
+def redact_environment(detail_raw: bytes, overrides_raw: bytes | None = None) -> bytes:
+    """Replace `overrides.containerOverrides[].environment[].value` with "***".
+
+    Task overrides carry environment variables, often secrets. Only details that mention
+    "environment" are touched; others pass through byte for byte. Given the raw `overrides`
+    value (from the typed decode), only that slice is decoded, redacted and spliced back in
+    (when it occurs exactly once, so the splice cannot miss); otherwise the whole detail is
+    decoded and re-encoded, numbers kept exactly through Decimal.
+    """
+    if overrides_raw is not None:
+        if _ENVIRONMENT_MARKER not in overrides_raw:
+            return detail_raw
+        if detail_raw.count(overrides_raw) == 1:
+            try:
+                overrides = _ANY.decode(overrides_raw)
+            except (msgspec.DecodeError, RecursionError):
+                return detail_raw
+            if not _redact_overrides(overrides):
+                return detail_raw
+            return detail_raw.replace(overrides_raw, _EXACT.encode(overrides))
+    if _ENVIRONMENT_MARKER not in detail_raw:
+        return detail_raw
+    try:
+        detail = _ANY.decode(detail_raw)
+    except (msgspec.DecodeError, RecursionError):
+        return detail_raw
+    changed = isinstance(detail, dict) and _redact_overrides(detail.get("overrides"))
     return _EXACT.encode(detail) if changed else detail_raw
 
 
@@ -260,14 +284,14 @@ def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Re
     if env.time.tzinfo is None or not _EPOCH <= env.time < _LATEST:
         return Rejected.of(record, "event time must be a UTC instant in 1970..2099")
     detail_raw = bytes(env.detail)
-    if redact and spec.dataset is Dataset.TASK:
-        detail_raw = redact_environment(detail_raw)
     try:
         detail = _DETAIL_DECODERS[spec.dataset].decode(detail_raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return Rejected.of(record, _reason("invalid detail", exc).replace("`$", "`$.detail", 1))
     except RecursionError:
         return Rejected.of(record, "invalid detail: nested too deeply")
+    if redact and isinstance(detail, TaskDetail):
+        detail_raw = redact_environment(detail_raw, bytes(detail.overrides))
 
     first = env.resources[0] if env.resources else None
     subject_arn = first if isinstance(first, str) and first else None

@@ -1,24 +1,34 @@
 """Build DynamoDB state items (low-level AttributeValue form) from winning events.
 
-An item holds the detail's top-level scalar attributes under their own names (`lastStatus`,
-`version`, `updatedAt`, ...: what a `GetItem` or a filter needs) and the whole detail as exact
-JSON text in `_detail`, nested lists and maps included. Converting nested structures into
-DynamoDB `M`/`L` values costs ~1 µs of Python per value (a task detail has ~50) on every
-winner, and again in botocore's serializer and parser; the JSON text costs one copy. It also
-keeps every number exactly as sent: `doubleValue: 0.0` in ECS resource lists, where AWS's
+An item holds, under their own names, the detail attributes the typed decode already read
+(`lastStatus`, `desiredStatus`, `version`, `updatedAt`, ...: the same fields the history has
+as columns, what a `GetItem` or a filter needs), and the whole detail as exact JSON text in
+`_detail`, nested lists and maps included. Decoding the detail a second time and converting
+~50 nested values into DynamoDB `M`/`L` cost more than the rest of the hot path together
+(and again in botocore's serializer and parser); the JSON text costs one copy. It also keeps
+every number exactly as sent: `doubleValue: 0.0` in ECS resource lists, where AWS's
 reference Lambda raises `TypeError: Float types are not supported` from boto3's resource
 layer.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import msgspec
-
-from stream_processor.core.events import SPECS, Dataset, EcsEvent
+from stream_processor.core.events import (
+    SPECS,
+    ContainerInstanceDetail,
+    Dataset,
+    DeploymentDetail,
+    EcsEvent,
+    ServiceActionDetail,
+    TaskDetail,
+)
 
 #: DynamoDB's item size limit, and the size above which we compute sizes exactly.
 MAX_ITEM_BYTES = 400 * 1024
@@ -74,7 +84,15 @@ _METADATA = (
     ORDER,
 )
 
-_DETAIL = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
+#: The attributes an item holds by name: the typed fields of the detail (the same ones the
+#: history has as columns), not `overrides`, which stays raw for redaction.
+_NAMED: dict[type, tuple[str, ...]] = {
+    kind: tuple(f for f in kind.__struct_fields__ if f != "overrides")
+    for kind in (TaskDetail, ContainerInstanceDetail, DeploymentDetail, ServiceActionDetail)
+}
+_FETCH: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    kind: operator.attrgetter(*names) for kind, names in _NAMED.items()
+}
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
@@ -163,10 +181,14 @@ def is_terminal(event: EcsEvent) -> bool:
 
 
 def build_state_write(
-    event: EcsEvent, *, ingested_at: str, snapshot_uri: str, ttl_days: int = 0
+    event: EcsEvent,
+    *,
+    ingested_at: str,
+    snapshot_uri: str | Callable[[], str],
+    ttl_days: int = 0,
 ) -> StateWrite:
-    """The item for a state winner: the detail's top-level scalars, the whole detail as
-    JSON in `_detail`, and lineage metadata.
+    """The item for a state winner: the typed detail fields, the whole detail as JSON in
+    `_detail`, and lineage metadata.
 
     When the item would exceed DynamoDB's 400 KB limit it still gets stored, cut down to its
     key, version and status attributes plus `_snapshot`, the S3 URI of the Parquet object that
@@ -174,44 +196,38 @@ def build_state_write(
     """
     spec = SPECS[event.dataset]
     assert spec.key_field is not None, "only datasets with state get items"
-    try:
-        detail = _DETAIL.decode(event.detail_raw)
-        too_deep = False
-    except RecursionError:
-        # Nested deeper than Python can hold: keep what the typed decode already has and
-        # point at the snapshot, like an oversized item.
-        detail = {name: getattr(event.detail, name, None) for name in _KEPT_WHEN_OVERSIZED}
-        detail[spec.key_field] = event.key
-        too_deep = True
-    item: Item = {}
-    for name, value in detail.items():
-        # Nested values live in `_detail`; `None` is as good as absent.
-        if type(value) is not dict and type(value) is not list and value is not None:
+    names = _NAMED[type(event.detail)]
+    values = _FETCH[type(event.detail)](event.detail)
+    # Strings in one comprehension: most values are strings and this runs for every winner.
+    item: Item = {n: {"S": v} for n, v in zip(names, values, strict=True) if type(v) is str}
+    for name, value in zip(names, values, strict=True):
+        # `None` is as good as absent; a surprising nested value is in `_detail` anyway.
+        kind = type(value)
+        if kind is str or kind is dict or kind is list or value is None:
+            continue
+        if kind is datetime:
+            item[name] = {"S": value.isoformat().replace("+00:00", "Z")}
+        else:
             item[name] = to_attribute(value)
-    if not too_deep:
-        item[DETAIL] = {"S": event.detail_raw.decode("utf-8", "replace")}
+    item[DETAIL] = {"S": event.detail_raw.decode("utf-8", "replace")}
     order = event.order()
     record = event.record
-    item.update(
-        {
-            EVENT_ID: {"S": event.event_id},
-            EVENT_TIME: {"S": event.event_time.isoformat().replace("+00:00", "Z")},
-            SHARD_ID: {"S": record.shard_id},
-            SEQUENCE_NUMBER: {"S": record.sequence_number},
-            SUB_SEQUENCE_NUMBER: {"N": str(record.sub_sequence_number)},
-            INGESTED_AT: {"S": ingested_at},
-            ORDER: {"S": order},
-        }
-    )
+    item[EVENT_ID] = {"S": event.event_id}
+    item[EVENT_TIME] = {"S": event.event_time.isoformat().replace("+00:00", "Z")}
+    item[SHARD_ID] = {"S": record.shard_id}
+    item[SEQUENCE_NUMBER] = {"S": record.sequence_number}
+    item[SUB_SEQUENCE_NUMBER] = {"N": str(record.sub_sequence_number)}
+    item[INGESTED_AT] = {"S": ingested_at}
+    item[ORDER] = {"S": order}
     if ttl_days > 0 and is_terminal(event):
         # From the event time, not the clock: the item is the same whenever it is written.
         expires = event.time_us // 1_000_000 + ttl_days * 86_400
         item[EXPIRES_AT] = {"N": str(expires)}
-    oversized = too_deep
-    if too_deep or (len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES):
-        oversized = True
+    oversized = len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES
+    if oversized:
         kept = {spec.key_field, *_KEPT_WHEN_OVERSIZED, *_METADATA}
         item = {name: value for name, value in item.items() if name in kept}
         item[OVERSIZED] = {"BOOL": True}
-        item[SNAPSHOT] = {"S": snapshot_uri}
+        uri = snapshot_uri if isinstance(snapshot_uri, str) else snapshot_uri()
+        item[SNAPSHOT] = {"S": uri}
     return StateWrite(event, spec.key_field, item, order, oversized)

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent
@@ -38,6 +39,7 @@ from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, 
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import reduce_batch
 from stream_processor.errors import SinkError, StreamProcessorError
+from stream_processor.runtime.collector import collector_paused
 
 log = logging.getLogger("stream_processor.pipeline")
 
@@ -133,6 +135,10 @@ class Pipeline:
 
     def process(self, records: Sequence[Received]) -> BatchOutcome:
         """Process one batch of one shard's records; see the module docstring for the order."""
+        with collector_paused():
+            return self._process(records)
+
+    def _process(self, records: Sequence[Received]) -> BatchOutcome:
         started = time.perf_counter()
         settings = self._settings
         # 1. Reduce.
@@ -168,14 +174,11 @@ class Pipeline:
         ingested_at = self._clock()
         oversized = 0
         for event in plan.state:
-            day = event_date(event)
-            key = history_object_key(
-                settings.history_prefix, event.dataset, day, shard, first, last
-            )
             write = build_state_write(
                 event,
                 ingested_at=ingested_at,
-                snapshot_uri=f"s3://{settings.history_bucket}/{key}",
+                # Only an oversized item needs it: computed on demand.
+                snapshot_uri=partial(self._snapshot_uri, event, shard, first, last),
                 ttl_days=settings.state_ttl_days,
             )
             oversized += write.oversized
@@ -228,6 +231,14 @@ class Pipeline:
                 error="; ".join(errors)[:500],
             )
         return self._done(outcome, started)
+
+    def _snapshot_uri(self, event: EcsEvent, shard: str, first: str, last: str) -> str:
+        """The S3 URI of the Parquet object holding the event's history row."""
+        day = event_date(event)
+        key = history_object_key(
+            self._settings.history_prefix, event.dataset, day, shard, first, last
+        )
+        return f"s3://{self._settings.history_bucket}/{key}"
 
     def _fill(self, gaps: list[StateWrite], ingested_at: str) -> int:
         """Describe each gapped resource from the ECS API and write it through the guard."""

@@ -85,6 +85,27 @@ def test_surprising_column_types_become_null_not_errors() -> None:
     assert row["stopped_reason"] is None and row["started_at"] is None
 
 
+def test_one_bad_value_nulls_only_itself_whichever_path_parses_the_column() -> None:
+    # Good columns are parsed by Arrow in one pass; a column with one surprise falls back
+    # to per-value parsing. Both must give the same values for the good rows.
+    times = ["2020-01-23T17:57:34.402Z", "2020-01-23T18:57:34+01:00", "2020-01-23T17:57:34Z"]
+    events = [
+        decode_event(record(task_event(version=i, startedAt=t), i)) for i, t in enumerate(times)
+    ]
+    bad = decode_event(record(task_event(version=9, startedAt="yesterday", cpu=256), 9))
+    assert all(isinstance(e, EcsEvent) for e in [*events, bad])
+    (good_obj,) = build_history(events, prefix="p/", shard_id="s", first="1", last="3")  # type: ignore[arg-type]
+    (mixed_obj,) = build_history([*events, bad], prefix="p/", shard_id="s", first="1", last="9")  # type: ignore[list-item]
+    good = {r["version"]: r for r in good_obj.table.to_pylist()}
+    mixed = {r["version"]: r for r in mixed_obj.table.to_pylist()}
+    for version, row in good.items():
+        assert row["started_at"] == mixed[version]["started_at"] is not None
+        assert row["cpu"] == mixed[version]["cpu"]
+    assert good[0]["started_at"].isoformat() == "2020-01-23T17:57:34.402000+00:00"
+    assert good[1]["started_at"] == good[2]["started_at"]
+    assert mixed[9]["started_at"] is None and mixed[9]["cpu"] is None
+
+
 def test_object_keys_come_from_the_input_only() -> None:
     key = history_object_key("h/", Dataset.TASK, "2020-01-01", "shardId-7", "100", "200")
     assert key == "h/task_state_change/event_date=2020-01-01/shardId-7-100-200.parquet"
