@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream_processor.runtime.demo import local_aws
+from tests import moto_fidelity
 from tests.fault_proxy import FaultPolicy, FaultProxy
 
 
@@ -42,6 +43,7 @@ def main() -> int:
 
     control = ThreadingHTTPServer(("127.0.0.1", 0), Counts)
     threading.Thread(target=control.serve_forever, daemon=True).start()
+    moto_fidelity.apply()  # atomic, O(items) DynamoDB transactions (see the module)
     with local_aws() as moto_url, FaultProxy(moto_url, policy) as url:
         print(url, flush=True)
         print(f"http://127.0.0.1:{control.server_address[1]}", flush=True)

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from stream_processor.errors import ConfigError
 
 _RETRY_MODES = ("legacy", "standard", "adaptive")
+#: `put`: one conditional PutItem per key (1 write unit per KB). `transact`: up to 100
+#: conditional puts per TransactWriteItems call (2 write units per KB, far fewer requests).
+STATE_WRITE_MODES = ("put", "transact")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,7 @@ class Settings:
     history_prefix: str = "ecs-history/"
     quarantine_prefix: str = "quarantine/"
     state_write_concurrency: int = 16
+    state_write_mode: str = "put"
     retry_mode: str = "standard"
     max_attempts: int = 5
     #: Days after a terminal state's event time at which DynamoDB may expire the item
@@ -52,6 +56,13 @@ class Settings:
                 raise ConfigError(f"{name} must end with '/', got {value!r}")
         if self.state_write_concurrency < 1:
             raise ConfigError("STATE_WRITE_CONCURRENCY must be >= 1")
+        if self.state_write_mode not in STATE_WRITE_MODES:
+            raise ConfigError(f"STATE_WRITE_MODE must be one of {STATE_WRITE_MODES}")
+        if self.reconcile_gaps and self.state_write_mode != "put":
+            raise ConfigError(
+                "RECONCILE_GAPS=true needs STATE_WRITE_MODE=put: gaps are detected from the "
+                "version each PutItem replaced, and TransactWriteItems returns none"
+            )
         if self.retry_mode not in _RETRY_MODES:
             raise ConfigError(f"AWS_RETRY_MODE must be one of {_RETRY_MODES}")
         if self.state_ttl_days < 0:
@@ -100,6 +111,7 @@ ENV_NAMES: dict[str, str] = {
     "history_prefix": "HISTORY_PREFIX",
     "quarantine_prefix": "QUARANTINE_PREFIX",
     "state_write_concurrency": "STATE_WRITE_CONCURRENCY",
+    "state_write_mode": "STATE_WRITE_MODE",
     "retry_mode": "AWS_RETRY_MODE",
     "max_attempts": "AWS_MAX_ATTEMPTS",
     "state_ttl_days": "STATE_TTL_DAYS",

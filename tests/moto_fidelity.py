@@ -1,4 +1,5 @@
-"""Make moto's Kinesis reshard like AWS does (and scale to a soak), for the tests.
+"""Make moto's Kinesis reshard like AWS does (and scale to a soak), and its DynamoDB
+transactions atomic and O(items), for the tests and benchmarks.
 
 moto (5.x) differs from Kinesis in three ways that matter to a consumer: new records are
 routed to closed parent shards too; SplitShard/MergeShards move the parents' records into
@@ -6,13 +7,26 @@ the children; and a closed shard never reports its end (`NextShardIterator` is a
 On AWS a parent keeps its records, new records go to open shards only, and reading a closed
 shard past its last record returns no `NextShardIterator`. This patches moto's backend
 models in the process that runs the server; requests still travel over HTTP.
+
+DynamoDB: moto's TransactWriteItems deep-copies every table it touches (for rollback) on
+each call, O(table size), and concurrent requests make that copy fail ("dictionary changed
+size during iteration", a 500). For transactions of conditional puts (ours) we check every
+condition first and apply only if all pass, under one lock: all-or-nothing as on AWS.
 """
 
 from __future__ import annotations
 
+import threading
 from operator import attrgetter
 from typing import Any
 
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    MultipleTransactionsException,
+    TransactionCanceledException,
+)
+from moto.dynamodb.models import DynamoDBBackend
 from moto.kinesis import models
 from moto.kinesis.utils import decompose_shard_iterator
 
@@ -103,8 +117,44 @@ def _shard_get_records(self: Any, last_sequence_id: str, limit: int | None) -> A
     return results, last, behind
 
 
+_ORIGINAL_TRANSACT = DynamoDBBackend.transact_write_items
+_TRANSACT_LOCK = threading.Lock()
+
+
+def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+    if not transact_items or any(set(item) != {"Put"} for item in transact_items):
+        return _ORIGINAL_TRANSACT(self, transact_items)
+    with _TRANSACT_LOCK:
+        seen: set[tuple[str, str]] = set()
+        errors: list[Any] = []
+        for item in transact_items:
+            op = item["Put"]
+            table = self.get_table(op["TableName"])
+            key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            unique = (op["TableName"], str(sorted(key.items())))
+            if unique in seen:
+                raise MultipleTransactionsException()
+            seen.add(unique)
+            condition = op.get("ConditionExpression")
+            current = self.get_item(op["TableName"], key)
+            if condition is not None and not get_filter_expression(
+                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            ).expr(current):
+                errors.append(("ConditionalCheckFailed", ConditionalCheckFailed().message, None))
+            else:
+                errors.append((None, None, None))
+        if any(code is not None for code, _, _ in errors):
+            raise TransactionCanceledException(errors)
+        for item in transact_items:
+            self.put_item(item["Put"]["TableName"], item["Put"]["Item"])
+    return None
+
+
 def apply() -> None:
-    """Patch moto's Kinesis models (idempotent)."""
+    """Patch moto's Kinesis and DynamoDB models (idempotent)."""
+    DynamoDBBackend.transact_write_items = _transact_write_items
     models.Shard.put_record = _put_record
     models.Shard.get_records = _shard_get_records
     models.Stream.get_shard_for_key = _get_shard_for_key

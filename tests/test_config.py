@@ -43,6 +43,11 @@ def test_environment_and_overrides() -> None:
         ({"STATE_WRITE_CONCURRENCY": "0"}, "STATE_WRITE_CONCURRENCY must be >= 1"),
         ({"HISTORY_PREFIX": "no-slash"}, "history_prefix must end with '/'"),
         ({"AWS_RETRY_MODE": "yolo"}, "AWS_RETRY_MODE must be one of"),
+        ({"STATE_WRITE_MODE": "batch"}, "STATE_WRITE_MODE must be one of"),
+        (
+            {"STATE_WRITE_MODE": "transact", "RECONCILE_GAPS": "true"},
+            "RECONCILE_GAPS=true needs STATE_WRITE_MODE=put",
+        ),
     ],
 )
 def test_bad_settings_raise_config_errors(env: dict[str, str], message: str) -> None:

@@ -123,6 +123,9 @@ class TaskDetail(msgspec.Struct, gc=False):
     overrides: msgspec.Raw = msgspec.Raw(b"null")
 
 
+_NO_OVERRIDES = msgspec.Raw(b"null")
+
+
 class ContainerInstanceDetail(msgspec.Struct, gc=False):
     containerInstanceArn: NonEmptyStr
     version: Version
@@ -290,8 +293,11 @@ def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Re
         return Rejected.of(record, _reason("invalid detail", exc).replace("`$", "`$.detail", 1))
     except RecursionError:
         return Rejected.of(record, "invalid detail: nested too deeply")
-    if redact and isinstance(detail, TaskDetail):
-        detail_raw = redact_environment(detail_raw, bytes(detail.overrides))
+    if isinstance(detail, TaskDetail):
+        if redact:
+            detail_raw = redact_environment(detail_raw, bytes(detail.overrides))
+        # The raw slice pins the unredacted payload in memory for the batch's lifetime.
+        detail.overrides = _NO_OVERRIDES
 
     first = env.resources[0] if env.resources else None
     subject_arn = first if isinstance(first, str) and first else None

@@ -65,23 +65,26 @@ def _history_slot(event: EcsEvent) -> tuple[Dataset, str, int | str]:
 def reduce_batch(records: Iterable[Received], *, redact: bool = True) -> BatchPlan:
     """Decode, dedupe and order a batch of records into a `BatchPlan`."""
     received = list(records)
+    positions = [r.position for r in received]  # parsed once: sequence numbers are long
     if received:
-        first = min(received, key=lambda r: r.position)
-        last = max(received, key=lambda r: r.position)
+        first = received[positions.index(min(positions))]
+        last = received[positions.index(max(positions))]
         plan = BatchPlan(first.shard_id, first.sequence_number, last.sequence_number, len(received))
     else:
         plan = BatchPlan("none", "0", "0", 0)
 
     rows: dict[tuple[Dataset, str, int | str], EcsEvent] = {}
-    for item in received:
+    earliest: dict[tuple[Dataset, str], tuple[int, int]] = {}
+    for item, position in zip(received, positions, strict=True):
         decoded = decode_event(item, redact=redact) if isinstance(item, KinesisRecord) else item
         if isinstance(decoded, Rejected):
             plan.rejected.append(decoded)
             continue
         if SPECS[decoded.dataset].has_state:
             state_key = (decoded.dataset, decoded.key)
-            earliest = plan.first_record.get(state_key)
-            if earliest is None or decoded.record.position < earliest.position:
+            seen = earliest.get(state_key)
+            if seen is None or position < seen:
+                earliest[state_key] = position
                 plan.first_record[state_key] = decoded.record
         slot = _history_slot(decoded)
         current = rows.get(slot)

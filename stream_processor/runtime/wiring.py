@@ -82,6 +82,7 @@ def build_pipeline(
         state_tables(settings),
         max_workers=settings.state_write_concurrency,
         executor=executor,
+        transactional=settings.state_write_mode == "transact",
     )
     gap_filler = None
     if settings.reconcile_gaps:

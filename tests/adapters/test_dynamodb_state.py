@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 
 import boto3
+import botocore.session
+import pytest
+from botocore.serialize import create_serializer
 
 from stream_processor.adapters.clients import dynamodb_client
-from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+from stream_processor.adapters.dynamodb_state import _ENCODER, DynamoDBStateStore, condition_for
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
 from stream_processor.core.items import StateWrite, build_state_write
@@ -24,8 +28,19 @@ def _write(version: int, status: str = "RUNNING", seq: int = 1) -> StateWrite:
     return build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k")
 
 
-def _store(settings: Settings) -> DynamoDBStateStore:
-    return DynamoDBStateStore(dynamodb_client(settings), state_tables(settings), max_workers=4)
+@pytest.fixture(params=[False, True], ids=["put", "transact"])
+def transactional(request: pytest.FixtureRequest) -> bool:
+    """Every guard test runs against both ways of sending the conditional puts."""
+    return bool(request.param)
+
+
+def _store(settings: Settings, transactional: bool = False) -> DynamoDBStateStore:
+    return DynamoDBStateStore(
+        dynamodb_client(settings),
+        state_tables(settings),
+        max_workers=4,
+        transactional=transactional,
+    )
 
 
 def _stored(settings: Settings, key: str = ARN, table: str = "ECSTaskState") -> dict:
@@ -40,8 +55,10 @@ def _flush(store: DynamoDBStateStore, *writes: StateWrite):
     return store.flush()
 
 
-def test_newer_writes_win_and_older_ones_are_counted_stale(settings: Settings) -> None:
-    store = _store(settings)
+def test_newer_writes_win_and_older_ones_are_counted_stale(
+    settings: Settings, transactional: bool
+) -> None:
+    store = _store(settings, transactional)
     assert len(_flush(store, _write(2)).written) == 1
     report = _flush(store, _write(1, "PENDING"))
     assert len(report.stale) == 1 and not report.failed
@@ -51,13 +68,15 @@ def test_newer_writes_win_and_older_ones_are_counted_stale(settings: Settings) -
     assert len(_flush(store, _write(3, "STOPPED")).stale) == 1  # exact duplicate
 
 
-def test_two_writers_racing_never_leave_older_state_on_top(settings: Settings) -> None:
+def test_two_writers_racing_never_leave_older_state_on_top(
+    settings: Settings, transactional: bool
+) -> None:
     versions = list(range(1, 41))
     errors: list[BaseException] = []
 
     def writer(seed: int) -> None:
         try:
-            store = _store(settings)
+            store = _store(settings, transactional)
             order = versions[:]
             random.Random(seed).shuffle(order)
             for start in range(0, len(order), 8):
@@ -76,37 +95,87 @@ def test_two_writers_racing_never_leave_older_state_on_top(settings: Settings) -
     assert _stored(settings)["version"] == {"N": "40"}
 
 
-def test_floats_from_the_ecs_api_shape_are_stored_as_numbers(settings: Settings) -> None:
+def test_floats_from_the_ecs_api_shape_are_kept_exactly(
+    settings: Settings, transactional: bool
+) -> None:
     event = decode_event(record(instance_event(version=5), 1))
     assert isinstance(event, EcsEvent)
-    store = _store(settings)
+    store = _store(settings, transactional)
     assert _flush(store, build_state_write(event, ingested_at="t", snapshot_uri="s")).written
     item = _stored(settings, event.key, "ECSCtrInstanceState")
     assert item["_detail"]["S"].encode() == event.detail_raw  # 0.0 stays 0.0, byte for byte
     assert item["version"] == {"N": "5"}
 
 
-def test_items_written_by_the_reference_lambda_are_respected(settings: Settings) -> None:
+def test_items_written_by_the_reference_lambda_are_respected(
+    settings: Settings, transactional: bool
+) -> None:
     boto3.client("dynamodb").put_item(
         TableName="ECSTaskState",
         Item={"taskArn": {"S": ARN}, "version": {"N": "5"}, "lastStatus": {"S": "RUNNING"}},
     )
-    store = _store(settings)
+    store = _store(settings, transactional)
     assert _flush(store, _write(5, "STOPPED")).stale  # same version: leave it
     assert _flush(store, _write(4)).stale
     assert _flush(store, _write(6, "STOPPED")).written
 
 
-def test_missing_table_is_a_failure_not_an_exception(settings: Settings) -> None:
-    store = DynamoDBStateStore(dynamodb_client(settings), {Dataset.TASK: "no-such-table"})
+def test_missing_table_is_a_failure_not_an_exception(
+    settings: Settings, transactional: bool
+) -> None:
+    store = DynamoDBStateStore(
+        dynamodb_client(settings), {Dataset.TASK: "no-such-table"}, transactional=transactional
+    )
     report = _flush(store, _write(1))
     assert len(report.failed) == 1
     assert report.failed[0][1].startswith("ResourceNotFoundException")
 
 
-def test_an_item_dynamodb_refuses_for_good_is_rejected_not_retried(settings: Settings) -> None:
+def test_an_item_dynamodb_refuses_for_good_is_rejected_not_retried(
+    settings: Settings, transactional: bool
+) -> None:
     write = _write(1)
     write.item["huge"] = {"S": "x" * (410 * 1024)}
-    report = _flush(_store(settings), write)
+    report = _flush(_store(settings, transactional), write)
     assert len(report.rejected) == 1 and not report.failed
     assert report.rejected[0][1].startswith("ValidationException")
+
+
+def _task(key: int, version: int) -> StateWrite:
+    arn = f"{ARN}-{key}"
+    event = decode_event(record(task_event(arn, version, "RUNNING"), key + 1))
+    assert isinstance(event, EcsEvent)
+    return build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k")
+
+
+def test_a_stale_key_cancels_its_transaction_but_the_others_are_written(
+    settings: Settings,
+) -> None:
+    store = _store(settings, transactional=True)
+    assert _flush(store, _task(7, 5)).written
+    report = _flush(store, *[_task(k, 4 if k == 7 else 1) for k in range(10)])
+    assert [w.event.key for w in report.stale] == [f"{ARN}-7"]
+    assert len(report.written) == 9 and not report.failed
+    assert _stored(settings, f"{ARN}-7")["version"] == {"N": "5"}
+
+
+def test_more_keys_than_one_transaction_holds_go_in_several(settings: Settings) -> None:
+    report = _flush(_store(settings, transactional=True), *[_task(k, 1) for k in range(230)])
+    assert len(report.written) == 230
+    items = boto3.client("dynamodb").scan(TableName="ECSTaskState", Select="COUNT")
+    assert items["Count"] == 230
+
+
+def test_pre_encoded_bodies_are_the_json_botocore_would_send() -> None:
+    # The adapter encodes request bodies with msgspec (botocore's serializer is slow); they
+    # must be the same JSON document botocore builds from the same parameters.
+    write = _write(3, "STOPPED")
+    put = {"TableName": "T", "Item": write.item, "ReturnValues": "ALL_OLD", **condition_for(write)}
+    transact = {
+        "TransactItems": [{"Put": {"TableName": "T", "Item": write.item, **condition_for(write)}}]
+    }
+    model = botocore.session.get_session().get_service_model("dynamodb")
+    serializer = create_serializer("json")
+    for operation, params in (("PutItem", put), ("TransactWriteItems", transact)):
+        expected = serializer.serialize_to_request(params, model.operation_model(operation))
+        assert json.loads(_ENCODER.encode(params)) == json.loads(expected["body"])
