@@ -169,10 +169,6 @@ def _coercer(arrow_type: pa.DataType) -> Callable[[Any], Any]:
     return _as_str
 
 
-#: Columns that are (nearly) unique per row.
-_UNIQUE_COLUMNS = frozenset({"resource_arn", "event_id", "detail", "sequence_number"})
-
-
 def to_parquet(table: pa.Table) -> bytes:
     """Serialize a history table: zstd, INT64 millisecond timestamps (never INT96)."""
     buffer = io.BytesIO()
@@ -180,8 +176,9 @@ def to_parquet(table: pa.Table) -> bytes:
         table,
         buffer,
         compression="zstd",
-        # A dictionary of unique values costs time and bytes: only low-cardinality columns.
-        use_dictionary=[n for n in table.column_names if n not in _UNIQUE_COLUMNS],
+        # zstd already folds repeated values; dictionary pages cost ~1 ms per file and made
+        # our files larger, not smaller (benchmarks/results.md).
+        use_dictionary=False,
         coerce_timestamps="ms",
         use_deprecated_int96_timestamps=False,
         allow_truncated_timestamps=False,

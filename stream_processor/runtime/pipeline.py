@@ -4,7 +4,8 @@ Order of effects, and why:
   1. Reduce the batch (pure): decode, dedupe, pick state winners and history rows.
   2. Write the history objects and the quarantine file to S3. Keys come from the input,
      so a retry overwrites. If this fails, nothing of the batch counts as processed.
-  3. Write the state, one version-guarded conditional put per key, concurrently. A failed
+  3. Write the state, one version-guarded conditional put per key, concurrently (one
+     PutItem each, or 100 per TransactWriteItems: see `adapters.dynamodb_state`). A failed
      condition is a stale event (fine); a write DynamoDB refuses for good is quarantined
      (step 3b) instead of blocking the shard forever.
   4. Report the lowest sequence number not fully processed (`failed_from`): the earliest
