@@ -134,6 +134,11 @@ def test_soak_memory_stays_flat_and_state_is_exact(settings: Settings) -> None:
         "peak_rss_mib": round(max(live), 1),
         "rss_first_third_mib": round(early, 1),
         "rss_last_third_mib": round(late, 1),
+        # Max RSS in each tenth of the run: the shape, plateau or slope.
+        "rss_by_tenth_mib": [
+            round(max(live[i * len(live) // 10 : (i + 1) * len(live) // 10] or [0.0]), 1)
+            for i in range(10)
+        ],
     }
     print("\nsoak figures:", json.dumps(figures))
     # Flat: the last third of the run holds no more than the first third plus noise.
