@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import random
 import threading
+from types import SimpleNamespace
 
 import boto3
 import botocore.session
 import pytest
+from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
 
+from stream_processor.adapters import dynamodb_state
 from stream_processor.adapters.clients import dynamodb_client
 from stream_processor.adapters.dynamodb_state import _ENCODER, DynamoDBStateStore, condition_for
 from stream_processor.config import Settings
@@ -179,3 +182,54 @@ def test_pre_encoded_bodies_are_the_json_botocore_would_send() -> None:
     for operation, params in (("PutItem", put), ("TransactWriteItems", transact)):
         expected = serializer.serialize_to_request(params, model.operation_model(operation))
         assert json.loads(_ENCODER.encode(params)) == json.loads(expected["body"])
+
+
+class _CancellingClient:
+    """A DynamoDB client double for TransactWriteItems: reads the pre-encoded body as the
+    server would, and answers each call with the next scripted list of cancellation reasons
+    (None: the transaction succeeds)."""
+
+    def __init__(self, script: list[list[str] | None]) -> None:
+        self.script = script
+        self.sizes: list[int] = []
+        self.meta = SimpleNamespace(events=SimpleNamespace(register=lambda *a, **k: None))
+
+    def transact_write_items(self, **_placeholder: object) -> dict[str, object]:
+        body = json.loads(dynamodb_state._PENDING.body)
+        dynamodb_state._PENDING.body = None  # what the before-call handler does
+        self.sizes.append(len(body["TransactItems"]))
+        codes = self.script.pop(0) if self.script else ["TransactionConflict"] * self.sizes[-1]
+        if codes is None:
+            return {}
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                "CancellationReasons": [{"Code": c, "Message": c} for c in codes],
+            },
+            "TransactWriteItems",
+        )
+
+
+def _fake_store(client: _CancellingClient) -> DynamoDBStateStore:
+    return DynamoDBStateStore(
+        client,  # type: ignore[arg-type]
+        {Dataset.TASK: "ECSTaskState"},
+        max_workers=1,
+        transactional=True,
+    )
+
+
+def test_cancelled_transactions_sort_stale_from_innocent_and_resend_the_innocent() -> None:
+    client = _CancellingClient([["ConditionalCheckFailed", "TransactionConflict", "None"], None])
+    report = _flush(_fake_store(client), _task(1, 2), _task(2, 2), _task(3, 2))
+    assert client.sizes == [3, 2]  # the stale key is not sent again
+    assert [w.event.key for w in report.stale] == [f"{ARN}-1"]
+    assert sorted(w.event.key for w in report.written) == [f"{ARN}-2", f"{ARN}-3"]
+
+
+def test_keys_that_keep_conflicting_fail_after_bounded_rounds() -> None:
+    client = _CancellingClient([])
+    report = _flush(_fake_store(client), _task(1, 2), _task(2, 2))
+    assert len(client.sizes) == dynamodb_state._TRANSACT_ROUNDS
+    assert len(report.failed) == 2 and not report.written
+    assert report.failed[0][1].startswith("TransactionConflict")
