@@ -37,6 +37,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.run import markdown_table, status_mib  # noqa: E402
 from stream_processor import lambda_function  # noqa: E402
 from stream_processor.adapters.clients import kinesis_client  # noqa: E402
 from stream_processor.adapters.kinesis_stream import KinesisPublisher  # noqa: E402
@@ -66,6 +67,11 @@ def reference_handler(event: dict[str, Any], _context: object) -> None:
 def _counts(control: str, reset: bool = False) -> dict[str, int]:
     with urllib.request.urlopen(f"{control}/{'reset' if reset else ''}") as response:
         return json.loads(response.read())
+
+
+def _requests(control: str, service: str) -> int:
+    """Requests the proxy forwarded to `service` since the last reset."""
+    return sum(v for k, v in _counts(control).items() if k.startswith(service + ":"))
 
 
 def _events(n: int, batch: int) -> list[dict[str, Any]]:
@@ -105,9 +111,7 @@ def _run(name: str, handler: Any, batches: list[dict[str, Any]], control: str) -
         for batch in batches:
             handler(batch, None)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    counts = _counts(control)
-    ddb = sum(v for k, v in counts.items() if k.startswith("dynamodb:"))
-    s3 = sum(v for k, v in counts.items() if k.startswith("s3:"))
+    ddb, s3 = _requests(control, "dynamodb"), _requests(control, "s3")
     return {
         "path": name,
         "events": events,
@@ -184,17 +188,15 @@ def _consume(shards: int, batches: list[dict[str, Any]], control: str) -> dict[s
     # VmHWM of the child's own memory (ru_maxrss would include this parent's, across exec).
     peak_mib = 0.0
     while process.poll() is None:
-        with contextlib.suppress(OSError, ValueError):
-            status = Path(f"/proc/{process.pid}/status").read_text()
-            peak_mib = max(peak_mib, _kib(status, "VmHWM") / 1024)
+        with contextlib.suppress(OSError, LookupError):  # the process may be exiting
+            peak_mib = max(peak_mib, status_mib("VmHWM", process.pid))
         time.sleep(0.1)
     if process.returncode != 0:
         raise RuntimeError(f"consume exited with {process.returncode}")
     wall = time.perf_counter() - wall - idle_s
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    counts = _counts(control)
-    ddb = sum(v for k, v in counts.items() if k.startswith("dynamodb:"))
+    ddb = _requests(control, "dynamodb")
     n = max(1, len(records))
     return {
         "cpu_s": cpu,
@@ -205,13 +207,6 @@ def _consume(shards: int, batches: list[dict[str, Any]], control: str) -> dict[s
         "dynamodb_requests_per_event": ddb / n,
         "peak_rss_mib": peak_mib,
     }
-
-
-def _kib(status: str, field: str) -> int:
-    for line in status.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def _clean_reference_tables() -> None:
@@ -225,12 +220,7 @@ def _clean_reference_tables() -> None:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
-    """Print a Markdown table, first column left-aligned, the others right."""
-    print("| " + " | ".join(header) + " |")
-    print("|---|" + "---:|" * (len(header) - 1))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print()
+    print("\n".join(markdown_table(header, rows)) + "\n")
 
 
 def main() -> int:
@@ -241,6 +231,10 @@ def main() -> int:
     parser.add_argument("--reference-events", type=int, default=3000)
     parser.add_argument("--consume-events", type=int, default=8000)
     args = parser.parse_args()
+    if min(args.events, args.reference_events) <= args.batch:
+        parser.error(
+            "--events and --reference-events must exceed --batch: the first batch is a warm-up"
+        )
     server = subprocess.Popen(
         [
             sys.executable,
@@ -321,6 +315,7 @@ def main() -> int:
             f"{thrift:.0f}x less client CPU per event; {r['cpu_us_per_event']:.0f} µs/event "
             "(target ≤ 100)"
         )
+    print()
     print(
         "`consume` (a real process, `put` mode) draining the same events from 1 vs 8 shards; "
         f"its fixed cost (start, clients, shard listing, leases; an empty stream) is "

@@ -147,14 +147,23 @@ def best_of(
     return min(times)
 
 
-def _status_mib(field: str) -> float:
-    """A memory figure of this process from /proc/self/status (Linux), in MiB. VmHWM, not
+def status_mib(field: str, pid: int | str = "self") -> float:
+    """A memory figure of a process from /proc/<pid>/status (Linux), in MiB. Use VmHWM, not
     `ru_maxrss`: the latter survives exec, so a child would report its parent's peak."""
-    with open("/proc/self/status") as status:
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise LookupError(f"{field} not in /proc/{pid}/status")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table, first column left-aligned, the others right."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -171,9 +180,9 @@ def memory_probe(path: str) -> None:
     pipe = pipeline()
     with open(path, "rb") as f:
         event = json.load(f)
-    before = _status_mib("VmRSS")
+    before = status_mib("VmRSS")
     pipe.process(from_lambda_event(event))
-    peak = _status_mib("VmHWM")
+    peak = status_mib("VmHWM")
     print(json.dumps({"before_mib": round(before, 1), "peak_mib": round(peak, 1)}))
 
 
@@ -225,14 +234,13 @@ def main() -> int:
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{platform.platform()}",
         "",
-        "| path | events/s | vs decode floor | vs reference |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, seconds in results.items():
-        lines.append(
-            f"| {name} | {n / seconds:,.0f} | {floor / seconds:.2f}x | {ref / seconds:.2f}x |"
-        )
-    lines += [
+        *markdown_table(
+            ["path", "events/s", "vs decode floor", "vs reference"],
+            [
+                [name, f"{n / s:,.0f}", f"{floor / s:.2f}x", f"{ref / s:.2f}x"]
+                for name, s in results.items()
+            ],
+        ),
         "",
         f"Pipeline = {floor / core:.0%} of the decode floor, {ref / core:.1f}x the reference "
         "approach.",
@@ -241,17 +249,16 @@ def main() -> int:
         "",
         f"{args.scaling_events:,} events, best of {args.repeat}; the floor is re-measured with "
         "each size.",
-        "",
-        "| batch size | pipeline events/s | vs decode floor |",
-        "|---:|---:|---:|",
     ]
+    scaling = []
     for size in (100, 1000, 10_000):
         print(f"timing batch size {size} ...", file=sys.stderr)
         sized = lambda_batches(args.scaling_events, size)
         count = sum(len(b["Records"]) for b in sized)
         floor_s = best_of(decode_floor, sized, args.repeat)
         ours_s = best_of(ours, sized, args.repeat)
-        lines.append(f"| {size:,} | {count / ours_s:,.0f} | {floor_s / ours_s:.2f}x |")
+        scaling.append([f"{size:,}", f"{count / ours_s:,.0f}", f"{floor_s / ours_s:.2f}x"])
+    lines += ["", *markdown_table(["batch size", "pipeline events/s", "vs decode floor"], scaling)]
     print("measuring memory ...", file=sys.stderr)
     probe = _probe(10_000)
     lines += [

@@ -21,7 +21,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stream_processor.core.events import Dataset, EcsEvent
+from stream_processor.core.events import Dataset, EcsEvent, micros_since_epoch
 from stream_processor.core.records import Rejected
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -138,10 +138,6 @@ def _as_bool(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-_MILLISECOND = timedelta(milliseconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _as_millis(value: Any) -> int | None:
     if value is None:
         return None
@@ -156,17 +152,7 @@ def _as_millis(value: Any) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _MILLISECOND
-
-
-def _coercer(arrow_type: pa.DataType) -> Callable[[Any], Any]:
-    if arrow_type == TIMESTAMP:
-        return _as_millis
-    if arrow_type == pa.int64():
-        return _as_int
-    if arrow_type == pa.bool_():
-        return _as_bool
-    return _as_str
+    return micros_since_epoch(moment) // 1000
 
 
 def to_parquet(table: pa.Table) -> bytes:
@@ -247,7 +233,8 @@ def _column(arrow_type: pa.DataType, values: list[Any]) -> pa.Array:
     if arrow_type == TIMESTAMP:
         return _timestamps(values)
     # Few int and bool columns, and Arrow would turn 1.5 into 1: coerce in Python.
-    return pa.array([_coercer(arrow_type)(v) for v in values], type=arrow_type)
+    coerce = {pa.int64(): _as_int, pa.bool_(): _as_bool}[arrow_type]
+    return pa.array([coerce(v) for v in values], type=arrow_type)
 
 
 def _one(name: str) -> Callable[[Any], tuple[Any, ...]]:

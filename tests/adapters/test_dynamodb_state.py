@@ -25,8 +25,8 @@ from tests.conftest import instance_event, record, task_event
 ARN = "arn:aws:ecs:us-west-2:111122223333:task/c/abc"
 
 
-def _write(version: int, status: str = "RUNNING", seq: int = 1) -> StateWrite:
-    event = decode_event(record(task_event(ARN, version, status), seq))
+def _write(version: int, status: str = "RUNNING", seq: int = 1, arn: str = ARN) -> StateWrite:
+    event = decode_event(record(task_event(arn, version, status), seq))
     assert isinstance(event, EcsEvent)
     return build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k")
 
@@ -145,10 +145,8 @@ def test_an_item_dynamodb_refuses_for_good_is_rejected_not_retried(
 
 
 def _task(key: int, version: int) -> StateWrite:
-    arn = f"{ARN}-{key}"
-    event = decode_event(record(task_event(arn, version, "RUNNING"), key + 1))
-    assert isinstance(event, EcsEvent)
-    return build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k")
+    """A write for the key-th of several tasks."""
+    return _write(version, seq=key + 1, arn=f"{ARN}-{key}")
 
 
 def test_a_stale_key_cancels_its_transaction_but_the_others_are_written(
@@ -163,8 +161,15 @@ def test_a_stale_key_cancels_its_transaction_but_the_others_are_written(
 
 
 def test_more_keys_than_one_transaction_holds_go_in_several(settings: Settings) -> None:
-    report = _flush(_store(settings, transactional=True), *[_task(k, 1) for k in range(230)])
+    client = dynamodb_client(settings)
+    calls: list[str] = []
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    store = DynamoDBStateStore(client, state_tables(settings), transactional=True)
+    report = _flush(store, *[_task(k, 1) for k in range(230)])
     assert len(report.written) == 230
+    assert calls == ["TransactWriteItems"] * 3  # 100 + 100 + 30, no fallback to PutItem
     items = boto3.client("dynamodb").scan(TableName="ECSTaskState", Select="COUNT")
     assert items["Count"] == 230
 
