@@ -8,10 +8,14 @@ On AWS a parent keeps its records, new records go to open shards only, and readi
 shard past its last record returns no `NextShardIterator`. This patches moto's backend
 models in the process that runs the server; requests still travel over HTTP.
 
-DynamoDB: moto's TransactWriteItems deep-copies every table it touches (for rollback) on
-each call, O(table size), and concurrent requests make that copy fail ("dictionary changed
-size during iteration", a 500). For transactions of conditional puts (ours) we check every
-condition first and apply only if all pass, under one lock: all-or-nothing as on AWS.
+DynamoDB: moto's server handles requests on many threads and evaluates a condition and
+applies the write without a lock, so two conditional writes to one missing item can both
+succeed (seen as two consumers taking one shard's lease at once); DynamoDB serializes the
+writes to an item. Every write here holds one lock (a coarser, still faithful, guarantee).
+And moto's TransactWriteItems deep-copies every table it touches (for rollback) on each
+call, O(table size), which concurrent requests make fail ("dictionary changed size during
+iteration", a 500). For transactions of conditional puts (ours) we check every condition
+first and apply only if all pass, under the same lock: all-or-nothing as on AWS.
 """
 
 from __future__ import annotations
@@ -118,13 +122,26 @@ def _shard_get_records(self: Any, last_sequence_id: str, limit: int | None) -> A
 
 
 _ORIGINAL_TRANSACT = DynamoDBBackend.transact_write_items
-_TRANSACT_LOCK = threading.Lock()
+_WRITE_LOCK = threading.RLock()
+_ORIGINAL_WRITES = {
+    name: getattr(DynamoDBBackend, name) for name in ("put_item", "update_item", "delete_item")
+}
+
+
+def _serialized(name: str) -> Any:
+    original = _ORIGINAL_WRITES[name]
+
+    def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _WRITE_LOCK:
+            return original(self, *args, **kwargs)
+
+    return write
 
 
 def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
     if not transact_items or any(set(item) != {"Put"} for item in transact_items):
         return _ORIGINAL_TRANSACT(self, transact_items)
-    with _TRANSACT_LOCK:
+    with _WRITE_LOCK:
         seen: set[tuple[str, str]] = set()
         errors: list[Any] = []
         for item in transact_items:
@@ -155,6 +172,8 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
 def apply() -> None:
     """Patch moto's Kinesis and DynamoDB models (idempotent)."""
     DynamoDBBackend.transact_write_items = _transact_write_items
+    for name in _ORIGINAL_WRITES:
+        setattr(DynamoDBBackend, name, _serialized(name))
     models.Shard.put_record = _put_record
     models.Shard.get_records = _shard_get_records
     models.Stream.get_shard_for_key = _get_shard_for_key

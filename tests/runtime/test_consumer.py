@@ -132,9 +132,7 @@ def test_two_consumers_never_process_one_shard_at_the_same_time(settings: Settin
 
     def consumer(owner: str) -> Consumer:
         return Consumer(
-            # A lease long enough that a loaded machine's pauses cannot expire it mid-batch
-            # (seen at 3 s while a 1,000,000-event soak ran alongside).
-            consumer_options(stream, worker_id=owner, max_records=10, lease_s=8.0),
+            consumer_options(stream, worker_id=owner, max_records=10),
             source=KinesisShardSource(clients.kinesis, stream),
             store=DynamoDBCheckpointStore(clients.dynamodb, settings.checkpoint_table, stream),
             pipeline_factory=lambda: RecordingPipeline(
