@@ -42,8 +42,8 @@ from stream_processor import lambda_function  # noqa: E402
 from stream_processor.adapters.clients import kinesis_client  # noqa: E402
 from stream_processor.adapters.kinesis_stream import KinesisPublisher  # noqa: E402
 from stream_processor.config import Settings  # noqa: E402
-from stream_processor.runtime.setup import ensure_all  # noqa: E402
-from stream_processor.simulation import deliver, partition_key, simulate_fleet  # noqa: E402
+from stream_processor.demo.simulation import deliver, partition_key, simulate_fleet  # noqa: E402
+from stream_processor.ingest.setup import ensure_all  # noqa: E402
 
 
 def reference_handler(event: dict[str, Any], _context: object) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream_processor.runtime.demo import local_aws
+from stream_processor.demo.run import local_aws
 from tests import moto_fidelity
 from tests.fault_proxy import FaultPolicy, FaultProxy
 

@@ -41,8 +41,8 @@ from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
 from stream_processor.core.ports import StateReport
 from stream_processor.core.records import from_lambda_event
-from stream_processor.runtime.pipeline import Pipeline
-from stream_processor.simulation import simulate_fleet
+from stream_processor.demo.simulation import simulate_fleet
+from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import InMemoryQuarantine
 
 

@@ -16,8 +16,8 @@ from aws_lambda_powertools import Metrics
 
 from stream_processor.config import Settings
 from stream_processor.core.records import Received, from_lambda_event
-from stream_processor.runtime.metrics import BATCH_METRICS, NAMESPACE, SERVICE, add_batch_metrics
-from stream_processor.runtime.wiring import AwsPipeline, build_pipeline
+from stream_processor.ingest.metrics import BATCH_METRICS, NAMESPACE, SERVICE, add_batch_metrics
+from stream_processor.ingest.wiring import AwsPipeline, build_pipeline
 
 __all__ = ["BATCH_METRICS", "METRICS_NAMESPACE", "METRICS_SERVICE", "lambda_handler", "reset"]
 

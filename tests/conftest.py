@@ -19,11 +19,11 @@ from stream_processor.adapters.clients import kinesis_client
 from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
 from stream_processor.core.records import KinesisRecord
-from stream_processor.runtime.consumer import ConsumerOptions
-from stream_processor.runtime.demo import local_aws
-from stream_processor.runtime.setup import ensure_all
-from stream_processor.runtime.verify import history_rows, verify_state
-from stream_processor.simulation import Fleet, partition_key
+from stream_processor.demo.run import local_aws
+from stream_processor.demo.simulation import Fleet, partition_key
+from stream_processor.demo.verify import history_rows, verify_state
+from stream_processor.ingest.consumer import ConsumerOptions
+from stream_processor.ingest.setup import ensure_all
 from tests import moto_fidelity
 
 FIXTURES = Path(__file__).parent / "fixtures"

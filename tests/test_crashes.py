@@ -15,9 +15,9 @@ from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.adapters.s3_history import S3ParquetHistory
 from stream_processor.config import Settings
 from stream_processor.core.records import KinesisRecord
-from stream_processor.runtime.verify import verify_state
-from stream_processor.runtime.wiring import build_consumer, build_pipeline
-from stream_processor.simulation import deliver, partition_key, simulate_fleet
+from stream_processor.demo.simulation import deliver, partition_key, simulate_fleet
+from stream_processor.demo.verify import verify_state
+from stream_processor.ingest.wiring import build_consumer, build_pipeline
 from tests.conftest import assert_converged, consumer_options, publish
 
 

@@ -27,9 +27,9 @@ from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.records import KinesisRecord
-from stream_processor.runtime.verify import history_rows, verify_state
-from stream_processor.runtime.wiring import build_consumer, build_pipeline
-from stream_processor.simulation import Fleet, deliver, partition_key, simulate_fleet
+from stream_processor.demo.simulation import Fleet, deliver, partition_key, simulate_fleet
+from stream_processor.demo.verify import history_rows, verify_state
+from stream_processor.ingest.wiring import build_consumer, build_pipeline
 from tests.conftest import consumer_options, lambda_event, publish
 from tests.fault_proxy import FaultPolicy, FaultProxy
 

@@ -19,7 +19,7 @@ from stream_processor.config import Settings
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.items import build_state_write
 from stream_processor.core.records import KinesisRecord, Rejected, deaggregate, from_lambda_event
-from stream_processor.runtime.pipeline import Pipeline
+from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
 from tests.conftest import lambda_event, task_event
 

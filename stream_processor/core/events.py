@@ -3,8 +3,8 @@
 The envelope is decoded into a typed msgspec Struct; `detail` is kept as raw JSON bytes
 (`msgspec.Raw`), so unknown fields and numbers with fractions survive byte for byte into the
 history's `detail` column. Only the identity fields (key, version / updatedAt) and the few
-columns analysts query are decoded from it. The full detail is decoded again only for the
-batch's state winners (see `core.items`).
+columns analysts query are decoded from it; they are also the state item's named
+attributes, and the raw detail bytes go into the item whole (see `core.items`).
 """
 
 from __future__ import annotations

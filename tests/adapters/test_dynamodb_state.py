@@ -19,7 +19,7 @@ from stream_processor.adapters.dynamodb_state import _ENCODER, DynamoDBStateStor
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
 from stream_processor.core.items import StateWrite, build_state_write
-from stream_processor.runtime.wiring import state_tables
+from stream_processor.ingest.wiring import state_tables
 from tests.conftest import instance_event, record, task_event
 
 ARN = "arn:aws:ecs:us-west-2:111122223333:task/c/abc"

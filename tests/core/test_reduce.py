@@ -13,7 +13,7 @@ from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.items import INGESTED_AT, SEQUENCE_NUMBER, SHARD_ID, SUB_SEQUENCE_NUMBER
 from stream_processor.core.records import KinesisRecord
 from stream_processor.core.reduce import BatchPlan, reduce_batch
-from stream_processor.runtime.pipeline import Pipeline
+from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
 from tests.conftest import instance_event, load_fixture, record, task_event
 

@@ -41,7 +41,7 @@ from stream_processor.adapters.kinesis_stream import (
 )
 from stream_processor.core.records import from_get_records
 from stream_processor.errors import ConfigError, StreamProcessorError
-from stream_processor.runtime.pipeline import BatchOutcome, Pipeline
+from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
 
 log = logging.getLogger("stream_processor.consumer")
 

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stream_processor.adapters.history_store import HistoryStore
+from stream_processor.analytics.query import DUPLICATE_ORDER, dedupe_key
 from stream_processor.core.events import Dataset
 from stream_processor.core.history import COMPACTED_SCHEMAS, VALIDITY_DATASETS, to_parquet
-from stream_processor.runtime.query import DUPLICATE_ORDER, dedupe_key
 
 _PARTITION = re.compile(r"/event_date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
 COMPACTED_PREFIX = "compacted-"

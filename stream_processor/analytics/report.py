@@ -20,8 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from stream_processor.analytics.query import HistoryQuery
 from stream_processor.core.events import TASK_STATUSES
-from stream_processor.runtime.query import HistoryQuery
 
 
 @dataclass

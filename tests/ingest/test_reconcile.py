@@ -14,12 +14,12 @@ from botocore.stub import Stubber
 from stream_processor.adapters.clients import dynamodb_client
 from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
 from stream_processor.adapters.ecs_inventory import EcsInventory
+from stream_processor.cli import main
 from stream_processor.config import Settings
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.items import build_state_write
-from stream_processor.runtime.cli import main
-from stream_processor.runtime.reconcile import reconcile
-from stream_processor.runtime.wiring import state_tables
+from stream_processor.ingest.reconcile import reconcile
+from stream_processor.ingest.wiring import state_tables
 from tests.conftest import instance_event, record, task_event
 
 REGION_ACCOUNT = "us-east-1:123456789012"

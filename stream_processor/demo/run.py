@@ -25,12 +25,12 @@ from stream_processor.adapters.clients import kinesis_client, s3_client
 from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
 from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
-from stream_processor.runtime.consumer import ConsumerOptions
-from stream_processor.runtime.progress import Progress
-from stream_processor.runtime.setup import ensure_all
-from stream_processor.runtime.verify import history_rows, quarantine_lines, verify_state
-from stream_processor.runtime.wiring import build_consumer
-from stream_processor.simulation import deliver, partition_key, simulate_fleet
+from stream_processor.demo.simulation import deliver, partition_key, simulate_fleet
+from stream_processor.demo.verify import history_rows, quarantine_lines, verify_state
+from stream_processor.ingest.consumer import ConsumerOptions
+from stream_processor.ingest.setup import ensure_all
+from stream_processor.ingest.wiring import build_consumer
+from stream_processor.progress import Progress
 
 #: Records that are not ECS events at all; the demo expects each one quarantined.
 JUNK_RECORDS: tuple[tuple[str, bytes], ...] = (

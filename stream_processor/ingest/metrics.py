@@ -13,7 +13,7 @@ import threading
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from stream_processor.runtime.pipeline import BatchOutcome
+from stream_processor.ingest.pipeline import BatchOutcome
 
 NAMESPACE = "StreamProcessor"
 SERVICE = "stream-processor"

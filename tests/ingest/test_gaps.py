@@ -13,7 +13,7 @@ from stream_processor import lambda_function
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.reconcile import api_event
-from stream_processor.runtime.pipeline import Pipeline
+from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
 from tests.conftest import lambda_event, record, task_event
 

@@ -12,7 +12,7 @@ from stream_processor.adapters.clients import dynamodb_client, s3_client
 from stream_processor.adapters.history_store import S3HistoryStore
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.runtime.wiring import state_tables
+from stream_processor.ingest.wiring import state_tables
 
 
 def _scan(settings: Settings, table: str) -> Iterator[dict[str, Any]]:

@@ -7,8 +7,8 @@ import json
 import boto3
 import pytest
 
-from stream_processor.runtime.cli import main
-from stream_processor.runtime.demo import demo_ok
+from stream_processor.cli import main
+from stream_processor.demo.run import demo_ok
 
 
 def test_setup_creates_everything_and_can_run_twice(

@@ -40,7 +40,7 @@ from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, 
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import reduce_batch
 from stream_processor.errors import SinkError, StreamProcessorError
-from stream_processor.runtime.collector import collector_paused
+from stream_processor.ingest.collector import collector_paused
 
 log = logging.getLogger("stream_processor.pipeline")
 

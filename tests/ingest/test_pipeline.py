@@ -6,7 +6,7 @@ import json
 
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset
-from stream_processor.runtime.pipeline import Pipeline
+from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
 from tests.conftest import instance_event, record, task_event
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from stream_processor.runtime.collector import collector_paused
+from stream_processor.ingest.collector import collector_paused
 
 
 def test_paused_inside_restored_after_even_when_nested_and_on_error() -> None:

@@ -7,7 +7,7 @@ from stream_processor.adapters.dynamodb_checkpoints import SHARD_KEY, STREAM_KEY
 from stream_processor.adapters.provisioning import ensure_bucket, ensure_stream, ensure_table
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS
-from stream_processor.runtime.wiring import state_tables
+from stream_processor.ingest.wiring import state_tables
 
 
 def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> dict[str, object]:

@@ -20,10 +20,10 @@ from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointSto
 from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
+from stream_processor.demo.simulation import deliver, partition_key, simulate_fleet
 from stream_processor.errors import ConfigError
-from stream_processor.runtime.consumer import Consumer, ConsumerOptions
-from stream_processor.runtime.wiring import AwsClients, build_consumer, build_pipeline
-from stream_processor.simulation import deliver, partition_key, simulate_fleet
+from stream_processor.ingest.consumer import Consumer, ConsumerOptions
+from stream_processor.ingest.wiring import AwsClients, build_consumer, build_pipeline
 from tests.conftest import assert_converged, cli, consumer_options, publish
 
 

@@ -17,17 +17,17 @@ import sqlglot
 
 from stream_processor.adapters.history_store import LocalHistoryStore
 from stream_processor.adapters.s3_history import parquet_bytes
+from stream_processor.analytics.compaction import compact
+from stream_processor.analytics.query import HistoryQuery
+from stream_processor.analytics.rebuild import rebuild_state
+from stream_processor.cli import main
 from stream_processor.config import Settings
 from stream_processor.core.catalog import athena_ddl, glue_columns
 from stream_processor.core.events import Dataset
 from stream_processor.core.history import COMPACTED_SCHEMAS
 from stream_processor.core.records import KinesisRecord
-from stream_processor.runtime.cli import main
-from stream_processor.runtime.compaction import compact
-from stream_processor.runtime.pipeline import Pipeline
-from stream_processor.runtime.query import HistoryQuery
-from stream_processor.runtime.rebuild import rebuild_state
-from stream_processor.simulation import Fleet, deliver, partition_key, simulate_fleet
+from stream_processor.demo.simulation import Fleet, deliver, partition_key, simulate_fleet
+from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
 from tests.conftest import cli
 

@@ -1,0 +1,49 @@
+"""The `stream-processor` command line: a thin shell of argument parsing over the library.
+
+One module per command group: `demo`, `ingest` (setup, consume, reconcile) and
+`analytics` (query, state, compact, rebuild-state, report, athena-ddl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from stream_processor.cli import analytics, demo, ingest
+from stream_processor.errors import StreamProcessorError
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line: every group's subcommands under one program."""
+    top = argparse.ArgumentParser(
+        prog="stream-processor",
+        description="Current state and full history of an ECS fleet from its event stream.",
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="log every batch")
+    sub = top.add_subparsers(dest="command", required=True)
+    demo.add_commands(sub)
+    ingest.add_commands(sub)
+    analytics.add_commands(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, build settings from the environment, run the command."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "consume" else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except StreamProcessorError as exc:
+        print(f"stream-processor: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Commands of the read side over the history: `query`, `state`, `compact`,
+`rebuild-state`, `report`, `athena-ddl`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stream_processor.cli.options import (
+    add_format_option,
+    add_history_option,
+    open_history,
+    positive,
+    print_rows,
+)
+from stream_processor.config import Settings
+from stream_processor.core.events import Dataset
+
+
+def add_commands(sub: Any) -> None:
+    """Register the history commands."""
+    query = sub.add_parser("query", help="run SQL over the history with DuckDB")
+    query.add_argument("sql", help="SQL; tables are named like the Athena tables")
+    add_history_option(query)
+    add_format_option(query)
+    query.set_defaults(run=run_query)
+
+    state = sub.add_parser("state", help="the state of every resource as of an instant")
+    state.add_argument("--as-of", required=True, help="ISO 8601 instant (UTC if no offset)")
+    state.add_argument(
+        "--dataset",
+        default="task_state_change",
+        choices=("task_state_change", "container_instance_state_change", "deployment_state_change"),
+    )
+    state.add_argument("--cluster", help="only this cluster (ARN or name)")
+    add_history_option(state)
+    add_format_option(state)
+    state.set_defaults(run=run_query)
+
+    compact_cmd = sub.add_parser("compact", help="merge each partition's batch files")
+    compact_cmd.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        choices=[d.value for d in Dataset],
+        help="(repeatable; default all)",
+    )
+    compact_cmd.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD")
+    compact_cmd.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD")
+    compact_cmd.add_argument(
+        "--target-mb", type=positive, default=128, help="target size of a compacted file (128)"
+    )
+    add_history_option(compact_cmd)
+    compact_cmd.set_defaults(run=run_compact)
+
+    rebuild = sub.add_parser(
+        "rebuild-state", help="restore the DynamoDB state tables from the history"
+    )
+    add_history_option(rebuild)
+    rebuild.set_defaults(run=run_rebuild)
+
+    report = sub.add_parser("report", help="write an HTML fleet report with PNG charts")
+    report.add_argument("--out", required=True, type=Path, help="output directory")
+    add_history_option(report)
+    report.set_defaults(run=run_query)
+
+    ddl = sub.add_parser(
+        "athena-ddl", help="print CREATE EXTERNAL TABLE statements for the history datasets"
+    )
+    ddl.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")
+    ddl.add_argument("--database", default="ecs_history", help="Glue database (ecs_history)")
+    ddl.set_defaults(run=run_athena_ddl)
+
+
+def run_athena_ddl(args: argparse.Namespace) -> int:
+    from stream_processor.core.catalog import athena_ddl
+
+    settings = Settings.from_env(os.environ, history_bucket=args.bucket)
+    bucket = settings.require_bucket()
+    for dataset in Dataset:
+        print(
+            athena_ddl(
+                dataset,
+                bucket=bucket,
+                prefix=settings.history_prefix,
+                database=args.database,
+            )
+        )
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    from stream_processor.analytics.compaction import compact
+    from stream_processor.progress import Progress
+
+    settings = Settings.from_env(os.environ)
+    store = open_history(args.history, settings)
+    progress = Progress(sys.stderr)
+    report = compact(
+        store,
+        settings.history_prefix,
+        datasets=[Dataset(d) for d in args.dataset] or list(Dataset),
+        date_from=args.date_from,
+        date_to=args.date_to,
+        target_bytes=args.target_mb * 1024 * 1024,
+        on_progress=progress.step,
+    )
+    progress.done(
+        f"compacted {report.partitions_rewritten}/{report.partitions_seen} partitions: "
+        f"{report.files_in} files -> {report.files_out}, {report.rows_in} rows -> "
+        f"{report.rows_out} ({report.duplicates_removed} duplicates removed)"
+    )
+    return 0
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    from stream_processor.adapters.clients import dynamodb_client
+    from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+    from stream_processor.analytics.rebuild import rebuild_state
+    from stream_processor.ingest.wiring import state_tables
+    from stream_processor.progress import Progress
+
+    settings = Settings.from_env(os.environ)
+    store = open_history(args.history, settings)
+    progress = Progress(sys.stderr)
+    sink = DynamoDBStateStore(
+        dynamodb_client(settings),
+        state_tables(settings),
+        max_workers=settings.state_write_concurrency,
+    )
+    try:
+        result = rebuild_state(
+            store,
+            settings.history_prefix,
+            sink,
+            ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            ttl_days=settings.state_ttl_days,
+            on_progress=progress.step,
+        )
+    finally:
+        sink.close()
+    progress.done(
+        f"replayed {result.rows} history rows: {result.written} items written, "
+        f"{result.stale} already current, {result.failed} failed"
+    )
+    return 0 if result.failed == 0 else 1
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """`query`, `state` and `report`: DuckDB over the deduplicating history views."""
+    import duckdb
+
+    from stream_processor.analytics.query import HistoryQuery
+
+    settings = Settings.from_env(os.environ)
+    store = open_history(args.history, settings)
+    engine = HistoryQuery(store, settings.history_prefix)
+    try:
+        if args.command == "report":
+            from stream_processor.analytics.report import write_report
+
+            page = write_report(engine, args.out, store.describe())
+            print(page)
+            return 0
+        if args.command == "state":
+            moment = datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            result_rows = engine.state_as_of(moment, Dataset(args.dataset), args.cluster)
+        else:
+            result_rows = engine.run(args.sql)
+        print_rows(result_rows.columns, result_rows.rows, args.format)
+        return 0
+    except duckdb.Error as exc:
+        print(f"stream-processor: SQL error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()

@@ -1,0 +1,207 @@
+"""Commands of the write side: `setup`, `consume`, `reconcile`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import boto3
+
+from stream_processor.cli.options import positive, seconds
+from stream_processor.config import Settings
+
+
+def add_commands(sub: Any) -> None:
+    """Register `consume`, `reconcile` and `setup`."""
+    consume = sub.add_parser(
+        "consume", help="read every shard of a stream through the pipeline, with checkpoints"
+    )
+    consume.add_argument("--stream", required=True, help="Kinesis stream name")
+    consume.add_argument(
+        "--max-records",
+        type=positive,
+        default=1000,
+        help="close a micro-batch at this many records (1000)",
+    )
+    consume.add_argument(
+        "--max-wait",
+        type=seconds,
+        default=1.0,
+        help="close a micro-batch this many seconds after it opened (1)",
+    )
+    consume.add_argument(
+        "--start-position",
+        default="TRIM_HORIZON",
+        help="for shards with no checkpoint: TRIM_HORIZON (default), LATEST "
+        "or AT_TIMESTAMP=<ISO 8601>",
+    )
+    consume.add_argument(
+        "--shard-sync-interval",
+        type=seconds,
+        default=30.0,
+        help="seconds between shard discoveries (30)",
+    )
+    consume.add_argument(
+        "--idle-poll", type=seconds, default=1.0, help="seconds between polls of an idle shard (1)"
+    )
+    consume.add_argument(
+        "--stop-when-idle",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="exit 0 once every shard has been idle this long",
+    )
+    consume.add_argument(
+        "--lease-seconds",
+        type=seconds,
+        default=10.0,
+        help="shard lease duration; renewed every third of it (10)",
+    )
+    consume.add_argument(
+        "--worker-id", default=None, help="lease owner id (default host:pid:random)"
+    )
+    consume.add_argument(
+        "--report-interval",
+        type=seconds,
+        default=10.0,
+        help="seconds between structured progress log lines (10)",
+    )
+    consume.add_argument(
+        "--emf",
+        action="store_true",
+        help="print per-batch CloudWatch EMF metrics (with MillisBehindLatest per shard) to "
+        "stdout, for a log shipper",
+    )
+    consume.set_defaults(run=run_consume)
+
+    rec = sub.add_parser(
+        "reconcile", help="compare the state with the ECS API (and repair with --repair)"
+    )
+    rec.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="NAME|ARN",
+        help="cluster to check (repeatable; default: every cluster)",
+    )
+    rec.add_argument(
+        "--repair",
+        action="store_true",
+        help="write the ECS view through the version guard; mark orphans",
+    )
+    rec.add_argument("--format", choices=("table", "json"), default="table")
+    rec.set_defaults(run=run_reconcile)
+
+    setup = sub.add_parser("setup", help="create the stream, state tables and bucket (idempotent)")
+    setup.add_argument("--stream", required=True, help="Kinesis stream name")
+    setup.add_argument("--shards", type=positive, default=1, help="shard count (1)")
+    setup.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")
+    setup.set_defaults(run=run_setup)
+
+
+def run_setup(args: argparse.Namespace) -> int:
+    from stream_processor.ingest.setup import ensure_all
+
+    settings = Settings.from_env(os.environ, history_bucket=args.bucket)
+    region = boto3.Session().region_name or "us-east-1"
+    created = ensure_all(settings, stream=args.stream, shards=args.shards, region=region)
+    print(json.dumps(created))
+    return 0
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    from stream_processor.adapters.clients import dynamodb_client, ecs_client
+    from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+    from stream_processor.adapters.ecs_inventory import EcsInventory
+    from stream_processor.ingest.reconcile import reconcile
+    from stream_processor.ingest.wiring import state_tables
+    from stream_processor.progress import Progress
+
+    settings = Settings.from_env(os.environ)
+    store = DynamoDBStateStore(dynamodb_client(settings), state_tables(settings))
+    progress = Progress(sys.stderr)
+    report = reconcile(
+        EcsInventory(ecs_client(settings)),
+        store,
+        clusters=args.cluster,
+        repair=args.repair,
+        on_progress=progress.step,
+    )
+    store.close()
+    counts = report.counts()
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "counts": counts,
+                    "repaired": report.repaired,
+                    "marked_orphan": report.marked_orphan,
+                    "skipped": report.skipped,
+                    "elapsed_s": report.elapsed_s,
+                    "findings": [f.as_row() for f in report.findings],
+                }
+            )
+        )
+        return 0
+    progress.done(f"checked {len(report.findings)} resources in {report.elapsed_s}s")
+    drift = [f for f in report.findings if f.kind != "ok"]
+    if drift:
+        print(f"{'outcome':<8} {'dataset':<32} {'ecs':>6} {'state':>6}  arn / note")
+        for f in drift:
+            print(
+                f"{f.kind:<8} {f.dataset.value:<32} {f.ecs_version!s:>6} "
+                f"{f.state_version!s:>6}  {f.arn}" + (f"  ({f.note})" if f.note else "")
+            )
+    print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    if args.repair:
+        print(
+            f"repaired: {report.repaired}  marked orphan: {report.marked_orphan}  "
+            f"skipped: {len(report.skipped)}"
+        )
+    return 0
+
+
+def run_consume(args: argparse.Namespace) -> int:
+    from stream_processor.ingest.consumer import ConsumerOptions, default_worker_id
+    from stream_processor.ingest.metrics import EmfPublisher
+    from stream_processor.ingest.wiring import build_consumer
+    from stream_processor.progress import Progress
+
+    settings = Settings.from_env(os.environ)
+    options = ConsumerOptions(
+        stream=args.stream,
+        max_records=args.max_records,
+        max_wait_s=args.max_wait,
+        start_position=args.start_position,
+        shard_sync_interval_s=args.shard_sync_interval,
+        idle_poll_s=args.idle_poll,
+        stop_when_idle_s=args.stop_when_idle,
+        lease_s=args.lease_seconds,
+        worker_id=args.worker_id or default_worker_id(),
+        report_interval_s=args.report_interval,
+    )
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    built = build_consumer(
+        settings,
+        options,
+        on_progress=progress.step if progress else None,
+        on_batch=EmfPublisher().batch if args.emf else None,
+    )
+
+    def stop(signum: int, _frame: object) -> None:
+        logging.getLogger("stream_processor.consumer").info(
+            json.dumps({"message": "stopping", "signal": signal.Signals(signum).name})
+        )
+        built.consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    built.run()
+    if progress:
+        progress.done(built.consumer.progress_line())
+    return 0

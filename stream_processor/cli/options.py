@@ -1,0 +1,93 @@
+"""Argument types and output helpers shared by the command groups."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stream_processor.config import Settings
+from stream_processor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stream_processor.adapters.history_store import HistoryStore
+
+
+def rate(text: str) -> float:
+    """A fraction between 0 and 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def positive(text: str) -> int:
+    """A whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds."""
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def add_history_option(command: argparse.ArgumentParser) -> None:
+    """`--history DIR|s3://BUCKET`, shared by every command that reads the history."""
+    command.add_argument(
+        "--history",
+        metavar="DIR|s3://BUCKET",
+        help="where the history lives: a local directory (e.g. the demo's demo-history) "
+        "or s3://bucket (default: s3://$HISTORY_BUCKET, through boto3's endpoint)",
+    )
+
+
+def add_format_option(command: argparse.ArgumentParser) -> None:
+    """`--format table|csv|json` for commands that print rows."""
+    command.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+
+def open_history(location: str | None, settings: Settings) -> HistoryStore:
+    """The history store named by `--history` (default: the configured bucket)."""
+    from stream_processor.adapters.clients import s3_client
+    from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
+
+    location = location or f"s3://{settings.require_bucket()}"
+    if location.startswith("s3://"):
+        return S3HistoryStore(s3_client(settings), location.removeprefix("s3://").rstrip("/"))
+    root = Path(location)
+    if not root.is_dir():
+        raise ConfigError(f"--history {location}: no such directory")
+    return LocalHistoryStore(root)
+
+
+def print_rows(columns: list[str], rows: list[tuple[object, ...]], fmt: str) -> None:
+    """Print rows as an aligned table (for people), CSV, or one JSON array of objects."""
+
+    def text(value: object) -> str:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return "" if value is None else str(value)
+
+    if fmt == "json":
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=text))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows([[text(v) for v in row] for row in rows])
+    else:
+        cells = [[text(v)[:60] for v in row] for row in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print(f"({len(rows)} rows)", file=sys.stderr)

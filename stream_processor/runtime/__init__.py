@@ -1,1 +1,0 @@
-"""Entry points and the batch pipeline that wires the pure core to the sinks."""
