@@ -41,6 +41,13 @@ class Settings:
     reconcile_gaps: bool = False
     #: Replace task override environment values with "***" in state and history.
     redact_environment: bool = True
+    #: The longest one state or history request may take (a hung endpoint), in seconds.
+    request_timeout_s: float = 10.0
+    #: Rounds of retrying a batch's failed writes (the first attempt is round 1).
+    retry_rounds: int = 10
+    #: Lambda: the batch's work stops this long before the invocation would be killed, to
+    #: return `batchItemFailures` in time.
+    deadline_margin_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -69,6 +76,12 @@ class Settings:
             raise ConfigError("STATE_TTL_DAYS must be >= 0")
         if self.max_attempts < 1:
             raise ConfigError("AWS_MAX_ATTEMPTS must be >= 1")
+        if not self.request_timeout_s > 0:
+            raise ConfigError("REQUEST_TIMEOUT_SECONDS must be > 0")
+        if self.retry_rounds < 1:
+            raise ConfigError("RETRY_ROUNDS must be >= 1")
+        if not self.deadline_margin_s >= 0:
+            raise ConfigError("DEADLINE_MARGIN_SECONDS must be >= 0")
 
     def require_bucket(self) -> str:
         """The history bucket, or a clear error when it was not configured."""
@@ -90,7 +103,20 @@ class Settings:
                 if text not in ("true", "false", "1", "0", "yes", "no"):
                     raise ConfigError(f"{ENV_NAMES[flag]} must be true or false, got {text!r}")
                 values[flag] = text in ("true", "1", "yes")
-        for int_field in ("state_write_concurrency", "max_attempts", "state_ttl_days"):
+        for float_field in ("request_timeout_s", "deadline_margin_s"):
+            if float_field in values:
+                try:
+                    values[float_field] = float(str(values[float_field]))
+                except ValueError:
+                    raise ConfigError(
+                        f"{ENV_NAMES[float_field]} must be a number, got {values[float_field]!r}"
+                    ) from None
+        for int_field in (
+            "state_write_concurrency",
+            "max_attempts",
+            "state_ttl_days",
+            "retry_rounds",
+        ):
             if int_field in values:
                 try:
                     values[int_field] = int(str(values[int_field]))
@@ -117,4 +143,7 @@ ENV_NAMES: dict[str, str] = {
     "state_ttl_days": "STATE_TTL_DAYS",
     "reconcile_gaps": "RECONCILE_GAPS",
     "redact_environment": "REDACT_ENVIRONMENT",
+    "request_timeout_s": "REQUEST_TIMEOUT_SECONDS",
+    "retry_rounds": "RETRY_ROUNDS",
+    "deadline_margin_s": "DEADLINE_MARGIN_SECONDS",
 }

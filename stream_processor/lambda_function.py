@@ -3,6 +3,11 @@
 Configure the mapping with `FunctionResponseTypes: [ReportBatchItemFailures]`: on a sink
 failure we return the lowest sequence number not fully processed, and Lambda retries from
 there. Clients are built once per execution environment, not per invocation.
+
+The batch's deadline is the invocation's remaining time (`context.get_remaining_time_in_millis`)
+less `DEADLINE_MARGIN_SECONDS`: requests and retry rounds stop in time to return
+`batchItemFailures`, also when an endpoint hangs, instead of Lambda killing the invocation
+(which loses the partial-failure report and re-runs the whole batch).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from aws_lambda_powertools import Metrics
 
 from stream_processor.config import Settings
 from stream_processor.core.records import Received, from_lambda_event
+from stream_processor.core.retry import Deadline
 from stream_processor.ingest.metrics import BATCH_METRICS, NAMESPACE, SERVICE, add_batch_metrics
 from stream_processor.ingest.wiring import AwsPipeline, build_pipeline
 
@@ -42,6 +48,14 @@ def _pipeline() -> AwsPipeline:
     return _runtime
 
 
+def _deadline(context: object, margin_s: float) -> Deadline:
+    """The invocation's deadline less the margin; none when the caller gives no clock."""
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining_ms is None:
+        return Deadline.none()
+    return Deadline.after(max(0.0, remaining_ms() / 1000 - margin_s))
+
+
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dict[str, str]]]:
     """Process one Kinesis batch; report where to retry from if it was not fully durable."""
@@ -50,8 +64,10 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dic
     for record in records:
         by_shard[record.shard_id].append(record)
     failures: list[dict[str, str]] = []
+    runtime = _pipeline()
+    deadline = _deadline(context, runtime.pipeline.settings.deadline_margin_s)
     for shard_records in by_shard.values():
-        outcome = _pipeline().pipeline.process(shard_records)
+        outcome = runtime.pipeline.process(shard_records, deadline)
         add_batch_metrics(metrics, outcome)
         if outcome.failed_from is not None:
             failures.append({"itemIdentifier": outcome.failed_from})

@@ -12,6 +12,7 @@ from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import ORDER, Item, StateWrite
 from stream_processor.core.ports import StateReport
+from stream_processor.core.retry import Deadline
 from stream_processor.errors import HistoryWriteError
 
 
@@ -41,7 +42,7 @@ class InMemoryStateStore:
     def add(self, write: StateWrite) -> None:
         self._buffer.append(write)
 
-    def flush(self) -> StateReport:
+    def flush(self, deadline: Deadline | None = None) -> StateReport:
         report = StateReport()
         try:
             for write in self._buffer:
@@ -75,7 +76,7 @@ class InMemoryHistory:
     def add(self, obj: HistoryObject) -> None:
         self._buffer.append(obj)
 
-    def flush(self) -> None:
+    def flush(self, deadline: Deadline | None = None) -> None:
         try:
             if self.fail and self._buffer:
                 raise HistoryWriteError("history sink failing (test double)", code="SlowDown")
@@ -95,7 +96,7 @@ class InMemoryQuarantine:
     def add(self, key: str, body: bytes) -> None:
         self._buffer.append((key, body))
 
-    def flush(self) -> None:
+    def flush(self, deadline: Deadline | None = None) -> None:
         try:
             for key, body in self._buffer:
                 self.files[key] = body

@@ -4,7 +4,10 @@ At a configurable rate, per service and operation, it answers with the errors AW
 returns instead of forwarding: DynamoDB `ProvisionedThroughputExceededException`,
 `ThrottlingException` and 500s; S3 `503 SlowDown` and 500 `InternalError`; Kinesis
 `ProvisionedThroughputExceededException` and `ExpiredIteratorException`; and dropped
-connections. Loopback only; every decision comes from a seeded RNG; counts are kept.
+connections. A fault can also be returned *after* the request was forwarded and applied
+(`after_apply`: the client sees an error for a write that happened), a service can be down
+for a while (`down_until`), or hang (`hang`: the connection is held, never answered).
+Loopback only; every decision comes from a seeded RNG; counts are kept.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 _SERVICE = re.compile(rb"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+# Presigned URLs carry the credential scope in the query string, URL-encoded.
+_QUERY_SERVICE = re.compile(
+    rb"X-Amz-Credential=[^&]+?%2F[^&]+?%2F[^&]+?%2F([a-z0-9-]+)%2Faws4_request"
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,13 @@ FAULTS: dict[str, list[Fault]] = {
 }
 
 
+#: What a service that is down answers.
+_DOWN: dict[str, Fault] = {
+    "dynamodb": Fault(500, b'{"__type":"com.amazon.coral.service#InternalFailure"}'),
+    "s3": _s3_error("ServiceUnavailable", 503),
+}
+
+
 @dataclass
 class FaultPolicy:
     """Which requests fail: `rate` per service (0..1); operations can be excluded."""
@@ -80,6 +94,12 @@ class FaultPolicy:
     seed: int = 1
     #: Added to every forwarded request, to mimic a real endpoint's latency (benchmarks).
     delay_s: float = 0.0
+    #: Of the injected faults, the fraction returned after forwarding (the write applied).
+    after_apply: float = 0.0
+    #: service -> time.monotonic() until which every request of it fails with a 5xx.
+    down_until: dict[str, float] = field(default_factory=dict)
+    #: Services whose requests are held open and never answered.
+    hang: set[str] = field(default_factory=set)
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: Counter[str] = field(default_factory=Counter)
 
@@ -87,19 +107,30 @@ class FaultPolicy:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
 
-    def decide(self, service: str, operation: str) -> Fault | None:
+    def decide(self, service: str, operation: str) -> tuple[Fault | None, bool]:
+        """The fault to answer with (None: forward), and whether to forward it first."""
         with self._lock:
-            rate = self.rate.get(service, 0.0)
-            if operation in self.exclude_operations or self._rng.random() >= rate:
+            if operation in self.exclude_operations:
                 self.forwarded[f"{service}:{operation}"] += 1
-                return None
+                return None, False
+            if time.monotonic() < self.down_until.get(service, 0.0):
+                self.injected[f"{service}:{operation}:down"] += 1
+                return _DOWN.get(service, DROP), False
+            rate = self.rate.get(service, 0.0)
+            if self._rng.random() >= rate:
+                self.forwarded[f"{service}:{operation}"] += 1
+                return None, False
             options = FAULTS.get(service, [DROP])
             if operation != "GetRecords":  # ExpiredIterator only makes sense for GetRecords
                 options = [f for f in options if b"ExpiredIterator" not in f.body] or options
             fault = self._rng.choice(options)
             label = "drop" if fault.drop else str(fault.status)
+            applied = operation != "GetRecords" and self._rng.random() < self.after_apply
+            if applied:
+                label += ":after-apply"
+                self.forwarded[f"{service}:{operation}"] += 1
             self.injected[f"{service}:{operation}:{label}"] += 1
-            return fault
+            return fault, applied
 
 
 class FaultProxy:
@@ -140,13 +171,22 @@ class FaultProxy:
             def _handle(self) -> None:
                 body = self._body()
                 auth = self.headers.get("Authorization", "").encode()
-                match = _SERVICE.search(auth)
+                match = _SERVICE.search(auth) or _QUERY_SERVICE.search(self.path.encode())
                 service = match.group(1).decode() if match else "unknown"
+                if service in proxy.policy.hang:
+                    proxy.policy.injected[f"{service}:hang"] += 1
+                    # Hold the connection without answering until the client gives up.
+                    while self.rfile.read(1):
+                        pass
+                    self.close_connection = True
+                    return
                 target = self.headers.get("X-Amz-Target", "")
                 operation = target.split(".")[-1] if target else f"{self.command} {service}"
-                fault = proxy.policy.decide(service, operation)
+                fault, apply_first = proxy.policy.decide(service, operation)
                 if proxy.policy.delay_s:
                     time.sleep(proxy.policy.delay_s)
+                if apply_first:
+                    self._forward(body)  # the write happens; the client is told it failed
                 if fault is not None:
                     if fault.drop:
                         self.connection.shutdown(socket.SHUT_RDWR)
@@ -159,16 +199,9 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(fault.body)
                     return
-                conn = http.client.HTTPConnection(
-                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
-                )
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = proxy.upstream.netloc
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
-                self.send_response(response.status, response.reason)
-                for key, value in response.getheaders():
+                status, reason, response_headers, payload = self._forward(body)
+                self.send_response(status, reason)
+                for key, value in response_headers:
                     if key.lower() not in (
                         "transfer-encoding",
                         "content-length",
@@ -181,7 +214,18 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+
+            def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
+                conn = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = proxy.upstream.netloc
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
                 conn.close()
+                return response.status, response.reason, response.getheaders(), payload
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

@@ -53,10 +53,10 @@ def test_crash_between_history_and_state_then_retry(
     real_flush = built.state.flush
     crashes = iter([True])
 
-    def flush() -> Any:
+    def flush(deadline: Any = None) -> Any:
         if next(crashes, False):
             raise SimulatedCrash  # history is written, state is not
-        return real_flush()
+        return real_flush(deadline)
 
     monkeypatch.setattr(built.state, "flush", flush)
     with pytest.raises(SimulatedCrash):
@@ -75,16 +75,15 @@ def test_crash_during_a_multi_object_history_write_then_retry(
     built = build_pipeline(settings)
     history = built.pipeline._history
     assert isinstance(history, S3ParquetHistory)
-    real_put = history._put
-    calls = {"n": 0}
+    real_put_all = history._put_all
 
-    def put(key: str, body: bytes, content_type: str) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise SimulatedCrash  # the first object is written, the rest are not
-        real_put(key, body, content_type)
+    def put_all(objects: list[Any], deadline: Any) -> None:
+        assert len(objects) > 1
+        real_put_all(objects[:1], deadline)
+        monkeypatch.setattr(history, "_put_all", real_put_all)  # crash once
+        raise SimulatedCrash  # the first object is written, the rest are not
 
-    monkeypatch.setattr(history, "_put", put)
+    monkeypatch.setattr(history, "_put_all", put_all)
     with pytest.raises(SimulatedCrash):
         built.pipeline.process(records)
     assert len(_objects(settings.history_bucket)) == 1

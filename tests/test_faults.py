@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,7 @@ from stream_processor.config import Settings
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.records import KinesisRecord
 from stream_processor.demo.simulation import Fleet, deliver, partition_key, simulate_fleet
-from stream_processor.demo.verify import history_rows, verify_state
+from stream_processor.demo.verify import history_rows, quarantine_lines, verify_state
 from stream_processor.ingest.wiring import build_consumer, build_pipeline
 from tests.conftest import consumer_options, lambda_event, publish
 from tests.fault_proxy import FaultPolicy, FaultProxy
@@ -113,8 +114,9 @@ def test_lambda_path_under_20_percent_faults_is_exact_and_never_acks_early(
 ) -> None:
     fleet, delivered = _fleet(12, seed=31)
     proxied.rate = {"dynamodb": 0.2, "s3": 0.2}
-    # Few retries inside botocore, so that batches do fail and Lambda's redelivery is tested.
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    proxied.after_apply = 0.5
+    # One round of our retries, so that batches do fail and Lambda's redelivery is tested.
+    monkeypatch.setenv("RETRY_ROUNDS", "1")
     monkeypatch.setenv("STATE_WRITE_MODE", mode)
     lambda_function.reset()
     invocations = retried = 0
@@ -178,6 +180,119 @@ def test_consume_path_under_20_percent_faults_converges(
         "lost": lost,
     }
     assert sum(proxied.injected.values()) > 20
+
+
+class LambdaContext:
+    """The part of Lambda's context the handler reads: the time left of the invocation."""
+
+    def __init__(self, seconds: float) -> None:
+        self._ends = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._ends - time.monotonic()) * 1000))
+
+
+#: Records that are no ECS event at all: each must end in the quarantine, once.
+HOSTILE: list[Any] = [
+    b"not json at all",
+    b"\xff\xfe binary",
+    {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification"},
+    {"source": "aws.ecs", "detail-type": "ECS Task State Change", "detail": {"version": -1}},
+]
+
+
+def _deliver_until_durable(
+    event: dict[str, Any], timeout_s: float, limit: int
+) -> tuple[int, list[float]]:
+    """Invoke as Lambda does, re-delivering from `batchItemFailures`; return the deliveries
+    and how long each invocation took."""
+    took: list[float] = []
+    for delivery in range(1, limit + 1):
+        started = time.monotonic()
+        result = lambda_function.lambda_handler(event, LambdaContext(timeout_s))
+        took.append(time.monotonic() - started)
+        if not result["batchItemFailures"]:
+            return delivery, took
+        resume = int(result["batchItemFailures"][0]["itemIdentifier"])
+        event = {
+            "Records": [
+                r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= resume
+            ]
+        }
+    pytest.fail(f"a batch was not durable after {limit} deliveries")
+
+
+@pytest.mark.parametrize("mode", ["put", "transact"])
+def test_storm_of_20_percent_faults_half_applied_converges_in_bounded_deliveries(
+    settings: Settings,
+    aws: str,
+    proxied: FaultPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    # The process-wide retry quota of botocore's `standard` mode is drained by sustained
+    # faults; our rounds have a per-batch budget instead, so every batch gets through.
+    fleet, delivered = _fleet(15, seed=43)
+    proxied.rate = {"dynamodb": 0.2, "s3": 0.2}
+    proxied.after_apply = 0.5
+    monkeypatch.setenv("STATE_WRITE_MODE", mode)
+    lambda_function.reset()
+    deliveries = []
+    batch = 50
+    for start in range(0, len(delivered), batch):
+        payloads = [*delivered[start : start + batch], HOSTILE[(start // batch) % len(HOSTILE)]]
+        event = lambda_event(payloads, first_seq=20_000 + start * 2)
+        deliveries.append(_deliver_until_durable(event, timeout_s=60, limit=3)[0])
+    _assert_exact(settings, aws, fleet)
+    with direct(aws):
+        assert quarantine_lines(settings) == len(deliveries)  # every hostile record, once
+    # The faults did happen (transact mode sends far fewer requests, so draws fewer).
+    assert sum(proxied.injected.values()) > (20 if mode == "put" else 5)
+    assert any(":after-apply" in key for key in proxied.injected)
+    FIGURES[f"storm_{mode}"] = {
+        "faults_injected": sum(proxied.injected.values()),
+        "max_deliveries": max(deliveries),
+        "batches": len(deliveries),
+    }
+
+
+def test_dynamodb_down_for_5_seconds_then_back_ends_exact(
+    settings: Settings, aws: str, proxied: FaultPolicy
+) -> None:
+    fleet, delivered = _fleet(8, seed=47)
+    proxied.down_until = {"dynamodb": time.monotonic() + 5.0}
+    event = lambda_event(delivered, first_seq=30_000)
+    deliveries, took = _deliver_until_durable(event, timeout_s=60, limit=4)
+    assert sum(took) >= 4.0  # it did wait the outage out (by rounds or by redelivery)
+    _assert_exact(settings, aws, fleet)
+    assert proxied.injected
+    FIGURES["outage_5s"] = {"deliveries": deliveries, "seconds": round(sum(took), 1)}
+
+
+@pytest.mark.parametrize(
+    ("broken", "deadline_s"), [("everything failing", 3.0), ("DynamoDB not answering", 5.0)]
+)
+def test_a_dead_endpoint_ends_in_batch_item_failures_within_the_deadline(
+    settings: Settings, aws: str, proxied: FaultPolicy, broken: str, deadline_s: float
+) -> None:
+    fleet, delivered = _fleet(4, seed=53)
+    if broken == "everything failing":
+        proxied.rate = {"dynamodb": 1.0, "s3": 1.0}
+    else:
+        proxied.hang = {"dynamodb"}
+    event = lambda_event(delivered, first_seq=40_000)
+    started = time.monotonic()
+    result = lambda_function.lambda_handler(event, LambdaContext(deadline_s))
+    took = time.monotonic() - started
+    assert took < deadline_s, f"{took:.2f}s: Lambda would have killed the invocation"
+    assert result["batchItemFailures"] == [{"itemIdentifier": "40000"}]
+    FIGURES[f"deadline_{broken.split()[0].lower()}"] = {
+        "deadline_s": deadline_s,
+        "answered_after_s": round(took, 2),
+    }
+    proxied.rate, proxied.hang = {}, set()
+    assert _deliver_until_durable(event, timeout_s=60, limit=1)[0] == 1
+    _assert_exact(settings, aws, fleet)
 
 
 def teardown_module() -> None:

@@ -42,7 +42,10 @@ def dynamodb_client(settings: Settings, session: boto3.Session | None = None) ->
 
 
 def s3_client(settings: Settings, session: boto3.Session | None = None) -> S3Client:
-    return (session or boto3.Session()).client("s3", config=client_config(settings))
+    """S3 with Signature Version 4 everywhere, presigned URLs included (the history writer
+    PUTs to presigned URLs; botocore would presign with SigV2 in some regions)."""
+    config = client_config(settings).merge(Config(signature_version="s3v4"))
+    return (session or boto3.Session()).client("s3", config=config)
 
 
 def ecs_client(settings: Settings, session: boto3.Session | None = None) -> Any:

@@ -7,84 +7,162 @@ never surfaced as an error.
 
 Two ways to send the same conditional puts:
 - one `PutItem` per key (default): 1 write unit per KB, and the replaced item's version
-  comes back for gap detection; but every request costs the client ~0.5-1.5 ms of CPU.
+  comes back for gap detection.
 - `TransactWriteItems` with up to 100 conditional puts per call (`transactional=True`):
   ~1/100 of the requests, but 2 write units per KB, and no old item comes back (no gap
   detection). A transaction is all-or-nothing, so a stale key cancels its group: the
   cancellation reasons say which keys were stale, and the others are sent again.
+
+The writes go through the batch's I/O engine (`adapters.aws_http`: pre-encoded bodies,
+SigV4, many requests in flight on one event loop), not botocore, and the retries are ours
+(`core.retry`): only what failed is sent again, in rounds, within the batch's deadline. A
+write that was applied but answered with an error comes back *stale* on its retry (its
+`_order` is already stored), never as a duplicate. The boto3 client serves the rest (scans
+and orphan marks for reconcile).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+import asyncio
+import random
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import boto3
 import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.adapters.aws_http import (
+    AwsHttp,
+    Credentials,
+    Endpoint,
+    HttpResponse,
+    Outcome,
+    SigV4,
+    session_credentials,
+    settle,
+    utc_now,
+)
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ORDER, StateWrite
 from stream_processor.core.ports import StateReport
 from stream_processor.core.reconcile import Observed
+from stream_processor.core.retry import Deadline, RetryPolicy
 from stream_processor.errors import StateWriteError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _T = TypeVar("_T")
-_R = TypeVar("_R")
 
 #: Codes that retrying the same request can never fix: the item itself is unacceptable.
 _REJECTED_CODES = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException"})
 #: The same, as transaction cancellation reasons.
 _REJECTED_REASONS = frozenset({"ValidationError", "ItemCollectionSizeLimitExceeded"})
+#: 400s that a later attempt can get through (5xx and no answer at all are retried too).
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ExpiredTokenException",
+    }
+)
 #: TransactWriteItems limits: 100 actions and 4 MB per call (we stay well under the size).
 _TRANSACT_ACTIONS = 100
 _TRANSACT_BYTES = 3 * 1024 * 1024
-#: Rounds of re-sending the keys a cancelled transaction did not write (conflicts, or
-#: innocent bystanders of a stale key); what is still pending after them has failed.
-_TRANSACT_ROUNDS = 4
 
-Outcome = tuple[str, str, int | None]  # (written|stale|rejected|failed, reason, old version)
-
-# Pre-encoded request bodies. botocore's JSON serializer walks every attribute value of every
-# item in Python (~5 µs each: ~3/4 of a 100-item transaction's client CPU). Our items are
-# already in DynamoDB's wire shape, so msgspec encodes the same JSON in C. The call goes
-# through botocore as usual (endpoint resolution, signing, retries, error parsing) with a
-# placeholder of the same operation, and a `before-call` handler puts the real body in.
 _ENCODER = msgspec.json.Encoder()
-_PENDING = threading.local()
-_PRE_ENCODED = ("PutItem", "TransactWriteItems")
 
 
-def _swap_body(params: dict[str, Any], **_: Any) -> None:
-    body = getattr(_PENDING, "body", None)
-    if body is not None:
-        params["body"] = body
-        _PENDING.body = None
+class _Number(msgspec.Struct):
+    N: str | None = None
 
 
-def _register_pre_encoding(client: Any) -> None:
-    for operation in _PRE_ENCODED:
-        client.meta.events.register(
-            f"before-call.dynamodb.{operation}", _swap_body, unique_id=f"sp-body-{operation}"
-        )
+class _OldItem(msgspec.Struct):
+    version: _Number | None = None
 
 
-def _call_pre_encoded(
-    method: Callable[..., Any], placeholder: dict[str, Any], params: dict[str, Any]
-) -> Any:
-    """`method(**params)`, with the body encoded by msgspec instead of botocore."""
-    _PENDING.body = _ENCODER.encode(params)
+class _PutResponse(msgspec.Struct):
+    # ALL_OLD returns the whole replaced item; only its version is decoded.
+    Attributes: _OldItem | None = None
+
+
+class _Reason(msgspec.Struct):
+    Code: str | None = None
+    Message: str | None = None
+
+
+class _Error(msgspec.Struct):
+    type: str = msgspec.field(name="__type", default="")
+    message: str | None = None
+    Message: str | None = None
+    CancellationReasons: list[_Reason] | None = None
+
+
+_DECODE_PUT = msgspec.json.Decoder(_PutResponse)
+_DECODE_ERROR = msgspec.json.Decoder(_Error)
+
+
+def _error(response: HttpResponse) -> tuple[str, str, list[_Reason] | None]:
+    """Code, message and cancellation reasons of an error answer."""
     try:
-        response = method(**placeholder)
-    finally:
-        unsent, _PENDING.body = getattr(_PENDING, "body", None), None
-    if unsent is not None:  # pragma: no cover - the handler is registered in __init__
-        raise StateWriteError("pre-encoded body was not used: handler not registered")
-    return response
+        error = _DECODE_ERROR.decode(response.body)
+    except msgspec.DecodeError:
+        return (f"HTTP{response.status}", response.body[:200].decode("utf-8", "replace"), None)
+    code = error.type.rpartition("#")[2] or f"HTTP{response.status}"
+    return code, (error.message or error.Message or "")[:200], error.CancellationReasons
+
+
+def _classify(response: HttpResponse) -> tuple[Outcome, list[_Reason] | None]:
+    """The outcome of one DynamoDB answer (and a cancelled transaction's reasons)."""
+    if response.status == 200:
+        return ("written", "", None), None
+    if response.status == 0:
+        return ("retry", response.error, None), None
+    code, message, reasons = _error(response)
+    if code == "ConditionalCheckFailedException":
+        return ("stale", "", None), None
+    reason = f"{code}: {message}"
+    if code in _REJECTED_CODES:
+        return ("rejected", reason, None), None
+    if code == "TransactionCanceledException":
+        return ("retry", reason, None), reasons
+    if response.status >= 500 or code in _RETRYABLE_CODES:
+        return ("retry", reason, None), None
+    # Missing table, denied, bad credentials: not the item's fault, and no retry helps now.
+    return ("failed", reason, None), None
+
+
+def _put_outcome(response: HttpResponse) -> Outcome:
+    outcome, _ = _classify(response)
+    if outcome[0] != "written" or not response.body.startswith(b'{"Attributes"'):
+        return outcome
+    try:
+        old = _DECODE_PUT.decode(response.body).Attributes
+        number = old.version.N if old and old.version else None
+        return ("written", "", int(number) if number is not None else None)
+    except (msgspec.DecodeError, ValueError):
+        return outcome
+
+
+def _cancelled(reason: _Reason) -> Outcome:
+    """The outcome of one write of a cancelled transaction, from its cancellation reason."""
+    code = reason.Code or "None"
+    if code == "ConditionalCheckFailed":
+        return ("stale", "", None)
+    if code in _REJECTED_REASONS:
+        return ("rejected", f"{code}: {(reason.Message or '')[:200]}", None)
+    # "None": not at fault, cancelled because another write was; conflicts and throttling:
+    # worth another round.
+    return ("retry", f"{code}: {(reason.Message or '')[:200]}", None)
 
 
 # Versioned resources: newer version wins; on an equal version our total order decides.
@@ -112,18 +190,6 @@ def condition_for(write: StateWrite) -> dict[str, Any]:
     }
 
 
-def _cancelled(reason: Mapping[str, Any]) -> Outcome:
-    """The outcome of one write of a cancelled transaction, from its cancellation reason."""
-    code = reason.get("Code") or "None"
-    if code == "ConditionalCheckFailed":
-        return ("stale", "", None)
-    if code in _REJECTED_REASONS:
-        return ("rejected", f"{code}: {reason.get('Message', '')[:200]}", None)
-    # "None": not at fault, cancelled because another write was; conflicts and throttling:
-    # worth another round.
-    return ("retry", f"{code}: {reason.get('Message', '')[:200]}", None)
-
-
 def _groups(indexes: Sequence[int], writes: Sequence[StateWrite]) -> list[list[int]]:
     """Split writes into transactions within the action and (estimated) size limits."""
     groups: list[list[int]] = []
@@ -138,6 +204,68 @@ def _groups(indexes: Sequence[int], writes: Sequence[StateWrite]) -> list[list[i
     return groups
 
 
+class DynamoDBTransport(Protocol):
+    """Sends one DynamoDB JSON-protocol request; `run` waits for a coroutine from sync code."""
+
+    async def call(self, operation: str, body: bytes, timeout_s: float) -> HttpResponse: ...
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T: ...
+
+    def close(self) -> None: ...
+
+
+class DynamoDBHttp:
+    """DynamoDB over the I/O engine: endpoint and region of a boto3 client, its credential
+    chain, our signature."""
+
+    def __init__(
+        self,
+        http: AwsHttp,
+        endpoint_url: str,
+        region: str,
+        credentials: Callable[[], Credentials],
+        *,
+        owns_http: bool = False,
+    ) -> None:
+        self._http = http
+        self._endpoint = Endpoint.from_url(endpoint_url)
+        self._signer = SigV4(region, "dynamodb")
+        self._credentials = credentials
+        self._owns_http = owns_http
+
+    @classmethod
+    def for_client(
+        cls,
+        client: DynamoDBClient,
+        http: AwsHttp | None = None,
+        session: boto3.Session | None = None,
+        max_connections: int = 16,
+    ) -> DynamoDBHttp:
+        """The same endpoint and region as `client`; a private engine unless one is given."""
+        owns = http is None
+        engine = http or AwsHttp(max_connections=max_connections)
+        return cls(
+            engine,
+            client.meta.endpoint_url,
+            client.meta.region_name,
+            session_credentials(session),
+            owns_http=owns,
+        )
+
+    async def call(self, operation: str, body: bytes, timeout_s: float) -> HttpResponse:
+        headers = self._signer.headers(
+            self._endpoint, f"DynamoDB_20120810.{operation}", body, self._credentials(), utc_now()
+        )
+        return await self._http.request("POST", self._endpoint.url, headers, body, timeout_s)
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return self._http.run(coro)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+
 class DynamoDBStateStore:
     """State sink over DynamoDB tables, one per dataset with state."""
 
@@ -147,32 +275,42 @@ class DynamoDBStateStore:
         tables: Mapping[Dataset, str],
         *,
         max_workers: int = 16,
-        executor: ThreadPoolExecutor | None = None,
         transactional: bool = False,
+        transport: DynamoDBTransport | None = None,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        """`executor` may be shared by the stores of one process (one per shard worker), so
-        the process's concurrency, and the client's connection pool, stay bounded.
+        """`transport` may be shared by the stores of one process (one per shard worker),
+        so one event loop and one connection pool serve them all; without one, the store
+        builds its own from `client`. `max_workers` bounds the requests in flight per flush.
         `transactional` sends the puts through TransactWriteItems (see the module doc)."""
         self._client = client
-        _register_pre_encoding(client)
+        self._transport: DynamoDBTransport = transport or DynamoDBHttp.for_client(
+            client, max_connections=max_workers
+        )
+        self._owns_transport = transport is None
         self._transactional = transactional
         self._tables = dict(tables)
         self._max_workers = max_workers
-        self._executor = executor
-        self._owns_executor = executor is None
+        self._policy = policy or RetryPolicy()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._buffer: list[StateWrite] = []
+        #: Rounds the last flush used (1 = no retry), for the batch log line.
+        self.last_rounds = 0
 
     def add(self, write: StateWrite) -> None:
         self._buffer.append(write)
 
-    def flush(self) -> StateReport:
-        """Issue the buffered writes concurrently; classify each outcome."""
+    def flush(self, deadline: Deadline | None = None) -> StateReport:
+        """Issue the buffered writes concurrently, retrying what failed in rounds until
+        each has a final outcome or the deadline comes; classify each outcome."""
         report = StateReport()
         try:
-            if self._transactional:
-                results = self._transact_all(self._buffer)
-            else:
-                results = self._map(self._put, self._buffer)
+            if not self._buffer:
+                return report
+            results = self._transport.run(
+                self._write_all(self._buffer, deadline or Deadline.none())
+            )
             for write, (outcome, reason, previous) in zip(self._buffer, results, strict=True):
                 if outcome == "written":
                     report.written.append(write)
@@ -188,102 +326,104 @@ class DynamoDBStateStore:
             self._buffer.clear()
         return report
 
-    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        """`fn` over `items`, concurrently on the (possibly shared) executor."""
-        if len(items) <= 1:
-            return [fn(item) for item in items]
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="state-write")
-        return list(self._executor.map(fn, items))
+    async def _write_all(self, writes: Sequence[StateWrite], deadline: Deadline) -> list[Outcome]:
+        limit = asyncio.Semaphore(self._max_workers)
+        # Bodies are encoded once; a retry sends the same bytes.
+        puts: dict[int, bytes] = {}
+        # Keys whose transaction was refused as a whole go one by one, to find the culprit.
+        singles: set[int] = set() if self._transactional else set(range(len(writes)))
 
-    def _put(self, write: StateWrite) -> Outcome:
-        versioned = SPECS[write.event.dataset].versioned
-        table = self._tables[write.event.dataset]
-        params = {
-            "TableName": table,
-            "Item": write.item,
-            # The replaced item's version feeds gap detection; no extra read, no extra
-            # capacity (only bandwidth).
-            "ReturnValues": "ALL_OLD" if versioned else "NONE",
-            **condition_for(write),
-        }
-        try:
-            response = _call_pre_encoded(
-                self._client.put_item, {"TableName": table, "Item": {}}, params
+        async def put(index: int, timeout_s: float) -> Outcome:
+            body = puts.get(index)
+            if body is None:
+                body = puts[index] = self._put_body(writes[index])
+            async with limit:
+                timeout_s = deadline.timeout(timeout_s)
+                if timeout_s < self._policy.min_request_s:
+                    return ("retry", "deadline reached", None)
+                return _put_outcome(await self._transport.call("PutItem", body, timeout_s))
+
+        async def transact(group: list[int], timeout_s: float) -> dict[int, Outcome]:
+            outcomes: dict[int, Outcome] = {}
+            while group:
+                async with limit:
+                    remaining_s = deadline.timeout(timeout_s)
+                    if remaining_s < self._policy.min_request_s:
+                        outcomes.update(dict.fromkeys(group, ("retry", "deadline reached", None)))
+                        return outcomes
+                    response = await self._transport.call(
+                        "TransactWriteItems", self._transact_body(writes, group), remaining_s
+                    )
+                outcome, reasons = _classify(response)
+                if reasons is not None and len(reasons) == len(group):
+                    # Stale and refused keys are settled; keys cancelled only because of
+                    # them ("None") are sent again at once, in this round: they did
+                    # nothing wrong, and a round limit must not starve them.
+                    innocent = []
+                    for index, reason in zip(group, reasons, strict=True):
+                        if (reason.Code or "None") == "None":
+                            innocent.append(index)
+                        else:
+                            outcomes[index] = _cancelled(reason)
+                    if len(innocent) == len(group):
+                        outcomes.update(dict.fromkeys(group, outcome))
+                        return outcomes
+                    group = innocent
+                    continue
+                if outcome[0] == "rejected":
+                    # The request as a whole was refused (an item too large, say): find out
+                    # which item, one conditional put each, in the next round.
+                    singles.update(group)
+                    outcome = ("retry", outcome[1], None)
+                outcomes.update(dict.fromkeys(group, outcome))
+                return outcomes
+            return outcomes
+
+        async def send_round(pending: Sequence[int], timeout_s: float) -> dict[int, Outcome]:
+            one_by_one = [i for i in pending if i in singles]
+            grouped = _groups([i for i in pending if i not in singles], writes)
+            singles_done, groups_done = await asyncio.gather(
+                asyncio.gather(*(put(i, timeout_s) for i in one_by_one)),
+                asyncio.gather(*(transact(group, timeout_s) for group in grouped)),
             )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "Unknown")
-            if code == "ConditionalCheckFailedException":
-                return ("stale", "", None)
-            message = exc.response.get("Error", {}).get("Message", "")[:200]
-            kind = "rejected" if code in _REJECTED_CODES else "failed"
-            return (kind, f"{code}: {message}", None)
-        except BotoCoreError as exc:
-            return ("failed", f"{type(exc).__name__}: {str(exc)[:200]}", None)
-        old = response.get("Attributes", {}).get("version", {}).get("N")
-        try:
-            return ("written", "", int(old) if old is not None else None)
-        except ValueError:
-            return ("written", "", None)
+            outcomes = dict(zip(one_by_one, singles_done, strict=True))
+            for done in groups_done:
+                outcomes.update(done)
+            return outcomes
 
-    def _transact_all(self, writes: Sequence[StateWrite]) -> list[Outcome]:
-        """All writes through TransactWriteItems, in groups, until each has an outcome."""
-        results: list[Outcome | None] = [None] * len(writes)
-        pending = list(range(len(writes)))
-        last_reason: dict[int, str] = {}
-        for _ in range(_TRANSACT_ROUNDS):
-            if not pending:
-                break
-            groups = _groups(pending, writes)
-            outcomes = self._map(lambda group: self._transact([writes[i] for i in group]), groups)
-            pending = []
-            for group, group_outcomes in zip(groups, outcomes, strict=True):
-                for index, outcome in zip(group, group_outcomes, strict=True):
-                    if outcome[0] == "retry":
-                        pending.append(index)
-                        last_reason[index] = outcome[1]
-                    else:
-                        results[index] = outcome
-        for index in pending:
-            results[index] = ("failed", last_reason.get(index) or "transaction not applied", None)
-        return [r if r is not None else ("failed", "no outcome", None) for r in results]
+        outcomes, self.last_rounds = await settle(
+            len(writes), send_round, self._policy, deadline, self._rng
+        )
+        return outcomes
 
-    def _transact(self, group: Sequence[StateWrite]) -> list[Outcome]:
-        """One TransactWriteItems call; per write: an outcome, or ("retry", reason)."""
-        actions: list[Any] = [
+    def _transact_body(self, writes: Sequence[StateWrite], group: Sequence[int]) -> bytes:
+        return _ENCODER.encode(
             {
-                "Put": {
-                    "TableName": self._tables[w.event.dataset],
-                    "Item": w.item,
-                    **condition_for(w),
-                }
+                "TransactItems": [
+                    {
+                        "Put": {
+                            "TableName": self._tables[writes[i].event.dataset],
+                            "Item": writes[i].item,
+                            **condition_for(writes[i]),
+                        }
+                    }
+                    for i in group
+                ]
             }
-            for w in group
-        ]
-        # The placeholder names the tables: botocore derives endpoint parameters from them.
-        tables = sorted({action["Put"]["TableName"] for action in actions})
-        placeholder = [{"Put": {"TableName": table, "Item": {}}} for table in tables]
-        try:
-            _call_pre_encoded(
-                self._client.transact_write_items,
-                {"TransactItems": placeholder},
-                {"TransactItems": actions},
-            )
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = error.get("Code", "Unknown")
-            reasons = exc.response.get("CancellationReasons")
-            if code == "TransactionCanceledException" and reasons and len(reasons) == len(group):
-                return [_cancelled(reason) for reason in reasons]
-            if code in _REJECTED_CODES:
-                # The request as a whole was refused (an item too large, say): find out which
-                # item, one conditional put each.
-                return [self._put(w) for w in group]
-            message = f"{code}: {error.get('Message', '')[:200]}"
-            return [("failed", message, None)] * len(group)
-        except BotoCoreError as exc:
-            return [("failed", f"{type(exc).__name__}: {str(exc)[:200]}", None)] * len(group)
-        return [("written", "", None)] * len(group)
+        )
+
+    def _put_body(self, write: StateWrite) -> bytes:
+        versioned = SPECS[write.event.dataset].versioned
+        return _ENCODER.encode(
+            {
+                "TableName": self._tables[write.event.dataset],
+                "Item": write.item,
+                # The replaced item's version feeds gap detection; no extra read, no extra
+                # capacity (only bandwidth).
+                "ReturnValues": "ALL_OLD" if versioned else "NONE",
+                **condition_for(write),
+            }
+        )
 
     def scan(self, dataset: Dataset, status_attribute: str) -> Iterator[Observed]:
         """Key, version, status and cluster of every item of a dataset (for reconcile)."""
@@ -356,6 +496,5 @@ class DynamoDBStateStore:
         return True
 
     def close(self) -> None:
-        if self._executor is not None and self._owns_executor:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._owns_transport:
+            self._transport.close()

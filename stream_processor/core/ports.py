@@ -2,7 +2,8 @@
 `stream_processor.testing` ships in-memory doubles with the same semantics.
 
 Sinks follow one shape: `add` only buffers, `flush` writes everything buffered and clears
-the buffer whether or not the write succeeded.
+the buffer whether or not the write succeeded. `flush` takes the batch's deadline: its
+requests and retries end in time for the caller to report what is not durable.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
+from stream_processor.core.retry import Deadline
 
 
 @dataclass(slots=True)
@@ -32,7 +34,7 @@ class StateReport:
 class StateSink(Protocol):
     def add(self, write: StateWrite) -> None: ...
 
-    def flush(self) -> StateReport: ...
+    def flush(self, deadline: Deadline | None = None) -> StateReport: ...
 
 
 class GapFiller(Protocol):
@@ -44,12 +46,12 @@ class GapFiller(Protocol):
 class HistorySink(Protocol):
     def add(self, obj: HistoryObject) -> None: ...
 
-    def flush(self) -> None:
+    def flush(self, deadline: Deadline | None = None) -> None:
         """Write every buffered object; raise `HistoryWriteError` if any could not be."""
 
 
 class QuarantineSink(Protocol):
     def add(self, key: str, body: bytes) -> None: ...
 
-    def flush(self) -> None:
+    def flush(self, deadline: Deadline | None = None) -> None:
         """Write every buffered file; raise `HistoryWriteError` if any could not be."""

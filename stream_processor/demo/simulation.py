@@ -325,3 +325,47 @@ def deliver(
             slots.append((index + rng.uniform(0, window), event))
     slots.sort(key=lambda s: s[0])
     return [event for _, event in slots], duplicates
+
+
+def steady_stream(
+    tasks: int = 3000,
+    rounds: int = 5,
+    *,
+    redelivery_rate: float = 0.05,
+    interval: timedelta = timedelta(minutes=10),
+    seed: int = 11,
+    start: datetime | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """A busy shard as production sees it: long-lived RUNNING tasks, each advancing one
+    version per round (health, IP, container status changes), rounds `interval` apart. A
+    batch covering a fraction of a round sees each task at most once, so almost every event
+    is a state write, unlike a demo whose lifecycles fit in one batch. `redelivery_rate` of
+    the events are delivered again up to 2,000 places later (EventBridge's at-least-once).
+    Returns the delivered events and each task's final version."""
+    rng = random.Random(seed)
+    start = start or datetime(2026, 3, 1, tzinfo=UTC)
+    b = _Builder(rng, f"{_ARN}:cluster/busy")
+    families = ("web", "worker", "api", "batch")
+    fleet = []
+    for n in range(tasks):
+        arn = f"{_ARN}:task/busy/{b.uid().replace('-', '')}"
+        created = start - timedelta(days=rng.randint(1, 90))
+        fleet.append((arn, families[n % len(families)], created, rng.randint(3, 40)))
+    final: dict[str, int] = {}
+    for r in range(rounds):
+        order = list(range(tasks))
+        rng.shuffle(order)
+        for position, n in enumerate(order):
+            arn, family, created, first_version = fleet[n]
+            at = start + r * interval + interval * position / tasks
+            version = first_version + r
+            detail = _task_detail(b, arn, None, "RUNNING", version, at, created, family)
+            b.emit(at, "ECS Task State Change", arn, detail)
+            final[arn] = version
+    events = [event for _, _, event in b.timed]
+    slots = [(float(i), e) for i, e in enumerate(events)]
+    for i, event in enumerate(events):
+        if rng.random() < redelivery_rate:
+            slots.append((i + rng.uniform(1, 2000), event))
+    slots.sort(key=lambda s: s[0])
+    return [event for _, event in slots], final

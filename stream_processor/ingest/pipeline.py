@@ -13,6 +13,10 @@ Order of effects, and why:
      records of that key are not reflected in the state either). The caller may checkpoint /
      acknowledge only what lies before it. Everything is idempotent, so re-processing from
      there is harmless.
+
+The batch's deadline (Lambda: its remaining time less a margin; `consume`: none) bounds
+steps 2 and 3: every request's timeout and every retry round fits inside it, so a storm or
+a hung endpoint ends in a clean report of step 4, not in Lambda killing the invocation.
 """
 
 from __future__ import annotations
@@ -39,10 +43,14 @@ from stream_processor.core.items import StateWrite, build_state_write
 from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, StateSink
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import reduce_batch
+from stream_processor.core.retry import Deadline
 from stream_processor.errors import SinkError, StreamProcessorError
 from stream_processor.ingest.collector import collector_paused
 
 log = logging.getLogger("stream_processor.pipeline")
+
+#: Time a gap fill (an ECS describe, then a state write) needs left before the deadline.
+_GAP_FILL_RESERVE_S = 2.0
 
 
 def version_gaps(
@@ -134,12 +142,18 @@ class Pipeline:
         self._gap_filler = gap_filler
         self._clock = clock
 
-    def process(self, records: Sequence[Received]) -> BatchOutcome:
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def process(
+        self, records: Sequence[Received], deadline: Deadline | None = None
+    ) -> BatchOutcome:
         """Process one batch of one shard's records; see the module docstring for the order."""
         with collector_paused():
-            return self._process(records)
+            return self._process(records, deadline or Deadline.none())
 
-    def _process(self, records: Sequence[Received]) -> BatchOutcome:
+    def _process(self, records: Sequence[Received], deadline: Deadline) -> BatchOutcome:
         started = time.perf_counter()
         settings = self._settings
         # 1. Reduce.
@@ -163,11 +177,11 @@ class Pipeline:
         try:
             for obj in objects:
                 self._history.add(obj)
-            self._history.flush()
+            self._history.flush(deadline)
             if plan.rejected:
                 key = quarantine_object_key(settings.quarantine_prefix, shard, first, last)
                 self._quarantine.add(key, quarantine_lines(plan.rejected))
-                self._quarantine.flush()
+                self._quarantine.flush(deadline)
         except SinkError as exc:
             return self._done(outcome, started, failed_from=first, error=str(exc))
 
@@ -184,7 +198,7 @@ class Pipeline:
             )
             oversized += write.oversized
             self._state.add(write)
-        report = self._state.flush()
+        report = self._state.flush(deadline)
         outcome = replace(
             outcome,
             state_written=len(report.written),
@@ -200,7 +214,7 @@ class Pipeline:
         gaps = version_gaps(plan.history, report.written, report.previous_versions)
         outcome = replace(outcome, version_gaps=len(gaps))
         if gaps and self._gap_filler is not None:
-            outcome = replace(outcome, gaps_filled=self._fill(gaps, ingested_at))
+            outcome = replace(outcome, gaps_filled=self._fill(gaps, ingested_at, deadline))
 
         # 3b. Quarantine what DynamoDB refused for good, so the shard keeps moving.
         if report.rejected:
@@ -212,7 +226,7 @@ class Pipeline:
             key = quarantine_object_key(settings.quarantine_prefix, shard, first, last, "-state")
             try:
                 self._quarantine.add(key, quarantine_lines(refused))
-                self._quarantine.flush()
+                self._quarantine.flush(deadline)
             except SinkError as exc:
                 failed.extend(write for write, _ in report.rejected)
                 errors.append(str(exc))
@@ -241,11 +255,13 @@ class Pipeline:
         )
         return f"s3://{self._settings.history_bucket}/{key}"
 
-    def _fill(self, gaps: list[StateWrite], ingested_at: str) -> int:
+    def _fill(self, gaps: list[StateWrite], ingested_at: str, deadline: Deadline) -> int:
         """Describe each gapped resource from the ECS API and write it through the guard."""
         assert self._gap_filler is not None
         filled = 0
         for gap in gaps:
+            if deadline.remaining() < _GAP_FILL_RESERVE_S:
+                break  # the batch's own writes are done; a gap fill is worth no timeout
             try:
                 current = self._gap_filler.describe(gap.event)
             except StreamProcessorError as exc:
@@ -269,7 +285,7 @@ class Pipeline:
                     ttl_days=self._settings.state_ttl_days,
                 )
             )
-            filled += len(self._state.flush().written)
+            filled += len(self._state.flush(deadline).written)
         return filled
 
     def _done(

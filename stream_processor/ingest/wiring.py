@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import boto3
 
+from stream_processor.adapters.aws_http import AwsHttp
 from stream_processor.adapters.clients import (
     dynamodb_client,
     ecs_client,
@@ -16,12 +16,13 @@ from stream_processor.adapters.clients import (
     s3_client,
 )
 from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
-from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
+from stream_processor.adapters.dynamodb_state import DynamoDBHttp, DynamoDBStateStore
 from stream_processor.adapters.ecs_inventory import EcsGapFiller, EcsInventory
 from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.s3_history import S3ParquetHistory, S3Quarantine
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset
+from stream_processor.core.retry import RetryPolicy
 from stream_processor.ingest.consumer import Consumer, ConsumerOptions, ShardStats
 from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
 
@@ -42,11 +43,13 @@ def state_tables(settings: Settings) -> dict[Dataset, str]:
 
 @dataclass(frozen=True)
 class AwsClients:
-    """One client per service, shared by every pipeline of a process (they are thread-safe)."""
+    """One client per service, shared by every pipeline of a process (they are thread-safe),
+    and the session whose credential chain signs the I/O engine's requests."""
 
     dynamodb: DynamoDBClient
     s3: S3Client
     kinesis: KinesisClient
+    session: boto3.Session | None = None
 
     @classmethod
     def create(cls, settings: Settings, session: boto3.Session | None = None) -> AwsClients:
@@ -55,7 +58,20 @@ class AwsClients:
             dynamodb_client(settings, session),
             s3_client(settings, session),
             kinesis_client(settings, session),
+            session,
         )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The batch's own retry policy (botocore's retries stay with the control plane)."""
+    return RetryPolicy(
+        max_rounds=settings.retry_rounds, request_timeout_s=settings.request_timeout_s
+    )
+
+
+def io_engine(settings: Settings) -> AwsHttp:
+    """One event loop and connection pool for a process's state and history requests."""
+    return AwsHttp(max_connections=settings.state_write_concurrency + 4)
 
 
 @dataclass
@@ -64,25 +80,33 @@ class AwsPipeline:
 
     pipeline: Pipeline
     state: DynamoDBStateStore
+    engine: AwsHttp | None = None
 
     def close(self) -> None:
         self.state.close()
+        if self.engine is not None:
+            self.engine.close()
 
 
 def build_pipeline(
     settings: Settings,
     clients: AwsClients | None = None,
-    executor: ThreadPoolExecutor | None = None,
+    engine: AwsHttp | None = None,
 ) -> AwsPipeline:
-    """Wire DynamoDB state, S3 history and S3 quarantine into a `Pipeline`."""
+    """Wire DynamoDB state, S3 history and S3 quarantine into a `Pipeline`; `engine` may be
+    shared by the pipelines of one process (the consumer's shard workers)."""
     bucket = settings.require_bucket()
     clients = clients or AwsClients.create(settings)
+    owned = engine is None
+    engine = engine or io_engine(settings)
+    policy = retry_policy(settings)
     state = DynamoDBStateStore(
         clients.dynamodb,
         state_tables(settings),
         max_workers=settings.state_write_concurrency,
-        executor=executor,
         transactional=settings.state_write_mode == "transact",
+        transport=DynamoDBHttp.for_client(clients.dynamodb, engine, clients.session),
+        policy=policy,
     )
     gap_filler = None
     if settings.reconcile_gaps:
@@ -90,11 +114,11 @@ def build_pipeline(
     pipeline = Pipeline(
         settings,
         state=state,
-        history=S3ParquetHistory(clients.s3, bucket),
-        quarantine=S3Quarantine(clients.s3, bucket),
+        history=S3ParquetHistory(clients.s3, bucket, http=engine, policy=policy),
+        quarantine=S3Quarantine(clients.s3, bucket, http=engine, policy=policy),
         gap_filler=gap_filler,
     )
-    return AwsPipeline(pipeline, state)
+    return AwsPipeline(pipeline, state, engine if owned else None)
 
 
 @dataclass
@@ -102,7 +126,7 @@ class AwsConsumer:
     """A consumer wired to AWS, owning the pipelines it creates (one per shard worker)."""
 
     consumer: Consumer
-    executor: ThreadPoolExecutor
+    engine: AwsHttp
     pipelines: list[AwsPipeline] = field(default_factory=list)
 
     def run(self) -> dict[str, ShardStats]:
@@ -111,7 +135,7 @@ class AwsConsumer:
         finally:
             for pipeline in self.pipelines:
                 pipeline.close()
-            self.executor.shutdown(wait=True)
+            self.engine.close()
 
 
 def build_consumer(
@@ -125,11 +149,11 @@ def build_consumer(
     settings.require_bucket()
     clients = clients or AwsClients.create(settings)
     pipelines: list[AwsPipeline] = []
-    # One pool for every shard's state writes: bounded concurrency per process.
-    executor = ThreadPoolExecutor(settings.state_write_concurrency, thread_name_prefix="state")
+    # One engine for every shard's writes: one event loop, one bounded connection pool.
+    engine = io_engine(settings)
 
     def factory() -> Pipeline:
-        built = build_pipeline(settings, clients, executor)
+        built = build_pipeline(settings, clients, engine)
         pipelines.append(built)
         return built.pipeline
 
@@ -141,4 +165,4 @@ def build_consumer(
         on_progress=on_progress,
         on_batch=on_batch,
     )
-    return AwsConsumer(consumer, executor, pipelines)
+    return AwsConsumer(consumer, engine, pipelines)

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
-from types import SimpleNamespace
 
 import boto3
 import botocore.session
 import pytest
-from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
 
-from stream_processor.adapters import dynamodb_state
+from stream_processor.adapters.aws_http import HttpResponse
 from stream_processor.adapters.clients import dynamodb_client
-from stream_processor.adapters.dynamodb_state import _ENCODER, DynamoDBStateStore, condition_for
+from stream_processor.adapters.dynamodb_state import (
+    _ENCODER,
+    DynamoDBHttp,
+    DynamoDBStateStore,
+    condition_for,
+)
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
 from stream_processor.core.items import StateWrite, build_state_write
+from stream_processor.core.retry import RetryPolicy
 from stream_processor.ingest.wiring import state_tables
 from tests.conftest import instance_event, record, task_event
 
@@ -160,16 +165,34 @@ def test_a_stale_key_cancels_its_transaction_but_the_others_are_written(
     assert _stored(settings, f"{ARN}-7")["version"] == {"N": "5"}
 
 
+class _Recording:
+    """Wraps the real transport and records each operation sent."""
+
+    def __init__(self, inner: DynamoDBHttp) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    async def call(self, operation: str, body: bytes, timeout_s: float) -> HttpResponse:
+        self.calls.append(operation)
+        return await self.inner.call(operation, body, timeout_s)
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        return self.inner.run(coro)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def test_more_keys_than_one_transaction_holds_go_in_several(settings: Settings) -> None:
     client = dynamodb_client(settings)
-    calls: list[str] = []
-    client.meta.events.register(
-        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    transport = _Recording(DynamoDBHttp.for_client(client))
+    store = DynamoDBStateStore(
+        client, state_tables(settings), transactional=True, transport=transport
     )
-    store = DynamoDBStateStore(client, state_tables(settings), transactional=True)
     report = _flush(store, *[_task(k, 1) for k in range(230)])
+    store.close()
     assert len(report.written) == 230
-    assert calls == ["TransactWriteItems"] * 3  # 100 + 100 + 30, no fallback to PutItem
+    assert transport.calls == ["TransactWriteItems"] * 3  # 100 + 100 + 30, no PutItem fallback
     items = boto3.client("dynamodb").scan(TableName="ECSTaskState", Select="COUNT")
     assert items["Count"] == 230
 
@@ -189,52 +212,67 @@ def test_pre_encoded_bodies_are_the_json_botocore_would_send() -> None:
         assert json.loads(_ENCODER.encode(params)) == json.loads(expected["body"])
 
 
-class _CancellingClient:
-    """A DynamoDB client double for TransactWriteItems: reads the pre-encoded body as the
-    server would, and answers each call with the next scripted list of cancellation reasons
+class _CancellingTransport:
+    """A DynamoDB transport double for TransactWriteItems: reads the body as the server
+    would, and answers each call with the next scripted list of cancellation reasons
     (None: the transaction succeeds)."""
 
     def __init__(self, script: list[list[str] | None]) -> None:
         self.script = script
         self.sizes: list[int] = []
-        self.meta = SimpleNamespace(events=SimpleNamespace(register=lambda *a, **k: None))
+        self.keys: list[list[str]] = []
 
-    def transact_write_items(self, **_placeholder: object) -> dict[str, object]:
-        body = json.loads(dynamodb_state._PENDING.body)
-        dynamodb_state._PENDING.body = None  # what the before-call handler does
-        self.sizes.append(len(body["TransactItems"]))
+    async def call(self, operation: str, body: bytes, timeout_s: float) -> HttpResponse:
+        assert operation == "TransactWriteItems"
+        actions = json.loads(body)["TransactItems"]
+        self.sizes.append(len(actions))
+        self.keys.append([a["Put"]["Item"]["taskArn"]["S"][-1] for a in actions])
         codes = self.script.pop(0) if self.script else ["TransactionConflict"] * self.sizes[-1]
         if codes is None:
-            return {}
-        raise ClientError(
-            {
-                "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
-                "CancellationReasons": [{"Code": c, "Message": c} for c in codes],
-            },
-            "TransactWriteItems",
-        )
+            return HttpResponse(200, b"{}")
+        error = {
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "Message": "cancelled",
+            "CancellationReasons": [{"Code": c, "Message": c} for c in codes],
+        }
+        return HttpResponse(400, json.dumps(error).encode())
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run(coro)
+
+    def close(self) -> None:
+        pass
 
 
-def _fake_store(client: _CancellingClient) -> DynamoDBStateStore:
+NO_PAUSE = RetryPolicy(base_s=0.0)
+
+
+def _fake_store(transport: _CancellingTransport) -> DynamoDBStateStore:
     return DynamoDBStateStore(
-        client,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # the boto3 client serves only scans and orphan marks
         {Dataset.TASK: "ECSTaskState"},
         max_workers=1,
         transactional=True,
+        transport=transport,
+        policy=NO_PAUSE,
     )
 
 
 def test_cancelled_transactions_sort_stale_from_innocent_and_resend_the_innocent() -> None:
-    client = _CancellingClient([["ConditionalCheckFailed", "TransactionConflict", "None"], None])
-    report = _flush(_fake_store(client), _task(1, 2), _task(2, 2), _task(3, 2))
-    assert client.sizes == [3, 2]  # the stale key is not sent again
+    transport = _CancellingTransport(
+        [["ConditionalCheckFailed", "TransactionConflict", "None"], None, None]
+    )
+    report = _flush(_fake_store(transport), _task(1, 2), _task(2, 2), _task(3, 2))
+    # The stale key is not sent again; the innocent one goes again at once, the conflicting
+    # one in the next round.
+    assert transport.keys == [["1", "2", "3"], ["3"], ["2"]]
     assert [w.event.key for w in report.stale] == [f"{ARN}-1"]
     assert sorted(w.event.key for w in report.written) == [f"{ARN}-2", f"{ARN}-3"]
 
 
 def test_keys_that_keep_conflicting_fail_after_bounded_rounds() -> None:
-    client = _CancellingClient([])
-    report = _flush(_fake_store(client), _task(1, 2), _task(2, 2))
-    assert len(client.sizes) == dynamodb_state._TRANSACT_ROUNDS
+    transport = _CancellingTransport([])
+    report = _flush(_fake_store(transport), _task(1, 2), _task(2, 2))
+    assert len(transport.sizes) == NO_PAUSE.max_rounds
     assert len(report.failed) == 2 and not report.written
     assert report.failed[0][1].startswith("TransactionConflict")
