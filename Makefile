@@ -1,9 +1,11 @@
 # Quick start: `make demo` runs the pipeline on an embedded local AWS; `make test` runs the tests.
-# Needs only Python 3.11+ and make: everything else goes into .venv.
+# Needs Python 3.11+, make and Node.js (npm): Python packages go into .venv, the local AWS
+# emulators (kinesalite, dynalite) into node_modules.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .PHONY: demo test lint bench soak package deploy teardown clean
 
@@ -14,10 +16,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || (echo "npm (Node.js) is required for the local Kinesis and DynamoDB emulators" && exit 2)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/stream-processor demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -26,12 +33,13 @@ lint: $(STAMP)
 	$(BIN)/cfn-lint infra/template.yaml
 
 # The full soak: 1,000,000 events through consume on the local endpoint (long).
-soak: $(STAMP)
+soak: $(STAMP) $(NODE_STAMP)
 	SOAK_EVENTS=1000000 $(BIN)/python -m pytest -q -s tests/test_soak.py
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/e2e.py
+	$(BIN)/python benchmarks/steady.py
 
 # The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
 package: $(STAMP)
@@ -47,4 +55,4 @@ teardown: $(STAMP)
 	$(BIN)/python infra/deploy.py teardown --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

@@ -64,20 +64,24 @@ def reference_handler(event: dict[str, Any], _context: object) -> None:
             dynamodb.Table(table).put_item(Item=detail)
 
 
-def _counts(control: str, reset: bool = False) -> dict[str, int]:
+def counts(control: str, reset: bool = False) -> dict[str, int]:
     with urllib.request.urlopen(f"{control}/{'reset' if reset else ''}") as response:
         return json.loads(response.read())
 
 
 def _requests(control: str, service: str) -> int:
     """Requests the proxy forwarded to `service` since the last reset."""
-    return sum(v for k, v in _counts(control).items() if k.startswith(service + ":"))
+    return sum(v for k, v in counts(control).items() if k.startswith(service + ":"))
 
 
 def _events(n: int, batch: int) -> list[dict[str, Any]]:
     fleet = simulate_fleet(max(1, n // 8), seed=3)
     delivered, _ = deliver(fleet.events, duplicate_rate=0.1, reorder_rate=0.2, seed=3)
-    delivered = delivered[:n]
+    return lambda_events(delivered[:n], batch)
+
+
+def lambda_events(delivered: list[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
+    """The events as Lambda Kinesis events of `batch` records each, one shard."""
     batches = []
     for start in range(0, len(delivered), batch):
         records = []
@@ -97,7 +101,9 @@ def _events(n: int, batch: int) -> list[dict[str, Any]]:
     return batches
 
 
-def _run(name: str, handler: Any, batches: list[dict[str, Any]], control: str) -> dict[str, Any]:
+def run_handler(
+    name: str, handler: Any, batches: list[dict[str, Any]], control: str
+) -> dict[str, Any]:
     """Time `handler` over all batches but the first, which pays the cold start (imports,
     clients, connections) and is not what a running function spends per event."""
     # The handler prints its EMF metrics line per batch (as in Lambda); keep them out of the
@@ -105,7 +111,7 @@ def _run(name: str, handler: Any, batches: list[dict[str, Any]], control: str) -
     with contextlib.redirect_stdout(io.StringIO()):
         handler(batches[0], None)
         batches = batches[1:]
-        _counts(control, reset=True)
+        counts(control, reset=True)
         events = sum(len(b["Records"]) for b in batches)
         wall, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
@@ -122,7 +128,7 @@ def _run(name: str, handler: Any, batches: list[dict[str, Any]], control: str) -
     }
 
 
-def _tables(suffix: str) -> dict[str, str]:
+def state_tables_env(suffix: str) -> dict[str, str]:
     """Separate state tables per run, so that every run starts from empty state."""
     return {
         "TASK_STATE_TABLE": f"ECSTaskState-{suffix}",
@@ -131,12 +137,12 @@ def _tables(suffix: str) -> dict[str, str]:
     }
 
 
-def _ours(mode: str, batches: list[dict[str, Any]], control: str) -> dict[str, Any]:
-    os.environ.update(_tables(mode), STATE_WRITE_MODE=mode)
+def run_ours(mode: str, batches: list[dict[str, Any]], control: str) -> dict[str, Any]:
+    os.environ.update(state_tables_env(mode), STATE_WRITE_MODE=mode)
     ensure_all(Settings.from_env(os.environ), stream="bench", shards=1, region="us-east-1")
     lambda_function.reset()  # the handler reads its settings once per execution environment
     try:
-        return _run(
+        return run_handler(
             f"stream_processor Lambda handler, `{mode}`",
             lambda_function.lambda_handler,
             batches,
@@ -144,14 +150,14 @@ def _ours(mode: str, batches: list[dict[str, Any]], control: str) -> dict[str, A
         )
     finally:
         lambda_function.reset()
-        for name in [*_tables(mode), "STATE_WRITE_MODE"]:
+        for name in [*state_tables_env(mode), "STATE_WRITE_MODE"]:
             del os.environ[name]
 
 
 def _consume(shards: int, batches: list[dict[str, Any]], control: str) -> dict[str, Any]:
     """Publish the events into a stream of `shards` shards, then time `consume` draining it."""
     stream = f"scale-{shards}-{len(batches)}"
-    env = {**os.environ, **_tables(f"consume-{shards}"), "STATE_WRITE_MODE": "put"}
+    env = {**os.environ, **state_tables_env(f"consume-{shards}"), "STATE_WRITE_MODE": "put"}
     settings = Settings.from_env(env)
     ensure_all(settings, stream=stream, shards=shards, region="us-east-1")
     publisher = KinesisPublisher(kinesis_client(settings), stream)
@@ -162,7 +168,7 @@ def _consume(shards: int, batches: list[dict[str, Any]], control: str) -> dict[s
     ]
     for start in range(0, len(records), 500):
         publisher.put(records[start : start + 500])
-    _counts(control, reset=True)
+    counts(control, reset=True)
     idle_s = 2.0
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
@@ -209,7 +215,7 @@ def _consume(shards: int, batches: list[dict[str, Any]], control: str) -> dict[s
     }
 
 
-def _clean_reference_tables() -> None:
+def clean_reference_tables() -> None:
     ddb = boto3.resource("dynamodb")
     for table, key in (
         ("ECSTaskState", "taskArn"),
@@ -219,7 +225,7 @@ def _clean_reference_tables() -> None:
             ddb.Table(table).delete_item(Key={key: item[key]})
 
 
-def _table(header: list[str], rows: list[list[str]]) -> None:
+def print_table(header: list[str], rows: list[list[str]]) -> None:
     print("\n".join(markdown_table(header, rows)) + "\n")
 
 
@@ -261,11 +267,11 @@ def main() -> int:
         rows = []
         for mode in ("put", "transact"):
             print(f"timing our handler ({mode}) ...", file=sys.stderr)
-            rows.append(_ours(mode, batches, control))
+            rows.append(run_ours(mode, batches, control))
         ensure_all(Settings.from_env(os.environ), stream="bench", shards=1, region="us-east-1")
-        _clean_reference_tables()
+        clean_reference_tables()
         print(f"timing the reference on {args.reference_events:,} events ...", file=sys.stderr)
-        reference = _run(
+        reference = run_handler(
             "reference sample Lambda",
             reference_handler,
             _events(args.reference_events, args.batch),
@@ -286,7 +292,7 @@ def main() -> int:
         f"--delay-ms {args.delay_ms} --reference-events {args.reference_events} "
         f"--consume-events {args.consume_events}`\n"
     )
-    _table(
+    print_table(
         [
             "path",
             "events",
@@ -321,7 +327,7 @@ def main() -> int:
         f"its fixed cost (start, clients, shard listing, leases; an empty stream) is "
         f"{fixed_cpu:.1f} s of CPU, taken out of the per-event column:\n"
     )
-    _table(
+    print_table(
         ["shards", "events", "events/s", "CPU µs/event", "DynamoDB requests/event", "peak RSS MiB"],
         [
             [

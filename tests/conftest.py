@@ -6,6 +6,8 @@ import base64
 import copy
 import json
 import os
+import shutil
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -181,6 +183,39 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     ):
         monkeypatch.setenv(key, os.environ[key])
     return moto_endpoint
+
+
+KINESALITE = Path(__file__).parents[1] / "node_modules" / "kinesalite"
+#: kinesalite as a library, on loopback only (its command line listens on every address).
+_KINESALITE_MAIN = """
+const server = require(process.argv[1])({createStreamMs: 0, deleteStreamMs: 0,
+  updateStreamMs: 0, shardLimit: 100});
+server.listen(0, "127.0.0.1", () => console.log(server.address().port));
+"""
+
+
+@pytest.fixture
+def kinesalite(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh kinesalite (npm) for one test, and boto3's Kinesis pointed at it through
+    `AWS_ENDPOINT_URL_KINESIS`; everything else stays on moto. kinesalite reshards as
+    Kinesis does: a parent keeps its records, closes with an `EndingSequenceNumber`, and
+    reading past its end returns no `NextShardIterator`. Request it before `settings`, so
+    the stream is created there."""
+    if shutil.which("node") is None or not KINESALITE.exists():
+        pytest.fail("kinesalite is missing: `make test` installs it (needs Node.js and npm)")
+    server = subprocess.Popen(
+        ["node", "-e", _KINESALITE_MAIN, str(KINESALITE)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", url)
+        yield url
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ def test_crash_during_a_multi_object_history_write_then_retry(
 
 
 def test_crash_between_state_write_and_checkpoint_then_restart(
+    kinesalite: str,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

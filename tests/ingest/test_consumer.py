@@ -42,7 +42,9 @@ def test_options_are_validated() -> None:
     ]
 
 
-def test_multi_shard_stream_with_duplicates_and_reordering_converges(settings: Settings) -> None:
+def test_multi_shard_stream_with_duplicates_and_reordering_converges(
+    kinesalite: str, settings: Settings
+) -> None:
     stream = _stream(settings, "multi", 4)
     fleet = simulate_fleet(30, seed=11)
     delivered, duplicates = deliver(fleet.events, duplicate_rate=0.3, reorder_rate=0.5, seed=11)
@@ -63,7 +65,7 @@ def test_multi_shard_stream_with_duplicates_and_reordering_converges(settings: S
 
 
 def test_split_and_merge_while_events_keep_arriving_keep_per_key_order(
-    settings: Settings,
+    aws: str, kinesalite: str, settings: Settings
 ) -> None:
     stream = _stream(settings, "resharded", 2)
     fleet = simulate_fleet(40, seed=5)
@@ -105,6 +107,8 @@ def test_split_and_merge_while_events_keep_arriving_keep_per_key_order(
         checkpoints[s].ended
         for s in ("shardId-000000000000", "shardId-000000000001", "shardId-000000000003")
     )
+    # It ran on kinesalite, not on moto's Kinesis (which reshards unlike AWS).
+    assert stream not in boto3.client("kinesis", endpoint_url=aws).list_streams()["StreamNames"]
 
 
 class RecordingPipeline:
@@ -122,7 +126,9 @@ class RecordingPipeline:
         return outcome
 
 
-def test_two_consumers_never_process_one_shard_at_the_same_time(settings: Settings) -> None:
+def test_two_consumers_never_process_one_shard_at_the_same_time(
+    kinesalite: str, settings: Settings
+) -> None:
     stream = _stream(settings, "shared", 4)
     fleet = simulate_fleet(40, seed=3)
     delivered, _ = deliver(fleet.events, duplicate_rate=0.2, seed=3)
@@ -178,6 +184,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def test_sigkill_mid_run_then_restart_converges_and_checkpoints_only_move_forward(
+    kinesalite: str,
     settings: Settings,
 ) -> None:
     stream = _stream(settings, "crashy", 2)
@@ -234,7 +241,9 @@ def test_sigkill_mid_run_then_restart_converges_and_checkpoints_only_move_forwar
     assert_converged(settings, fleet)
 
 
-def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(settings: Settings) -> None:
+def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(
+    kinesalite: str, settings: Settings
+) -> None:
     stream = _stream(settings, "graceful", 2)
     fleet = simulate_fleet(10, seed=2)
     publish(settings, stream, fleet.events)
