@@ -41,6 +41,7 @@ from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
 from stream_processor.core.ports import StateReport
 from stream_processor.core.records import from_lambda_event
+from stream_processor.core.retry import Deadline
 from stream_processor.demo.simulation import simulate_fleet
 from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import InMemoryQuarantine
@@ -96,7 +97,7 @@ class _ParquetBytesHistory:
     def add(self, obj: HistoryObject) -> None:
         self._buffer.append(obj)
 
-    def flush(self) -> None:
+    def flush(self, deadline: Deadline | None = None) -> None:
         try:
             self.bytes_out += sum(len(parquet_bytes(obj)) for obj in self._buffer)
         finally:
@@ -112,7 +113,7 @@ class _AcceptingState:
     def add(self, write: StateWrite) -> None:
         self._buffer.append(write)
 
-    def flush(self) -> StateReport:
+    def flush(self, deadline: Deadline | None = None) -> StateReport:
         try:
             return StateReport(written=list(self._buffer))
         finally:

@@ -42,6 +42,7 @@ from stream_processor.core.retry import Deadline, RetryPolicy
 from stream_processor.errors import ConfigError
 
 _T = TypeVar("_T")
+_I = TypeVar("_I")
 
 #: (written|stale|rejected|failed|retry, reason, the replaced item's version).
 Outcome = tuple[str, str, int | None]
@@ -261,6 +262,21 @@ class AwsHttp:
     def close(self) -> None:
         """Close the connections and stop the loop thread."""
         self._finalizer()
+
+
+async def bounded(items: Sequence[_I], send: Callable[[_I], Awaitable[_T]], limit: int) -> list[_T]:
+    """`send` over `items` with at most `limit` in flight, results in order. A few workers
+    pull from one iterator: no task, frame or request body exists for an item before its
+    turn, so a 10,000-item batch costs `limit` requests' memory, not 10,000."""
+    results: list[_T | None] = [None] * len(items)
+    queue = iter(enumerate(items))
+
+    async def worker() -> None:
+        for index, item in queue:
+            results[index] = await send(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
+    return results  # type: ignore[return-value]  # every slot was filled
 
 
 async def settle(

@@ -39,6 +39,7 @@ from stream_processor.adapters.aws_http import (
     HttpResponse,
     Outcome,
     SigV4,
+    bounded,
     session_credentials,
     settle,
     utc_now,
@@ -311,6 +312,7 @@ class DynamoDBStateStore:
             results = self._transport.run(
                 self._write_all(self._buffer, deadline or Deadline.none())
             )
+            report.rounds = self.last_rounds
             for write, (outcome, reason, previous) in zip(self._buffer, results, strict=True):
                 if outcome == "written":
                     report.written.append(write)
@@ -327,33 +329,28 @@ class DynamoDBStateStore:
         return report
 
     async def _write_all(self, writes: Sequence[StateWrite], deadline: Deadline) -> list[Outcome]:
-        limit = asyncio.Semaphore(self._max_workers)
-        # Bodies are encoded once; a retry sends the same bytes.
-        puts: dict[int, bytes] = {}
         # Keys whose transaction was refused as a whole go one by one, to find the culprit.
         singles: set[int] = set() if self._transactional else set(range(len(writes)))
 
+        # Bodies are encoded when their request starts (at most `max_workers` at a time),
+        # not all at once: a 10,000-key batch would otherwise hold every body in memory.
         async def put(index: int, timeout_s: float) -> Outcome:
-            body = puts.get(index)
-            if body is None:
-                body = puts[index] = self._put_body(writes[index])
-            async with limit:
-                timeout_s = deadline.timeout(timeout_s)
-                if timeout_s < self._policy.min_request_s:
-                    return ("retry", "deadline reached", None)
-                return _put_outcome(await self._transport.call("PutItem", body, timeout_s))
+            timeout_s = deadline.timeout(timeout_s)
+            if timeout_s < self._policy.min_request_s:
+                return ("retry", "deadline reached", None)
+            body = self._put_body(writes[index])
+            return _put_outcome(await self._transport.call("PutItem", body, timeout_s))
 
         async def transact(group: list[int], timeout_s: float) -> dict[int, Outcome]:
             outcomes: dict[int, Outcome] = {}
             while group:
-                async with limit:
-                    remaining_s = deadline.timeout(timeout_s)
-                    if remaining_s < self._policy.min_request_s:
-                        outcomes.update(dict.fromkeys(group, ("retry", "deadline reached", None)))
-                        return outcomes
-                    response = await self._transport.call(
-                        "TransactWriteItems", self._transact_body(writes, group), remaining_s
-                    )
+                remaining_s = deadline.timeout(timeout_s)
+                if remaining_s < self._policy.min_request_s:
+                    outcomes.update(dict.fromkeys(group, ("retry", "deadline reached", None)))
+                    return outcomes
+                response = await self._transport.call(
+                    "TransactWriteItems", self._transact_body(writes, group), remaining_s
+                )
                 outcome, reasons = _classify(response)
                 if reasons is not None and len(reasons) == len(group):
                     # Stale and refused keys are settled; keys cancelled only because of
@@ -383,8 +380,8 @@ class DynamoDBStateStore:
             one_by_one = [i for i in pending if i in singles]
             grouped = _groups([i for i in pending if i not in singles], writes)
             singles_done, groups_done = await asyncio.gather(
-                asyncio.gather(*(put(i, timeout_s) for i in one_by_one)),
-                asyncio.gather(*(transact(group, timeout_s) for group in grouped)),
+                bounded(one_by_one, lambda i: put(i, timeout_s), self._max_workers),
+                bounded(grouped, lambda group: transact(group, timeout_s), self._max_workers),
             )
             outcomes = dict(zip(one_by_one, singles_done, strict=True))
             for done in groups_done:

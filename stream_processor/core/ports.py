@@ -29,6 +29,8 @@ class StateReport:
     failed: list[tuple[StateWrite, str]] = field(default_factory=list)
     #: For written writes that replaced an item: the replaced item's version (gap detection).
     previous_versions: dict[tuple[Dataset, str], int] = field(default_factory=dict)
+    #: Rounds of sending it took (1: nothing had to be retried).
+    rounds: int = 1
 
 
 class StateSink(Protocol):

@@ -105,6 +105,8 @@ class BatchOutcome:
     state_written: int = 0
     state_stale: int = 0
     state_failed: int = 0
+    #: Rounds the state writes took (1: no retry was needed).
+    state_rounds: int = 0
     oversized: int = 0
     version_gaps: int = 0
     gaps_filled: int = 0
@@ -204,6 +206,7 @@ class Pipeline:
             state_written=len(report.written),
             state_stale=len(report.stale),
             state_failed=len(report.failed),
+            state_rounds=report.rounds,
             oversized=oversized,
         )
         failed = [write for write, _ in report.failed]

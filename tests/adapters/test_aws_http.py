@@ -141,3 +141,44 @@ def test_an_endpoint_that_never_answers_is_a_timeout_value_not_a_hang() -> None:
         engine.close()
         listener.close()
     assert response.status == 0 and "timeout" in response.error
+
+
+def test_the_engine_honours_the_service_endpoint_variable_and_the_credential_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_processor.adapters.clients import dynamodb_client
+    from stream_processor.adapters.dynamodb_state import DynamoDBHttp
+    from stream_processor.config import Settings
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:2")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDCHAIN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-from-the-chain")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    transport = DynamoDBHttp.for_client(dynamodb_client(Settings()))
+    try:
+        assert transport._endpoint == Endpoint("http://127.0.0.1:2/", "127.0.0.1:2", "/")
+        assert transport._signer.region == "eu-west-1"
+        assert transport._credentials() == Credentials(
+            "AKIDCHAIN", "secret", "token-from-the-chain"
+        )
+    finally:
+        transport.close()
+
+
+def test_bounded_keeps_order_and_never_exceeds_its_limit() -> None:
+    from stream_processor.adapters.aws_http import bounded
+
+    in_flight, most = [0], [0]
+
+    async def send(item: int) -> int:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await asyncio.sleep(0.001 * (item % 3))
+        in_flight[0] -= 1
+        return item * 10
+
+    assert asyncio.run(bounded(list(range(50)), send, 4)) == [i * 10 for i in range(50)]
+    assert most[0] == 4
+    assert asyncio.run(bounded([], send, 4)) == []
