@@ -40,6 +40,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python benchmarks/steady.py
+	$(BIN)/python benchmarks/state.py
 
 # The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
 package: $(STAMP)

@@ -225,6 +225,18 @@ def clean_reference_tables() -> None:
             ddb.Table(table).delete_item(Key={key: item[key]})
 
 
+def local_environment(url: str) -> None:
+    """Point this process (and its children) at the local endpoint, with test credentials."""
+    os.environ.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        HISTORY_BUCKET="bench-history",
+        LOG_LEVEL="WARNING",
+    )
+
+
 def print_table(header: list[str], rows: list[list[str]]) -> None:
     print("\n".join(markdown_table(header, rows)) + "\n")
 
@@ -254,14 +266,7 @@ def main() -> int:
     try:
         assert server.stdout is not None
         url, control = server.stdout.readline().strip(), server.stdout.readline().strip()
-        os.environ.update(
-            AWS_ENDPOINT_URL=url,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
-            HISTORY_BUCKET="bench-history",
-            LOG_LEVEL="WARNING",
-        )
+        local_environment(url)
         batches = _events(args.events, args.batch)
         print(f"{args.events:,} events, latency {args.delay_ms} ms", file=sys.stderr)
         rows = []

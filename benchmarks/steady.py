@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.e2e import (  # noqa: E402
     clean_reference_tables,
     lambda_events,
+    local_environment,
     print_table,
     reference_handler,
     run_handler,
@@ -171,17 +172,6 @@ def dynalite() -> Iterator[str]:
         server.wait()
 
 
-def _environment(url: str) -> None:
-    os.environ.update(
-        AWS_ENDPOINT_URL=url,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        HISTORY_BUCKET="bench-history",
-        LOG_LEVEL="WARNING",
-    )
-
-
 def _measure(
     name: str,
     batches: list[dict[str, Any]],
@@ -229,12 +219,12 @@ def main() -> int:
     )
 
     with endpoint(args.delay_ms) as (url, control):
-        _environment(url)
+        local_environment(url)
         latency = _measure(
             f"moto + {args.delay_ms:g} ms", batches, reference_batches, ("put", "transact"), control
         )
     with endpoint(0.0) as (url, control), dynalite() as dynamodb:
-        _environment(url)
+        local_environment(url)
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb
         try:
             fast = _measure(

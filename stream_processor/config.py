@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stream_processor.core.events import Dataset
 from stream_processor.errors import ConfigError
 
 _RETRY_MODES = ("legacy", "standard", "adaptive")
 #: `put`: one conditional PutItem per key (1 write unit per KB). `transact`: up to 100
 #: conditional puts per TransactWriteItems call (2 write units per KB, far fewer requests).
 STATE_WRITE_MODES = ("put", "transact")
+#: `native`: every detail attribute by name, nested as M/L (the default). `compact`: the
+#: typed fields by name and the whole detail zlib-compressed in one binary attribute.
+STATE_ITEM_FORMATS = ("native", "compact")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,7 @@ class Settings:
     quarantine_prefix: str = "quarantine/"
     state_write_concurrency: int = 16
     state_write_mode: str = "put"
+    state_item_format: str = "native"
     retry_mode: str = "standard"
     max_attempts: int = 5
     #: Days after a terminal state's event time at which DynamoDB may expire the item
@@ -65,6 +70,8 @@ class Settings:
             raise ConfigError("STATE_WRITE_CONCURRENCY must be >= 1")
         if self.state_write_mode not in STATE_WRITE_MODES:
             raise ConfigError(f"STATE_WRITE_MODE must be one of {STATE_WRITE_MODES}")
+        if self.state_item_format not in STATE_ITEM_FORMATS:
+            raise ConfigError(f"STATE_ITEM_FORMAT must be one of {STATE_ITEM_FORMATS}")
         if self.reconcile_gaps and self.state_write_mode != "put":
             raise ConfigError(
                 "RECONCILE_GAPS=true needs STATE_WRITE_MODE=put: gaps are detected from the "
@@ -82,6 +89,14 @@ class Settings:
             raise ConfigError("RETRY_ROUNDS must be >= 1")
         if not self.deadline_margin_s >= 0:
             raise ConfigError("DEADLINE_MARGIN_SECONDS must be >= 0")
+
+    def state_tables(self) -> dict[Dataset, str]:
+        """Dataset → DynamoDB state table name."""
+        return {
+            Dataset.TASK: self.task_state_table,
+            Dataset.CONTAINER_INSTANCE: self.container_instance_state_table,
+            Dataset.DEPLOYMENT: self.deployment_state_table,
+        }
 
     def require_bucket(self) -> str:
         """The history bucket, or a clear error when it was not configured."""
@@ -103,26 +118,21 @@ class Settings:
                 if text not in ("true", "false", "1", "0", "yes", "no"):
                     raise ConfigError(f"{ENV_NAMES[flag]} must be true or false, got {text!r}")
                 values[flag] = text in ("true", "1", "yes")
-        for float_field in ("request_timeout_s", "deadline_margin_s"):
-            if float_field in values:
+        numbers = {
+            "request_timeout_s": (float, "a number"),
+            "deadline_margin_s": (float, "a number"),
+            "state_write_concurrency": (int, "an integer"),
+            "max_attempts": (int, "an integer"),
+            "state_ttl_days": (int, "an integer"),
+            "retry_rounds": (int, "an integer"),
+        }
+        for name, (kind, what) in numbers.items():
+            if name in values:
                 try:
-                    values[float_field] = float(str(values[float_field]))
+                    values[name] = kind(str(values[name]))
                 except ValueError:
                     raise ConfigError(
-                        f"{ENV_NAMES[float_field]} must be a number, got {values[float_field]!r}"
-                    ) from None
-        for int_field in (
-            "state_write_concurrency",
-            "max_attempts",
-            "state_ttl_days",
-            "retry_rounds",
-        ):
-            if int_field in values:
-                try:
-                    values[int_field] = int(str(values[int_field]))
-                except ValueError:
-                    raise ConfigError(
-                        f"{ENV_NAMES[int_field]} must be an integer, got {values[int_field]!r}"
+                        f"{ENV_NAMES[name]} must be {what}, got {values[name]!r}"
                     ) from None
         return cls(**values)  # type: ignore[arg-type]
 
@@ -138,6 +148,7 @@ ENV_NAMES: dict[str, str] = {
     "quarantine_prefix": "QUARANTINE_PREFIX",
     "state_write_concurrency": "STATE_WRITE_CONCURRENCY",
     "state_write_mode": "STATE_WRITE_MODE",
+    "state_item_format": "STATE_ITEM_FORMAT",
     "retry_mode": "AWS_RETRY_MODE",
     "max_attempts": "AWS_MAX_ATTEMPTS",
     "state_ttl_days": "STATE_TTL_DAYS",

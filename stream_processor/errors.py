@@ -32,3 +32,7 @@ class StateWriteError(SinkError):
 
 class SetupError(StreamProcessorError):
     """Creating the stream, tables or bucket failed."""
+
+
+class StateReadError(StreamProcessorError):
+    """Reading the state tables failed (a missing table or index, access denied, ...)."""

@@ -191,6 +191,11 @@ def condition_for(write: StateWrite) -> dict[str, Any]:
     }
 
 
+def _with_item(params: dict[str, Any], write: StateWrite) -> bytes:
+    """`params` plus `"Item"` as one JSON object: the item is spliced in already encoded."""
+    return _ENCODER.encode(params)[:-1] + b',"Item":' + write.item_json + b"}"
+
+
 def _groups(indexes: Sequence[int], writes: Sequence[StateWrite]) -> list[list[int]]:
     """Split writes into transactions within the action and (estimated) size limits."""
     groups: list[list[int]] = []
@@ -394,33 +399,20 @@ class DynamoDBStateStore:
         return outcomes
 
     def _transact_body(self, writes: Sequence[StateWrite], group: Sequence[int]) -> bytes:
-        return _ENCODER.encode(
-            {
-                "TransactItems": [
-                    {
-                        "Put": {
-                            "TableName": self._tables[writes[i].event.dataset],
-                            "Item": writes[i].item,
-                            **condition_for(writes[i]),
-                        }
-                    }
-                    for i in group
-                ]
-            }
+        actions = b",".join(
+            b'{"Put":' + _with_item(self._put_params(writes[i]), writes[i]) + b"}" for i in group
         )
+        return b'{"TransactItems":[' + actions + b"]}"
 
     def _put_body(self, write: StateWrite) -> bytes:
         versioned = SPECS[write.event.dataset].versioned
-        return _ENCODER.encode(
-            {
-                "TableName": self._tables[write.event.dataset],
-                "Item": write.item,
-                # The replaced item's version feeds gap detection; no extra read, no extra
-                # capacity (only bandwidth).
-                "ReturnValues": "ALL_OLD" if versioned else "NONE",
-                **condition_for(write),
-            }
-        )
+        # The replaced item's version feeds gap detection; no extra read, no extra capacity
+        # (only bandwidth).
+        params = {**self._put_params(write), "ReturnValues": "ALL_OLD" if versioned else "NONE"}
+        return _with_item(params, write)
+
+    def _put_params(self, write: StateWrite) -> dict[str, Any]:
+        return {"TableName": self._tables[write.event.dataset], **condition_for(write)}
 
     def scan(self, dataset: Dataset, status_attribute: str) -> Iterator[Observed]:
         """Key, version, status and cluster of every item of a dataset (for reconcile)."""

@@ -7,7 +7,7 @@ endpoint and for trying the processor in a sandbox account.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -50,14 +50,22 @@ def ensure_stream(client: KinesisClient, name: str, shards: int) -> str:
 
 
 def ensure_table(
-    client: DynamoDBClient, name: str, hash_key: str, range_key: str | None = None
+    client: DynamoDBClient,
+    name: str,
+    hash_key: str,
+    range_key: str | None = None,
+    indexes: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Create an on-demand table with string key(s) if missing, and wait for it."""
+    """Create an on-demand table with string key(s) if missing, and wait for it. `indexes`
+    are `GlobalSecondaryIndexes` entries with string keys; those missing on an existing
+    table are added (one at a time, as DynamoDB requires)."""
     keys: list[Any] = [{"AttributeName": hash_key, "KeyType": "HASH"}]
-    attributes: list[Any] = [{"AttributeName": hash_key, "AttributeType": "S"}]
+    names = [hash_key] + ([range_key] if range_key else [])
     if range_key:
         keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
-        attributes.append({"AttributeName": range_key, "AttributeType": "S"})
+    for index in indexes:
+        names += [k["AttributeName"] for k in index["KeySchema"] if k["AttributeName"] not in names]
+    attributes: list[Any] = [{"AttributeName": n, "AttributeType": "S"} for n in names]
     try:
         client.create_table(
             TableName=name,
@@ -65,14 +73,36 @@ def ensure_table(
             AttributeDefinitions=attributes,
             BillingMode="PAY_PER_REQUEST",
             SSESpecification={"Enabled": True},
+            **({"GlobalSecondaryIndexes": [dict(i) for i in indexes]} if indexes else {}),  # type: ignore[arg-type]
         )
     except ClientError as exc:
         if _code(exc) != "ResourceInUseException":
             raise SetupError(f"creating table {name}: {_code(exc)}") from exc
-    _wait(
-        lambda: client.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE",
-        f"table {name}",
-    )
+
+    def table() -> Any:
+        return client.describe_table(TableName=name)["Table"]
+
+    def settled() -> bool:
+        description = table()
+        return description["TableStatus"] == "ACTIVE" and all(
+            i.get("IndexStatus", "ACTIVE") == "ACTIVE"
+            for i in description.get("GlobalSecondaryIndexes", [])
+        )
+
+    _wait(settled, f"table {name}")
+    present = {i["IndexName"] for i in table().get("GlobalSecondaryIndexes", [])}
+    for index in indexes:
+        if index["IndexName"] in present:
+            continue
+        try:
+            client.update_table(
+                TableName=name,
+                AttributeDefinitions=attributes,
+                GlobalSecondaryIndexUpdates=[{"Create": dict(index)}],  # type: ignore[typeddict-item]
+            )
+        except ClientError as exc:
+            raise SetupError(f"adding index {index['IndexName']} to {name}: {_code(exc)}") from exc
+        _wait(settled, f"index {index['IndexName']} of {name}", timeout_s=600)
 
 
 def ensure_bucket(client: S3Client, name: str, region: str) -> None:

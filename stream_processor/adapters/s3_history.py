@@ -13,7 +13,7 @@ import asyncio
 import random
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stream_processor.adapters.aws_http import AwsHttp, HttpResponse, Outcome, settle
 from stream_processor.core.history import HistoryObject, to_parquet
@@ -63,6 +63,7 @@ class _S3Writer:
         self._owns_http = http is None
         self._policy = policy or RetryPolicy()
         self._rng = random.Random()  # noqa: S311 - jitter, not secrets
+        self._buffer: list[Any] = []
 
     def _put_all(self, objects: Sequence[tuple[str, bytes, str]], deadline: Deadline) -> None:
         """PUT every (key, body, content type), retrying failures in rounds; raise a
@@ -114,16 +115,7 @@ class _S3Writer:
 class S3ParquetHistory(_S3Writer):
     """History sink: one Parquet object per (dataset, event date) of a batch."""
 
-    def __init__(
-        self,
-        client: S3Client,
-        bucket: str,
-        *,
-        http: AwsHttp | None = None,
-        policy: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(client, bucket, http=http, policy=policy)
-        self._buffer: list[HistoryObject] = []
+    _buffer: list[HistoryObject]
 
     def add(self, obj: HistoryObject) -> None:
         self._buffer.append(obj)
@@ -144,16 +136,7 @@ class S3ParquetHistory(_S3Writer):
 class S3Quarantine(_S3Writer):
     """Quarantine sink: one JSON Lines object per batch that had rejected records."""
 
-    def __init__(
-        self,
-        client: S3Client,
-        bucket: str,
-        *,
-        http: AwsHttp | None = None,
-        policy: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(client, bucket, http=http, policy=policy)
-        self._buffer: list[tuple[str, bytes]] = []
+    _buffer: list[tuple[str, bytes]]
 
     def add(self, key: str, body: bytes) -> None:
         self._buffer.append((key, body))

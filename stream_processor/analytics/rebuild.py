@@ -49,7 +49,9 @@ def _records(store: HistoryStore, prefix: str, dataset: Dataset) -> Iterator[Kin
     for key in store.keys(f"{prefix}{dataset.value}/"):
         if not key.endswith(".parquet"):
             continue
-        table = pq.read_table(io.BytesIO(store.read(key)), columns=_COLUMNS)
+        # Deployments: the event's resources[0] was the service (the indexes need it).
+        columns = [*_COLUMNS, "service_arn"] if dataset is Dataset.DEPLOYMENT else _COLUMNS
+        table = pq.read_table(io.BytesIO(store.read(key)), columns=columns)
         for row in table.to_pylist():
             moment = row["event_time"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
             # Rebuild the envelope around the detail's original bytes: same digest, same order.
@@ -65,7 +67,7 @@ def _records(store: HistoryStore, prefix: str, dataset: Dataset) -> Iterator[Kin
                 + ',"region":'
                 + json.dumps(row["region"])
                 + ',"resources":['
-                + json.dumps(row["resource_arn"])
+                + json.dumps(row.get("service_arn") or row["resource_arn"])
                 + '],"detail":'
                 + row["detail"]
                 + "}"
@@ -86,6 +88,7 @@ def rebuild_state(
     *,
     ingested_at: str,
     ttl_days: int = 0,
+    item_format: str = "native",
     chunk: int = 5000,
     on_progress: Callable[[str], None] | None = None,
 ) -> RebuildReport:
@@ -105,7 +108,11 @@ def rebuild_state(
                 for event in plan.state:
                     state.add(
                         build_state_write(
-                            event, ingested_at=ingested_at, snapshot_uri="", ttl_days=ttl_days
+                            event,
+                            ingested_at=ingested_at,
+                            snapshot_uri="",
+                            ttl_days=ttl_days,
+                            item_format=item_format,
                         )
                     )
                 outcome = state.flush()

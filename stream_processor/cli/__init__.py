@@ -1,7 +1,8 @@
 """The `stream-processor` command line: a thin shell of argument parsing over the library.
 
-One module per command group: `demo`, `ingest` (setup, consume, reconcile) and
-`analytics` (query, state, compact, rebuild-state, report, athena-ddl).
+One module per command group: `demo`, `ingest` (setup, consume, reconcile), `state` (tasks,
+instances, deployments, get: the current state) and `analytics` (query, state, compact,
+rebuild-state, report, athena-ddl: the history).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from stream_processor.cli import analytics, demo, ingest
+from stream_processor.cli import analytics, demo, ingest, state
 from stream_processor.errors import StreamProcessorError
 
 
@@ -25,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     demo.add_commands(sub)
     ingest.add_commands(sub)
+    state.add_commands(sub)
     analytics.add_commands(sub)
     return top
 

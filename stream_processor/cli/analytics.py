@@ -139,6 +139,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
             sink,
             ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             ttl_days=settings.state_ttl_days,
+            item_format=settings.state_item_format,
             on_progress=progress.step,
         )
     finally:

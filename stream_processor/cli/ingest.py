@@ -130,6 +130,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         store,
         clusters=args.cluster,
         repair=args.repair,
+        item_format=settings.state_item_format,
         on_progress=progress.step,
     )
     store.close()

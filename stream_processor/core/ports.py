@@ -9,7 +9,7 @@ requests and retries end in time for the caller to report what is not durable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.history import HistoryObject
@@ -57,3 +57,15 @@ class QuarantineSink(Protocol):
 
     def flush(self, deadline: Deadline | None = None) -> None:
         """Write every buffered file; raise `HistoryWriteError` if any could not be."""
+
+
+class StateQueries(Protocol):
+    """Reads of the state tables: through an index, or one item by key."""
+
+    def query(
+        self, dataset: Dataset, index: str, partitions: list[str], sort_prefix: str | None
+    ) -> list[dict[str, Any]]:
+        """Every item of the index partitions (all pages), optionally only those whose sort
+        key starts with `sort_prefix`."""
+
+    def get(self, dataset: Dataset, key: str) -> dict[str, Any] | None: ...

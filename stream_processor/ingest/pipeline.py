@@ -108,6 +108,8 @@ class BatchOutcome:
     #: Rounds the state writes took (1: no retry was needed).
     state_rounds: int = 0
     oversized: int = 0
+    #: Numbers DynamoDB cannot hold (over 38 significant digits), stored as exact text.
+    numbers_as_text: int = 0
     version_gaps: int = 0
     gaps_filled: int = 0
     #: Lowest sequence number not fully processed; None when the whole batch is durable.
@@ -189,7 +191,7 @@ class Pipeline:
 
         # 3. State.
         ingested_at = self._clock()
-        oversized = 0
+        oversized = numbers_as_text = 0
         for event in plan.state:
             write = build_state_write(
                 event,
@@ -197,8 +199,10 @@ class Pipeline:
                 # Only an oversized item needs it: computed on demand.
                 snapshot_uri=partial(self._snapshot_uri, event, shard, first, last),
                 ttl_days=settings.state_ttl_days,
+                item_format=settings.state_item_format,
             )
             oversized += write.oversized
+            numbers_as_text += write.numbers_as_text
             self._state.add(write)
         report = self._state.flush(deadline)
         outcome = replace(
@@ -208,6 +212,7 @@ class Pipeline:
             state_failed=len(report.failed),
             state_rounds=report.rounds,
             oversized=oversized,
+            numbers_as_text=numbers_as_text,
         )
         failed = [write for write, _ in report.failed]
         errors = sorted({reason for _, reason in report.failed})
@@ -286,6 +291,7 @@ class Pipeline:
                     ingested_at=ingested_at,
                     snapshot_uri="",
                     ttl_days=self._settings.state_ttl_days,
+                    item_format=self._settings.state_item_format,
                 )
             )
             filled += len(self._state.flush(deadline).written)

@@ -54,6 +54,7 @@ def reconcile(
     repair: bool = False,
     account: str = "",
     region: str = "",
+    item_format: str = "native",
     on_progress: Callable[[str], None] | None = None,
     clock: Callable[[], datetime] = _now,
 ) -> ReconcileReport:
@@ -82,7 +83,15 @@ def reconcile(
         findings = compare(dataset, ecs, state)
         report.findings.extend(findings)
         if repair:
-            _repair(dataset, findings, resources[dataset], store, report, account, region, clock)
+            _repair(
+                dataset,
+                findings,
+                resources[dataset],
+                store,
+                report,
+                (account, region, item_format),
+                clock,
+            )
     report.elapsed_s = round(time.perf_counter() - started, 3)
     return report
 
@@ -93,10 +102,10 @@ def _repair(
     resources: list[dict[str, object]],
     store: DynamoDBStateStore,
     report: ReconcileReport,
-    account: str,
-    region: str,
+    where: tuple[str, str, str],
     clock: Callable[[], datetime],
 ) -> None:
+    account, region, item_format = where
     key = SPECS[dataset].key_field
     assert key is not None, "reconcile covers datasets with state only"
     by_arn = {str(r[key]): r for r in resources if key in r}
@@ -111,7 +120,9 @@ def _repair(
             if not isinstance(event, EcsEvent):
                 report.skipped.append(f"{finding.arn}: {event.reason}")
                 continue
-            store.add(build_state_write(event, ingested_at=at, snapshot_uri=""))
+            store.add(
+                build_state_write(event, ingested_at=at, snapshot_uri="", item_format=item_format)
+            )
             report.repaired += len(store.flush().written)
         elif finding.kind == "orphan":
             fields = {STATUS_ATTRIBUTE[dataset]: ORPHAN_STATUS[dataset]}

@@ -34,11 +34,7 @@ if TYPE_CHECKING:
 
 def state_tables(settings: Settings) -> dict[Dataset, str]:
     """Dataset → DynamoDB table name."""
-    return {
-        Dataset.TASK: settings.task_state_table,
-        Dataset.CONTAINER_INSTANCE: settings.container_instance_state_table,
-        Dataset.DEPLOYMENT: settings.deployment_state_table,
-    }
+    return settings.state_tables()
 
 
 @dataclass(frozen=True)

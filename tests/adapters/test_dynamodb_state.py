@@ -6,23 +6,24 @@ import asyncio
 import json
 import random
 import threading
+from decimal import Decimal
 
 import boto3
 import botocore.session
+import msgspec
 import pytest
 from botocore.serialize import create_serializer
 
 from stream_processor.adapters.aws_http import HttpResponse
 from stream_processor.adapters.clients import dynamodb_client
 from stream_processor.adapters.dynamodb_state import (
-    _ENCODER,
     DynamoDBHttp,
     DynamoDBStateStore,
     condition_for,
 )
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
-from stream_processor.core.items import StateWrite, build_state_write
+from stream_processor.core.items import StateWrite, build_state_write, item_json
 from stream_processor.core.retry import RetryPolicy
 from stream_processor.ingest.wiring import state_tables
 from tests.conftest import instance_event, record, task_event
@@ -111,8 +112,34 @@ def test_floats_from_the_ecs_api_shape_are_kept_exactly(
     store = _store(settings, transactional)
     assert _flush(store, build_state_write(event, ingested_at="t", snapshot_uri="s")).written
     item = _stored(settings, event.key, "ECSCtrInstanceState")
-    assert item["_detail"]["S"].encode() == event.detail_raw  # 0.0 stays 0.0, byte for byte
+    # Native items: the resource lists as maps, 0.0 still a number, read back exactly.
+    doubles = [r["M"]["doubleValue"] for r in item["remainingResources"]["L"]]
+    assert {"N": "0.0"} in doubles or {"N": "0"} in doubles
+    exact = msgspec.json.Decoder(float_hook=Decimal).decode(event.detail_raw)
+    assert {k: v for k, v in item_json(item).items() if not k.startswith("_")} == exact
     assert item["version"] == {"N": "5"}
+
+
+@pytest.mark.parametrize("shape", ["compact", "previous"])
+def test_other_item_shapes_are_respected_by_the_guard_and_read_back(
+    settings: Settings, transactional: bool, shape: str
+) -> None:
+    # Items of the compact shape, and of the shape before native items (`_detail`), are
+    # guarded the same way (version, then `_order`) and read back whole.
+    event = decode_event(record(task_event(ARN, 5, "RUNNING"), 1))
+    assert isinstance(event, EcsEvent)
+    five = build_state_write(event, ingested_at="t", snapshot_uri="s", item_format="compact")
+    item = dict(five.item)
+    if shape == "previous":
+        item.pop("_detailZlib")
+        item["_detail"] = {"S": event.detail_raw.decode()}
+    boto3.client("dynamodb").put_item(TableName="ECSTaskState", Item=item)
+    store = _store(settings, transactional)
+    assert _flush(store, _write(4)).stale
+    assert _flush(store, five).stale  # the same event again
+    exact = msgspec.json.Decoder(float_hook=Decimal).decode(event.detail_raw)
+    assert {k: v for k, v in item_json(_stored(settings)).items() if not k.startswith("_")} == exact
+    assert _flush(store, _write(6, "STOPPED")).written
 
 
 def test_items_written_by_the_reference_lambda_are_respected(
@@ -143,7 +170,7 @@ def test_an_item_dynamodb_refuses_for_good_is_rejected_not_retried(
     settings: Settings, transactional: bool
 ) -> None:
     write = _write(1)
-    write.item["huge"] = {"S": "x" * (410 * 1024)}
+    write = write.with_item({**write.item, "huge": {"S": "x" * (410 * 1024)}})
     report = _flush(_store(settings, transactional), write)
     assert len(report.rejected) == 1 and not report.failed
     assert report.rejected[0][1].startswith("ValidationException")
@@ -197,19 +224,31 @@ def test_more_keys_than_one_transaction_holds_go_in_several(settings: Settings) 
     assert items["Count"] == 230
 
 
-def test_pre_encoded_bodies_are_the_json_botocore_would_send() -> None:
-    # The adapter encodes request bodies with msgspec (botocore's serializer is slow); they
-    # must be the same JSON document botocore builds from the same parameters.
-    write = _write(3, "STOPPED")
+@pytest.mark.parametrize("shape", ["native", "compact"])
+def test_pre_encoded_bodies_are_the_json_botocore_would_send(shape: str) -> None:
+    # The adapter encodes request bodies itself (the item once, when it is built; the rest
+    # around it); they must be the JSON document botocore builds from the same parameters.
+    event = decode_event(record(task_event(ARN, 3, "STOPPED"), 1))
+    assert isinstance(event, EcsEvent)
+    write = build_state_write(event, ingested_at="t", snapshot_uri="s", item_format=shape)
     put = {"TableName": "T", "Item": write.item, "ReturnValues": "ALL_OLD", **condition_for(write)}
     transact = {
         "TransactItems": [{"Put": {"TableName": "T", "Item": write.item, **condition_for(write)}}]
+    }
+    store = DynamoDBStateStore(
+        None,  # type: ignore[arg-type]
+        {Dataset.TASK: "T"},
+        transport=_CancellingTransport([]),
+    )
+    ours = {
+        "PutItem": store._put_body(write),
+        "TransactWriteItems": store._transact_body([write], [0]),
     }
     model = botocore.session.get_session().get_service_model("dynamodb")
     serializer = create_serializer("json")
     for operation, params in (("PutItem", put), ("TransactWriteItems", transact)):
         expected = serializer.serialize_to_request(params, model.operation_model(operation))
-        assert json.loads(_ENCODER.encode(params)) == json.loads(expected["body"])
+        assert json.loads(ours[operation]) == json.loads(expected["body"])
 
 
 class _CancellingTransport:

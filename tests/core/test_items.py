@@ -1,22 +1,34 @@
-"""State items: top-level scalars, the exact detail JSON, metadata, and the 400 KB limit."""
+"""State items: native (every detail attribute by name) and compact shapes, metadata, index
+attributes, the 400 KB limit, and reading any shape back as plain JSON."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream_processor.core.events import EcsEvent, decode_event
+from stream_processor.core.indexes import CLUSTER, INDEX_SHARDS, SERVICE, STATUS, shard_of
 from stream_processor.core.items import (
     DETAIL,
+    DETAIL_ZLIB,
     MAX_ITEM_BYTES,
     ORDER,
     OVERSIZED,
     SNAPSHOT,
     build_state_write,
+    item_json,
     item_size,
     to_attribute,
 )
-from tests.conftest import instance_event, load_fixture, record, task_event
+from tests.conftest import instance_event, record, task_event
+
+EXACT = msgspec.json.Decoder(float_hook=Decimal)
+NUMBERS = msgspec.json.Encoder(decimal_format="number")
 
 
 def _event(payload: object) -> EcsEvent:
@@ -25,54 +37,137 @@ def _event(payload: object) -> EcsEvent:
     return event
 
 
-def test_item_holds_the_typed_fields_by_name_the_whole_detail_and_lineage() -> None:
+def _detail(payload: dict[str, Any]) -> Any:
+    """The detail as the item must hold it: JSON decoded with exact numbers."""
+    return EXACT.decode(json.dumps(payload["detail"]).encode())
+
+
+def _without_metadata(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def test_native_item_holds_every_detail_attribute_by_name_nested_as_maps_and_lists() -> None:
     source = task_event(version=7)
     write = build_state_write(
         _event(source), ingested_at="2026-01-01T00:00:00.000Z", snapshot_uri="s3://b/k"
     )
     item = write.item
-    assert json.loads(item[DETAIL]["S"]) == source["detail"]
-    named = {k: v for k, v in item.items() if not k.startswith("_")}
-    assert {"taskArn", "lastStatus", "desiredStatus", "clusterArn", "createdAt"} <= set(named)
-    for name, value in named.items():  # each one as sent, none nested
-        assert value in ({"S": source["detail"][name]}, {"N": str(source["detail"][name])})
-    assert item["taskArn"] == {"S": source["detail"]["taskArn"]}
+    assert set(source["detail"]) <= set(item)  # every top-level attribute, by name
+    assert DETAIL not in item and DETAIL_ZLIB not in item  # no second copy of the detail
     assert item["version"] == {"N": "7"}
     assert item["cpu"] == {"S": "256"}  # ECS sends cpu/memory as strings; they stay strings
+    assert item["containers"]["L"][0]["M"]["name"] == {
+        "S": source["detail"]["containers"][0]["name"]
+    }
     assert item["_eventId"] == {"S": source["id"]}
     assert item["_eventTime"] == {"S": "2020-01-23T17:57:58Z"}
     assert item["_shardId"] == {"S": "shardId-000000000000"}
     assert item["_sequenceNumber"] == {"S": "1"}
     assert item["_ingestedAt"] == {"S": "2026-01-01T00:00:00.000Z"}
     assert item[ORDER]["S"] == write.order
-    assert not write.oversized
+    assert _without_metadata(item_json(item)) == _detail(source)
+    assert not write.oversized and write.numbers_as_text == 0
 
 
-def test_api_float_shapes_are_kept_exactly_as_sent() -> None:
-    source = instance_event(version=3)
-    event = _event(source)
-    item = build_state_write(event, ingested_at="t", snapshot_uri="s3://b/k").item
-    assert item[DETAIL]["S"].encode() == event.detail_raw
-    assert '"doubleValue":0.0' in item[DETAIL]["S"].replace(" ", "")
-    assert item["version"] == {"N": "3"}
-    shapes = load_fixture(
-        "api-shapes/describe_container_instances_output__aws-cli_example_doubleValue.json"
+def test_compact_item_holds_the_typed_fields_and_the_compressed_detail() -> None:
+    source = task_event(version=7)
+    item = build_state_write(
+        _event(source), ingested_at="t", snapshot_uri="s", item_format="compact"
+    ).item
+    assert "containers" not in item and "B" in item[DETAIL_ZLIB]
+    assert item["lastStatus"] == {"S": "RUNNING"} and item["version"] == {"N": "7"}
+    assert item_size(item) < item_size(
+        build_state_write(_event(source), ingested_at="t", snapshot_uri="s").item
     )
-    assert shapes["containerInstances"][0]["remainingResources"][0]["doubleValue"] == 0.0
+    assert _without_metadata(item_json(item)) == _detail(source)
 
 
-def test_numbers_dynamodb_cannot_hold_are_kept_as_exact_text() -> None:
-    assert to_attribute(10**40) == {"S": str(10**40)}
-    assert to_attribute(Decimal("1e200")) == {"S": "1E+200"}
-    assert to_attribute(Decimal("1." + "1" * 40)) == {"S": "1." + "1" * 40}
+def test_api_float_shapes_stay_numbers_exactly_as_sent() -> None:
+    source = instance_event(version=3)
+    item = build_state_write(_event(source), ingested_at="t", snapshot_uri="s3://b/k").item
+    resources = item["remainingResources"]["L"]
+    assert {"N": "0.0"} in [r["M"]["doubleValue"] for r in resources]
+    assert item["version"] == {"N": "3"}
+    assert _without_metadata(item_json(item)) == _detail(source)
+
+
+def test_numbers_dynamodb_cannot_hold_are_kept_as_exact_text_and_counted() -> None:
+    counted = [0]
+    assert to_attribute(10**40, counted) == {"S": str(10**40)}
+    assert to_attribute(Decimal("1e200"), counted) == {"S": "1E+200"}
+    assert to_attribute(Decimal("1." + "1" * 40), counted) == {"S": "1." + "1" * 40}
+    assert counted == [3]
+    assert to_attribute(10**30 + 7) == {"N": str(10**30 + 7)}  # 31 digits: exact
     assert to_attribute(Decimal("-12.50")) == {"N": "-12.50"}
     assert to_attribute(True) == {"BOOL": True}
     assert to_attribute(None) == {"NULL": True}
     assert to_attribute(0.5) == {"N": "0.5"}
     assert to_attribute({"a": [1]}) == {"M": {"a": {"L": [{"N": "1"}]}}}
+    huge = task_event(version=2, extra={"big": 10**45})
+    write = build_state_write(_event(huge), ingested_at="t", snapshot_uri="s")
+    assert write.numbers_as_text == 1 and write.item["extra"]["M"]["big"] == {"S": str(10**45)}
 
 
-def test_oversized_item_keeps_key_version_status_and_a_pointer() -> None:
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**37), max_value=10**37)
+    | st.decimals(
+        allow_nan=False, allow_infinity=False, places=6, min_value=-(10**20), max_value=10**20
+    )
+    | st.text(max_size=20)
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(min_size=1, max_size=8), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    extra=st.dictionaries(st.from_regex(r"[a-z][A-Za-z]{0,10}", fullmatch=True), _JSON, max_size=6)
+)
+def test_any_detail_round_trips_through_the_native_item_exactly(extra: dict[str, Any]) -> None:
+    source = task_event(version=4)
+    for name, value in extra.items():
+        if name not in ("taskArn", "version"):
+            source["detail"][name] = value
+    event = _event(NUMBERS.encode(source))  # Decimals as JSON numbers, exactly
+    item = build_state_write(event, ingested_at="t", snapshot_uri="s").item
+    assert _without_metadata(item_json(item)) == EXACT.decode(event.detail_raw)
+
+
+def test_items_of_the_previous_shape_and_of_the_reference_lambda_read_back() -> None:
+    source = task_event(version=5)
+    previous = {
+        "taskArn": {"S": source["detail"]["taskArn"]},
+        "version": {"N": "5"},
+        "lastStatus": {"S": "RUNNING"},
+        DETAIL: {"S": json.dumps(source["detail"])},
+        "_order": {"S": "x"},
+    }
+    assert _without_metadata(item_json(previous)) == _detail(source)
+    reference = {k: to_attribute(v) for k, v in _detail(source).items()}  # what boto3 wrote
+    assert item_json(reference) == _detail(source)
+
+
+def test_index_attributes_shard_the_cluster_and_lead_with_the_status() -> None:
+    source = task_event(version=3, status="PENDING", group="service:web")
+    item = build_state_write(_event(source), ingested_at="t", snapshot_uri="s").item
+    arn, cluster = source["detail"]["taskArn"], source["detail"]["clusterArn"]
+    shard = shard_of(arn)
+    assert 0 <= shard < INDEX_SHARDS
+    assert item[CLUSTER] == {"S": f"{cluster}#{shard}"}
+    assert item[SERVICE] == {"S": f"{cluster}#service:web#{shard}"}
+    assert item[STATUS] == {"S": f"PENDING#{arn}"}
+    assert CLUSTER not in item_json(item) and STATUS not in item_json(item)
+
+
+def test_oversized_item_keeps_key_version_status_index_keys_and_a_pointer() -> None:
     big = task_event(
         version=9,
         status="STOPPED",
@@ -86,6 +181,7 @@ def test_oversized_item_keeps_key_version_status_and_a_pointer() -> None:
     assert write.item["lastStatus"] == {"S": "STOPPED"}
     assert write.item[OVERSIZED] == {"BOOL": True}
     assert write.item[SNAPSHOT] == {"S": "s3://bucket/history/k"}
+    assert STATUS in write.item and CLUSTER in write.item
     assert "containers" not in write.item and DETAIL not in write.item
 
 

@@ -21,6 +21,7 @@ from stream_processor.adapters.dynamodb_checkpoints import SHARD_KEY, STREAM_KEY
 from stream_processor.config import ENV_NAMES, Settings
 from stream_processor.core.catalog import glue_columns, projection_properties
 from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.indexes import indexes_of
 
 TEMPLATE_PATH = Path(__file__).parents[2] / "infra" / "template.yaml"
 TEMPLATE: dict[str, Any] = yaml.safe_load(TEMPLATE_PATH.read_text())
@@ -62,11 +63,21 @@ def test_state_tables_match_the_code_names_and_keys() -> None:
         defaults.container_instance_state_table: SPECS[Dataset.CONTAINER_INSTANCE].key_field,
         defaults.deployment_state_table: SPECS[Dataset.DEPLOYMENT].key_field,
     }
+    datasets = {
+        defaults.task_state_table: Dataset.TASK,
+        defaults.container_instance_state_table: Dataset.CONTAINER_INSTANCE,
+        defaults.deployment_state_table: Dataset.DEPLOYMENT,
+    }
     for name, key in expected.items():
         assert tables[name]["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
-        assert tables[name]["AttributeDefinitions"] == [
-            {"AttributeName": key, "AttributeType": "S"}
-        ]
+        indexes = [i.definition() for i in indexes_of(datasets[name])]
+        # The indexes `setup` creates are exactly the template's.
+        assert tables[name]["GlobalSecondaryIndexes"] == indexes
+        keys = {key} | {k["AttributeName"] for i in indexes for k in i["KeySchema"]}
+        assert sorted(a["AttributeName"] for a in tables[name]["AttributeDefinitions"]) == sorted(
+            keys
+        )
+        assert all(a["AttributeType"] == "S" for a in tables[name]["AttributeDefinitions"])
     checkpoints = tables[defaults.checkpoint_table]
     assert checkpoints["KeySchema"] == [
         {"AttributeName": STREAM_KEY, "KeyType": "HASH"},
