@@ -30,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.e2e import counts, local_environment, print_table  # noqa: E402
-from benchmarks.steady import endpoint  # noqa: E402
+from benchmarks.steady import endpoint, item_sizes, write_units  # noqa: E402
 from stream_processor.cli import main as cli  # noqa: E402
 from stream_processor.config import Settings  # noqa: E402
-from stream_processor.core.events import EcsEvent, decode_event  # noqa: E402
-from stream_processor.core.items import build_state_write, item_size  # noqa: E402
+from stream_processor.core.items import item_size  # noqa: E402
 from stream_processor.core.records import KinesisRecord  # noqa: E402
 from stream_processor.demo.simulation import simulate_fleet, steady_stream  # noqa: E402
 from stream_processor.ingest.setup import ensure_all  # noqa: E402
@@ -102,22 +101,15 @@ def _index_bytes(settings: Settings, argv: list[str]) -> int:
     return total
 
 
-def write_units(shape: str) -> dict[str, float]:
-    """Mean WRU (⌈item KB⌉) and item KB of each kind of event, in one shape."""
-    fleet = simulate_fleet(200, seed=9)
-    sizes: dict[str, list[int]] = {}
-    for n, event in enumerate(fleet.events):
-        decoded = decode_event(KinesisRecord("s", str(n), 0, "pk", msgspec.json.encode(event)))
-        if not isinstance(decoded, EcsEvent) or decoded.dataset.value == "service_action":
-            continue
-        item = build_state_write(decoded, ingested_at="t", snapshot_uri="", item_format=shape).item
-        sizes.setdefault(decoded.dataset.value, []).append(item_size(item))
+def shape_units(shape: str) -> dict[str, float]:
+    """Mean item KB and WRU of each kind of event, in one shape."""
+    sizes = item_sizes(simulate_fleet(200, seed=9).events, shape)
     return {
         f"{dataset} {what}": value
         for dataset, values in sizes.items()
         for what, value in (
             ("KB", sum(values) / len(values) / 1024),
-            ("WRU", sum(math.ceil(v / 1024) for v in values) / len(values)),
+            ("WRU", write_units(values)),
         )
     }
 
@@ -205,7 +197,7 @@ def main() -> int:
         rows,
     )
     print("Write units per state item, by shape (200 simulated tasks' events):\n")
-    native, compact = write_units("native"), write_units("compact")
+    native, compact = shape_units("native"), shape_units("compact")
     print_table(
         ["item", "native", "compact"],
         [[k, f"{native[k]:.2f}", f"{compact[k]:.2f}"] for k in native],

@@ -51,8 +51,8 @@ from benchmarks.e2e import (  # noqa: E402
     run_ours,
 )
 from stream_processor.config import Settings  # noqa: E402
-from stream_processor.core.events import EcsEvent, decode_event  # noqa: E402
-from stream_processor.core.items import build_state_write  # noqa: E402
+from stream_processor.core.events import SPECS, EcsEvent, decode_event  # noqa: E402
+from stream_processor.core.items import build_state_write, item_size  # noqa: E402
 from stream_processor.core.records import KinesisRecord  # noqa: E402
 from stream_processor.demo.simulation import steady_stream  # noqa: E402
 from stream_processor.ingest.setup import ensure_all  # noqa: E402
@@ -73,36 +73,21 @@ PRICES_AS_OF = "2025 list prices, us-east-1"
 GB_PER_VCPU = 1.769
 
 
-def attribute_bytes(value: dict[str, Any]) -> int:
-    """DynamoDB's size of one attribute value (its documented sizing rules)."""
-    ((kind, inner),) = value.items()
-    if kind == "S":
-        return len(inner.encode())
-    if kind == "B":
-        return len(inner)
-    if kind == "N":
-        digits = inner.lstrip("-").replace(".", "").lstrip("0") or "0"
-        return math.ceil(len(digits) / 2) + 1
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + attribute_bytes(v) for k, v in inner.items())
-    if kind == "L":
-        return 3 + sum(1 + attribute_bytes(v) for v in inner)
-    return len(msgspec.json.encode(inner))
-
-
-def write_units(events: list[dict[str, Any]]) -> float:
-    """Mean write request units of one state item (⌈item KB⌉) over the events."""
-    units = 0
+def item_sizes(events: list[dict[str, Any]], shape: str = "native") -> dict[str, list[int]]:
+    """DynamoDB sizes (bytes) of the state items the events become, per dataset."""
+    sizes: dict[str, list[int]] = {}
     for n, event in enumerate(events):
-        record = KinesisRecord("s", str(n), 0, "pk", msgspec.json.encode(event))
-        decoded = decode_event(record)
-        assert isinstance(decoded, EcsEvent)
-        item = build_state_write(decoded, ingested_at="2026-01-01T00:00:00.000Z", snapshot_uri="")
-        size = sum(len(k.encode()) + attribute_bytes(v) for k, v in item.item.items())
-        units += math.ceil(size / 1024)
-    return units / len(events)
+        decoded = decode_event(KinesisRecord("s", str(n), 0, "pk", msgspec.json.encode(event)))
+        if not isinstance(decoded, EcsEvent) or not SPECS[decoded.dataset].has_state:
+            continue
+        write = build_state_write(decoded, ingested_at="t", snapshot_uri="", item_format=shape)
+        sizes.setdefault(decoded.dataset.value, []).append(item_size(write.item))
+    return sizes
+
+
+def write_units(sizes: list[int]) -> float:
+    """Mean write request units (⌈item KB⌉) of items of these sizes."""
+    return sum(math.ceil(size / 1024) for size in sizes) / len(sizes)
 
 
 def cost_per_million(row: dict[str, Any], wru: float, event_bytes: float, batch: int) -> float:
@@ -211,7 +196,7 @@ def main() -> int:
     batches = lambda_events(delivered, args.batch)
     reference_batches = lambda_events(delivered[: args.reference_events], args.batch)
     event_bytes = sum(len(msgspec.json.encode(e)) for e in delivered) / len(delivered)
-    wru = write_units(delivered[:2000])
+    wru = write_units(item_sizes(delivered[:2000])["task_state_change"])
     print(
         f"{len(delivered):,} events ({args.tasks:,} tasks x {args.rounds} rounds, 5% "
         f"redelivered), batches of {args.batch:,}",

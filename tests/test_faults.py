@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -104,6 +104,51 @@ def _state_versions(aws: str) -> dict[str, int]:
     return out
 
 
+class LambdaContext:
+    """The part of Lambda's context the handler reads: the time left of the invocation."""
+
+    def __init__(self, seconds: float) -> None:
+        self._ends = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._ends - time.monotonic()) * 1000))
+
+
+#: Records that are no ECS event at all: each must end in the quarantine, once.
+HOSTILE: list[Any] = [
+    b"not json at all",
+    b"\xff\xfe binary",
+    {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification"},
+    {"source": "aws.ecs", "detail-type": "ECS Task State Change", "detail": {"version": -1}},
+]
+
+
+def _deliver_until_durable(
+    event: dict[str, Any],
+    timeout_s: float,
+    limit: int,
+    before_retry: Callable[[dict[str, Any], int], None] | None = None,
+) -> tuple[int, list[float]]:
+    """Invoke as Lambda does, re-delivering from `batchItemFailures` (after
+    `before_retry(event, resume)`); return the deliveries and how long each took."""
+    took: list[float] = []
+    for delivery in range(1, limit + 1):
+        started = time.monotonic()
+        result = lambda_function.lambda_handler(event, LambdaContext(timeout_s))
+        took.append(time.monotonic() - started)
+        if not result["batchItemFailures"]:
+            return delivery, took
+        resume = int(result["batchItemFailures"][0]["itemIdentifier"])
+        if before_retry is not None:
+            before_retry(event, resume)
+        event = {
+            "Records": [
+                r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= resume
+            ]
+        }
+    pytest.fail(f"a batch was not durable after {limit} deliveries")
+
+
 @pytest.mark.parametrize("mode", ["put", "transact"])
 def test_lambda_path_under_20_percent_faults_is_exact_and_never_acks_early(
     settings: Settings,
@@ -119,33 +164,26 @@ def test_lambda_path_under_20_percent_faults_is_exact_and_never_acks_early(
     monkeypatch.setenv("RETRY_ROUNDS", "1")
     monkeypatch.setenv("STATE_WRITE_MODE", mode)
     lambda_function.reset()
+
+    def acknowledged_are_durable(event: dict[str, Any], resume: int) -> None:
+        """Everything before the retry point must already be durable."""
+        with direct(aws):
+            rows, versions = history_rows(settings), _state_versions(aws)
+        for record in event["Records"]:
+            if int(record["kinesis"]["sequenceNumber"]) < resume:
+                data = base64.b64decode(record["kinesis"]["data"])
+                decoded = decode_event(KinesisRecord("s", "0", 0, "pk", data))
+                if isinstance(decoded, EcsEvent):
+                    assert _durable(decoded, rows, versions), "acknowledged before durable"
+
     invocations = retried = 0
     for start in range(0, len(delivered), 25):
         event = lambda_event(delivered[start : start + 25], first_seq=10_000 + start)
-        for _ in range(60):
-            invocations += 1
-            result = lambda_function.lambda_handler(event, None)
-            if not result["batchItemFailures"]:
-                break
-            retried += 1
-            (failure,) = result["batchItemFailures"]
-            resume = int(failure["itemIdentifier"])
-            # Everything before the retry point must already be durable.
-            with direct(aws):
-                rows, versions = history_rows(settings), _state_versions(aws)
-            for record in event["Records"]:
-                if int(record["kinesis"]["sequenceNumber"]) < resume:
-                    data = base64.b64decode(record["kinesis"]["data"])
-                    decoded = decode_event(KinesisRecord("s", "0", 0, "pk", data))
-                    if isinstance(decoded, EcsEvent):
-                        assert _durable(decoded, rows, versions), "acknowledged before durable"
-            event = {
-                "Records": [
-                    r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= resume
-                ]
-            }
-        else:
-            pytest.fail("a batch never became durable")
+        deliveries, _ = _deliver_until_durable(
+            event, timeout_s=60, limit=60, before_retry=acknowledged_are_durable
+        )
+        invocations += deliveries
+        retried += deliveries - 1
     lost = _assert_exact(settings, aws, fleet)
     FIGURES[f"lambda_{mode}"] = {
         "invocations": invocations,
@@ -180,46 +218,6 @@ def test_consume_path_under_20_percent_faults_converges(
         "lost": lost,
     }
     assert sum(proxied.injected.values()) > 20
-
-
-class LambdaContext:
-    """The part of Lambda's context the handler reads: the time left of the invocation."""
-
-    def __init__(self, seconds: float) -> None:
-        self._ends = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._ends - time.monotonic()) * 1000))
-
-
-#: Records that are no ECS event at all: each must end in the quarantine, once.
-HOSTILE: list[Any] = [
-    b"not json at all",
-    b"\xff\xfe binary",
-    {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification"},
-    {"source": "aws.ecs", "detail-type": "ECS Task State Change", "detail": {"version": -1}},
-]
-
-
-def _deliver_until_durable(
-    event: dict[str, Any], timeout_s: float, limit: int
-) -> tuple[int, list[float]]:
-    """Invoke as Lambda does, re-delivering from `batchItemFailures`; return the deliveries
-    and how long each invocation took."""
-    took: list[float] = []
-    for delivery in range(1, limit + 1):
-        started = time.monotonic()
-        result = lambda_function.lambda_handler(event, LambdaContext(timeout_s))
-        took.append(time.monotonic() - started)
-        if not result["batchItemFailures"]:
-            return delivery, took
-        resume = int(result["batchItemFailures"][0]["itemIdentifier"])
-        event = {
-            "Records": [
-                r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= resume
-            ]
-        }
-    pytest.fail(f"a batch was not durable after {limit} deliveries")
 
 
 @pytest.mark.parametrize("mode", ["put", "transact"])

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
@@ -335,8 +335,3 @@ async def settle(
         reason = last_reason.get(index, "")
         results[index] = ("failed", f"{reason} ({stop})" if reason else stop, None)
     return [r if r is not None else ("failed", "no outcome", None) for r in results], rounds
-
-
-def utc_now() -> datetime:
-    """The signing clock (a function, so tests can pin it)."""
-    return datetime.now(UTC)

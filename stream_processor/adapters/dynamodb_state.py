@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
@@ -42,7 +43,6 @@ from stream_processor.adapters.aws_http import (
     bounded,
     session_credentials,
     settle,
-    utc_now,
 )
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ORDER, StateWrite
@@ -260,7 +260,11 @@ class DynamoDBHttp:
 
     async def call(self, operation: str, body: bytes, timeout_s: float) -> HttpResponse:
         headers = self._signer.headers(
-            self._endpoint, f"DynamoDB_20120810.{operation}", body, self._credentials(), utc_now()
+            self._endpoint,
+            f"DynamoDB_20120810.{operation}",
+            body,
+            self._credentials(),
+            datetime.now(UTC),
         )
         return await self._http.request("POST", self._endpoint.url, headers, body, timeout_s)
 
@@ -301,8 +305,6 @@ class DynamoDBStateStore:
         self._policy = policy or RetryPolicy()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._buffer: list[StateWrite] = []
-        #: Rounds the last flush used (1 = no retry), for the batch log line.
-        self.last_rounds = 0
 
     def add(self, write: StateWrite) -> None:
         self._buffer.append(write)
@@ -314,10 +316,9 @@ class DynamoDBStateStore:
         try:
             if not self._buffer:
                 return report
-            results = self._transport.run(
+            results, report.rounds = self._transport.run(
                 self._write_all(self._buffer, deadline or Deadline.none())
             )
-            report.rounds = self.last_rounds
             for write, (outcome, reason, previous) in zip(self._buffer, results, strict=True):
                 if outcome == "written":
                     report.written.append(write)
@@ -333,7 +334,10 @@ class DynamoDBStateStore:
             self._buffer.clear()
         return report
 
-    async def _write_all(self, writes: Sequence[StateWrite], deadline: Deadline) -> list[Outcome]:
+    async def _write_all(
+        self, writes: Sequence[StateWrite], deadline: Deadline
+    ) -> tuple[list[Outcome], int]:
+        """Each write's outcome, and the rounds it took."""
         # Keys whose transaction was refused as a whole go one by one, to find the culprit.
         singles: set[int] = set() if self._transactional else set(range(len(writes)))
 
@@ -393,10 +397,7 @@ class DynamoDBStateStore:
                 outcomes.update(done)
             return outcomes
 
-        outcomes, self.last_rounds = await settle(
-            len(writes), send_round, self._policy, deadline, self._rng
-        )
-        return outcomes
+        return await settle(len(writes), send_round, self._policy, deadline, self._rng)
 
     def _transact_body(self, writes: Sequence[StateWrite], group: Sequence[int]) -> bytes:
         actions = b",".join(

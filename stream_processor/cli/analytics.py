@@ -121,7 +121,6 @@ def run_rebuild(args: argparse.Namespace) -> int:
     from stream_processor.adapters.clients import dynamodb_client
     from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
     from stream_processor.analytics.rebuild import rebuild_state
-    from stream_processor.ingest.wiring import state_tables
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
@@ -129,7 +128,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr)
     sink = DynamoDBStateStore(
         dynamodb_client(settings),
-        state_tables(settings),
+        settings.state_tables(),
         max_workers=settings.state_write_concurrency,
     )
     try:

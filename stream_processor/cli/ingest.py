@@ -119,11 +119,10 @@ def run_reconcile(args: argparse.Namespace) -> int:
     from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
     from stream_processor.adapters.ecs_inventory import EcsInventory
     from stream_processor.ingest.reconcile import reconcile
-    from stream_processor.ingest.wiring import state_tables
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
-    store = DynamoDBStateStore(dynamodb_client(settings), state_tables(settings))
+    store = DynamoDBStateStore(dynamodb_client(settings), settings.state_tables())
     progress = Progress(sys.stderr)
     report = reconcile(
         EcsInventory(ecs_client(settings)),

@@ -85,9 +85,13 @@ def print_rows(columns: list[str], rows: list[tuple[object, ...]], fmt: str) -> 
         writer.writerow(columns)
         writer.writerows([[text(v) for v in row] for row in rows])
     else:
-        cells = [[text(v)[:60] for v in row] for row in rows]
-        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-        for row in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-        print(f"({len(rows)} rows)", file=sys.stderr)
+        print_table(columns, [[text(v)[:60] for v in row] for row in rows], f"{len(rows)} rows")
+
+
+def print_table(headers: list[str], cells: list[list[str]], count: str) -> None:
+    """Aligned columns for people on stdout; `count` (e.g. "3 rows") on stderr."""
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print(f"({count})", file=sys.stderr)

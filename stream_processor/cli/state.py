@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from stream_processor.cli.options import print_table
 from stream_processor.config import Settings
 
 if TYPE_CHECKING:
@@ -169,16 +170,8 @@ def _print(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], fmt
         return
     now = datetime.now(UTC)
     cells = [[_short(h, row.get(a), now) for h, a in columns] for row in rows]
-    headers = [h for h, _ in columns]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
-
-    print(line(headers))
-    for row_cells in cells:
-        print(line(row_cells))
-    print(f"({len(rows)} {'item' if len(rows) == 1 else 'items'})", file=sys.stderr)
+    noun = "item" if len(rows) == 1 else "items"
+    print_table([h for h, _ in columns], cells, f"{len(rows)} {noun}")
 
 
 def _cell(value: Any) -> str:
@@ -186,6 +179,8 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, bool | int | Decimal):
-        return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | Decimal):
+        return str(value)
     return _JSON.encode(value).decode()

@@ -37,10 +37,6 @@ class Deadline:
         """No deadline (the standalone consumer): only the retry policy bounds the work."""
         return cls(None)
 
-    @property
-    def bounded(self) -> bool:
-        return self._at is not None
-
     def remaining(self) -> float:
         """Seconds left (may be negative); infinite without a deadline."""
         if self._at is None:

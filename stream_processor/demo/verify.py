@@ -12,7 +12,6 @@ from stream_processor.adapters.clients import dynamodb_client, s3_client
 from stream_processor.adapters.history_store import S3HistoryStore
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.ingest.wiring import state_tables
 
 
 def _scan(settings: Settings, table: str) -> Iterator[dict[str, Any]]:
@@ -28,7 +27,7 @@ def verify_state(
     items = 0
     mismatches = 0
     seen: set[tuple[str, str]] = set()
-    for dataset, table in state_tables(settings).items():
+    for dataset, table in settings.state_tables().items():
         key_field = SPECS[dataset].key_field
         assert key_field is not None
         for item in _scan(settings, table):

@@ -8,7 +8,6 @@ from stream_processor.adapters.provisioning import ensure_bucket, ensure_stream,
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS
 from stream_processor.core.indexes import indexes_of
-from stream_processor.ingest.wiring import state_tables
 
 
 def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> dict[str, object]:
@@ -16,7 +15,7 @@ def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> 
     bucket = settings.require_bucket()  # fail before creating anything
     stream_arn = ensure_stream(kinesis_client(settings), stream, shards)
     ddb = dynamodb_client(settings)
-    tables = state_tables(settings)
+    tables = settings.state_tables()
     for dataset, table in tables.items():
         key_field = SPECS[dataset].key_field
         assert key_field is not None

@@ -21,7 +21,6 @@ from stream_processor.adapters.ecs_inventory import EcsGapFiller, EcsInventory
 from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.s3_history import S3ParquetHistory, S3Quarantine
 from stream_processor.config import Settings
-from stream_processor.core.events import Dataset
 from stream_processor.core.retry import RetryPolicy
 from stream_processor.ingest.consumer import Consumer, ConsumerOptions, ShardStats
 from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
@@ -30,11 +29,6 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_kinesis import KinesisClient
     from mypy_boto3_s3 import S3Client
-
-
-def state_tables(settings: Settings) -> dict[Dataset, str]:
-    """Dataset → DynamoDB table name."""
-    return settings.state_tables()
 
 
 @dataclass(frozen=True)
@@ -98,7 +92,7 @@ def build_pipeline(
     policy = retry_policy(settings)
     state = DynamoDBStateStore(
         clients.dynamodb,
-        state_tables(settings),
+        settings.state_tables(),
         max_workers=settings.state_write_concurrency,
         transactional=settings.state_write_mode == "transact",
         transport=DynamoDBHttp.for_client(clients.dynamodb, engine, clients.session),

@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_processor.core.events import EcsEvent, decode_event
-from stream_processor.core.indexes import CLUSTER, INDEX_SHARDS, SERVICE, STATUS, shard_of
+from stream_processor.core.indexes import (
+    CLUSTER,
+    INDEX_SHARDS,
+    ORDER_ATTRIBUTE,
+    SERVICE,
+    STATUS,
+    shard_of,
+)
 from stream_processor.core.items import (
     DETAIL,
     DETAIL_ZLIB,
@@ -165,6 +172,7 @@ def test_index_attributes_shard_the_cluster_and_lead_with_the_status() -> None:
     assert item[SERVICE] == {"S": f"{cluster}#service:web#{shard}"}
     assert item[STATUS] == {"S": f"PENDING#{arn}"}
     assert CLUSTER not in item_json(item) and STATUS not in item_json(item)
+    assert ORDER_ATTRIBUTE == ORDER  # deployments' index sorts on the guard's order string
 
 
 def test_oversized_item_keeps_key_version_status_index_keys_and_a_pointer() -> None:

@@ -19,7 +19,6 @@ from stream_processor.config import Settings
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.items import build_state_write
 from stream_processor.ingest.reconcile import reconcile
-from stream_processor.ingest.wiring import state_tables
 from tests.conftest import instance_event, record, task_event
 
 REGION_ACCOUNT = "us-east-1:123456789012"
@@ -31,7 +30,7 @@ def _task_arn(name: str) -> str:
 
 
 def _store(settings: Settings) -> DynamoDBStateStore:
-    return DynamoDBStateStore(dynamodb_client(settings), state_tables(settings))
+    return DynamoDBStateStore(dynamodb_client(settings), settings.state_tables())
 
 
 def _seed(store: DynamoDBStateStore, payloads: list[dict[str, Any]]) -> None:
