@@ -135,6 +135,9 @@ class ShardWorker(threading.Thread):
         self.stats = ShardStats(checkpoint=checkpoint.sequence_number)
         self.finished = False  # reached SHARD_END and checkpointed it
         self.idle_since = time.monotonic()
+        # Only a read that returned nothing at the tip proves the shard is caught up; a
+        # throttled or expired read proves nothing, however long its backoff lasts.
+        self.caught_up = False
         self.error: str | None = None
         self._checkpoint = checkpoint.sequence_number
         self._options = options
@@ -148,7 +151,7 @@ class ShardWorker(threading.Thread):
     @property
     def caught_up_idle_s(self) -> float:
         """Seconds since this shard last returned records (0 while it has work)."""
-        if self.stats.millis_behind > 0:
+        if not self.caught_up or self.stats.millis_behind > 0:
             return 0.0
         return time.monotonic() - self.idle_since
 
@@ -246,10 +249,12 @@ class ShardWorker(threading.Thread):
                 assert iterator is not None
                 page = self._source.read(iterator, min(MAX_GET_RECORDS, options.max_records))
             except KinesisThrottled:
+                self.caught_up = False
                 backoff = min(backoff * 2, 5.0)
                 self._stopping.wait(self._rng.uniform(0, backoff))
                 continue
             except KinesisIteratorExpired:
+                self.caught_up = False
                 buffer = []  # re-read from the checkpoint: nothing after it is durable yet
                 iterator = self._new_iterator()
                 continue
@@ -261,7 +266,11 @@ class ShardWorker(threading.Thread):
                     batch_opened = time.monotonic()
                 buffer.extend(page.records)
                 self.idle_since = time.monotonic()
-            elif iterator is not None and not buffer and page.millis_behind_latest == 0:
+                self.caught_up = False
+            elif not self.caught_up and page.millis_behind_latest == 0:
+                self.caught_up = True
+                self.idle_since = time.monotonic()
+            if iterator is not None and not buffer and page.millis_behind_latest == 0:
                 self._stopping.wait(options.idle_poll_s)
 
     def _process(self, buffer: list[dict[str, Any]]) -> None:

@@ -283,7 +283,7 @@ class FlakySource:
         self.records = records
         self.calls: list[str] = []
         self.iterators: list[str | None] = []
-        self._throttles = 2
+        self._throttles = 4  # backoff 0.4 + 0.8 + 1.6 + 3.2 s (jittered): longer than idle
         self._expired = False
 
     def shards(self) -> list[Any]:
@@ -338,13 +338,14 @@ def test_worker_backs_off_on_throttling_and_renews_expired_iterators(settings: S
     source = FlakySource(records)
     store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, "flaky")
     consumer = Consumer(
-        consumer_options("flaky", max_records=10, max_wait_s=0.05),
+        # A throttled worker is not idle: stopping when idle must wait for the records.
+        consumer_options("flaky", max_records=10, max_wait_s=0.05, stop_when_idle_s=0.5),
         source=source,  # type: ignore[arg-type]
         store=store,
         pipeline_factory=lambda: build_pipeline(settings).pipeline,
     )
     stats = consumer.run()
-    assert source.calls[:2] == ["throttled", "throttled"]
+    assert source.calls[:4] == ["throttled"] * 4
     assert "expired" in source.calls
     assert source.iterators[0] is None and source.iterators[1] == "10"  # re-read after checkpoint
     assert stats["shardId-000000000000"].records == len(records)
