@@ -28,6 +28,12 @@ class Progress:
             self._out.write(text + "\n")
         self._out.flush()
 
+    def clear(self) -> None:
+        """Remove the status line (before other output goes to the terminal)."""
+        if self._tty:
+            self._out.write("\r\x1b[2K")
+            self._out.flush()
+
     def done(self, text: str) -> None:
         if self._tty:
             self._out.write("\r\x1b[2K" + text + "\n")

@@ -1,13 +1,22 @@
 """Where the Parquet history lives, for the analytics commands: an S3 bucket (through boto3,
-so `AWS_ENDPOINT_URL` works) or a local directory with the same key layout."""
+so `AWS_ENDPOINT_URL` works) or a local directory with the same key layout.
+
+Readers never copy the whole history: they list the Hive partitions of a dataset (one
+delimiter listing, no object read), pick the partitions their question needs, and fetch
+those objects many at a time, parsing only the columns they use (`read_tables`).
+"""
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stream_processor.errors import HistoryWriteError, StreamProcessorError
@@ -16,8 +25,14 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+#: Objects fetched at once by `read_tables` (the S3 client's pool holds more connections).
+READ_CONCURRENCY = 16
+
+
 class HistoryStore(Protocol):
     def keys(self, prefix: str) -> Iterator[str]: ...
+    def entries(self, prefix: str) -> Iterator[tuple[str, str]]: ...
+    def children(self, prefix: str) -> list[str]: ...
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, body: bytes) -> None: ...
     def delete(self, keys: list[str]) -> None: ...
@@ -31,6 +46,11 @@ class LocalHistoryStore:
         self.root = root
 
     def keys(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.entries(prefix):
+            yield key
+
+    def entries(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, version tag) of each object under `prefix`; the tag changes with content."""
         base = self.root / prefix
         search = base if base.is_dir() else base.parent
         if not search.exists():
@@ -38,7 +58,20 @@ class LocalHistoryStore:
         for path in sorted(search.rglob("*")):
             key = path.relative_to(self.root).as_posix()
             if path.is_file() and key.startswith(prefix) and not path.name.startswith("."):
-                yield key
+                stat = path.stat()
+                yield key, f"{stat.st_size}-{stat.st_mtime_ns}"
+
+    def children(self, prefix: str) -> list[str]:
+        """Names of the 'folders' right under `prefix` (which ends with '/')."""
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        # Like S3, a folder exists only while it holds an object.
+        return sorted(
+            p.name
+            for p in base.iterdir()
+            if p.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in p.rglob("*"))
+        )
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -66,13 +99,31 @@ class S3HistoryStore:
         self.bucket = bucket
 
     def keys(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.entries(prefix):
+            yield key
+
+    def entries(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, ETag) of each object under `prefix`."""
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
-                    yield obj["Key"]
+                    yield obj["Key"], obj.get("ETag", "")
         except (ClientError, BotoCoreError) as exc:
             raise StreamProcessorError(f"listing s3://{self.bucket}/{prefix}: {exc}") from exc
+
+    def children(self, prefix: str) -> list[str]:
+        """Names of the 'folders' right under `prefix`: a delimiter listing, which returns
+        one entry per partition however many objects each holds."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        names: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    names.append(common["Prefix"][len(prefix) :].rstrip("/"))
+        except (ClientError, BotoCoreError) as exc:
+            raise StreamProcessorError(f"listing s3://{self.bucket}/{prefix}: {exc}") from exc
+        return sorted(names)
 
     def read(self, key: str) -> bytes:
         try:
@@ -99,3 +150,23 @@ class S3HistoryStore:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}"
+
+
+def read_tables(
+    store: HistoryStore, keys: Sequence[str], columns: Sequence[str] | None = None
+) -> list[pa.Table]:
+    """Fetch Parquet objects concurrently and parse only `columns` (all if None); a column
+    a file predates (e.g. validity in a batch file) is left out, not an error."""
+
+    def one(key: str) -> pa.Table:
+        source = pq.ParquetFile(io.BytesIO(store.read(key)))
+        wanted = None
+        if columns is not None:
+            present = set(source.schema_arrow.names)
+            wanted = [c for c in columns if c in present]
+        return source.read(columns=wanted)
+
+    if len(keys) <= 1:
+        return [one(k) for k in keys]
+    with ThreadPoolExecutor(min(READ_CONCURRENCY, len(keys))) as pool:
+        return list(pool.map(one, keys))

@@ -1,31 +1,58 @@
 """`stream-processor compact`: rewrite each partition's small batch files into few large,
 sorted, deduplicated ones, with validity intervals.
 
-Crash safety: the new objects are written first (deterministic names, so a re-run writes the
-same ones), then the inputs are deleted. A crash in between leaves duplicates that readers
-already ignore and that the next run removes. A partition whose compacted output would be
-byte-identical to what is there is left alone, so running twice changes nothing.
+Incremental: compacting a day reads that day, its pending closures and one snapshot, never
+the rest of the history. Validity inside a day comes from the day's own rows. A later day
+closes a resource's last version in an earlier day (RUNNING v4 on day 1, STOPPING v5 on
+day 60): compacting day 60 finds v4 in the snapshot of day 60 (which says it lives in day
+1) and writes a small closure, `<dataset>_validity/event_date=<day 1>/closed-by-<day 60>`,
+without reading the 59 days in between; compacting day 1 folds its closures into
+`valid_to` and deletes them. (The views compute validity on read, so answers never wait
+for this; the stored column serves readers of the raw files.)
+
+Crash safety: closures are written first, then the new objects (deterministic names, so a
+re-run writes the same ones), then the inputs are deleted. A crash in between leaves
+duplicates that readers already ignore and that the next run removes. A partition whose
+compacted output would be byte-identical to what is there is left alone, so running twice
+changes nothing.
 """
 
 from __future__ import annotations
 
-import io
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stream_processor.adapters.history_store import HistoryStore
-from stream_processor.analytics.query import DUPLICATE_ORDER, dedupe_key
+from stream_processor.adapters.history_store import READ_CONCURRENCY, HistoryStore
+from stream_processor.analytics.scan import DayRange, partition_days, partition_keys
+from stream_processor.analytics.snapshot import build_snapshots, read_snapshot, snapshot_days
+from stream_processor.core.catalog import DUPLICATE_ORDER, dedupe_key
 from stream_processor.core.events import Dataset
-from stream_processor.core.history import COMPACTED_SCHEMAS, VALIDITY_DATASETS, to_parquet
+from stream_processor.core.history import (
+    COMPACTED_SCHEMAS,
+    TIMESTAMP,
+    VALIDITY_DATASETS,
+    conform,
+    day_of,
+    to_parquet,
+)
 
-_PARTITION = re.compile(r"/event_date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
 COMPACTED_PREFIX = "compacted-"
+VALIDITY_SUFFIX = "_validity"
+CLOSURE_SCHEMA = pa.schema(
+    [
+        pa.field("resource_arn", pa.string(), nullable=False),
+        pa.field("version", pa.int64()),
+        pa.field("valid_to", TIMESTAMP),
+    ]
+)
+#: Days compacted at once.
+PARTITION_WORKERS = 4
 
 
 @dataclass
@@ -37,72 +64,155 @@ class CompactionReport:
     rows_in: int = 0
     rows_out: int = 0
     duplicates_removed: int = 0
+    closures_written: int = 0
+    objects_read: int = 0
     deleted: list[str] = field(default_factory=list)
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Add missing (validity) columns as nulls and order columns like `schema`."""
-    columns = [
-        table.column(f.name).cast(f.type)
-        if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _next_times(store: HistoryStore, keys: Sequence[str]) -> pa.Table:
-    """(resource_arn, version, next_time) over every file of a versioned dataset: the next
-    version's event time may live in a later partition."""
-    parts = [
-        pq.read_table(io.BytesIO(store.read(k)), columns=["resource_arn", "version", "event_time"])
-        for k in keys
-    ]
-    index = (
-        pa.concat_tables(parts)
-        if parts
-        else pa.table(
-            {
-                "resource_arn": pa.array([], pa.string()),
-                "version": pa.array([], pa.int64()),
-                "event_time": pa.array([], pa.timestamp("ms", tz="UTC")),
-            }
-        )
-    )
-    con = duckdb.connect()
-    con.register("idx", index)
-    return con.sql(
-        "SELECT resource_arn, version, lead(event_time) OVER (PARTITION BY resource_arn "
-        "ORDER BY version) AS next_time FROM (SELECT resource_arn, version, "
-        "min(event_time) AS event_time FROM idx GROUP BY 1, 2)"
-    ).to_arrow_table()
-
-
 def compact_partition(
-    dataset: Dataset, tables: Sequence[pa.Table], next_times: pa.Table | None
+    dataset: Dataset, tables: Sequence[pa.Table], closures: pa.Table | None = None
 ) -> pa.Table:
-    """One row per history key, sorted by resource_arn and version, with validity."""
+    """One row per history key, sorted by resource_arn and version, with validity: the next
+    version within the day, else the earliest known closure after the row (a closure from a
+    later day, or a `valid_to` an earlier compaction stored)."""
     schema = COMPACTED_SCHEMAS[dataset]
-    combined = pa.concat_tables([_conform(t, schema) for t in tables])
+    combined = pa.concat_tables([conform(t, schema) for t in tables])
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("rows", combined)
-    select = "*"
-    join = ""
-    if dataset in VALIDITY_DATASETS and next_times is not None:
-        con.register("nexts", next_times)
-        others = ", ".join(
-            f'r."{f.name}"' for f in schema if f.name not in ("valid_from", "valid_to")
-        )
-        select = f"{others}, r.event_time AS valid_from, n.next_time AS valid_to"
-        join = "LEFT JOIN nexts n USING (resource_arn, version)"
     # Identifiers come from our own schemas, never from input: no injection surface.
-    deduped = con.sql(
-        f"SELECT {select} FROM (SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER "
-        f"(PARTITION BY {dedupe_key(dataset)} ORDER BY {DUPLICATE_ORDER}) AS _rn FROM rows) "
-        f"WHERE _rn = 1) r {join} ORDER BY resource_arn, version, event_id"
+    deduped = (
+        f"SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER (PARTITION BY "
+        f"{dedupe_key(dataset)} ORDER BY {DUPLICATE_ORDER}) AS _rn FROM rows) WHERE _rn = 1"
+    )
+    if dataset not in VALIDITY_DATASETS:
+        result = con.sql(f"{deduped} ORDER BY resource_arn, version, event_id").to_arrow_table()
+        return conform(result, schema)
+    con.register("closures", closures if closures is not None else CLOSURE_SCHEMA.empty_table())
+    others = ", ".join(f'v."{f.name}"' for f in schema if f.name not in ("valid_from", "valid_to"))
+    result = con.sql(
+        f"WITH d AS ({deduped}), "
+        "known AS (SELECT resource_arn, valid_to AS t FROM rows WHERE valid_to IS NOT NULL "
+        "UNION ALL SELECT resource_arn, valid_to FROM closures), "
+        "v AS (SELECT *, lead(event_time) OVER (PARTITION BY resource_arn ORDER BY version) "
+        "AS next_time FROM d) "
+        f"SELECT {others}, v.event_time AS valid_from, coalesce(v.next_time, (SELECT min(k.t) "
+        "FROM known k WHERE k.resource_arn = v.resource_arn AND k.t > v.event_time)) AS valid_to "
+        "FROM v ORDER BY resource_arn, version, event_id"
     ).to_arrow_table()
-    return _conform(deduped, schema)
+    return conform(result, schema)
+
+
+def closures_for(compacted: pa.Table, previous: pa.Table) -> dict[str, pa.Table]:
+    """Closures a compacted day writes: for each resource whose latest earlier version (in
+    `previous`, the day's snapshot) the day supersedes, that version's `valid_to` (the
+    day's first version's time), grouped by the day the earlier version lives in."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("today", compacted.select(["resource_arn", "version", "event_time"]))
+    con.register("before", previous.select(["resource_arn", "version", "event_time"]))
+    rows = con.sql(
+        "SELECT b.resource_arn, b.version, f.first_time AS valid_to, b.event_time AS from_time "
+        "FROM before b JOIN (SELECT resource_arn, min(version) AS first_version, "
+        "arg_min(event_time, version) AS first_time FROM today GROUP BY 1) f "
+        "USING (resource_arn) WHERE b.version < f.first_version ORDER BY 1, 2"
+    ).to_arrow_table()
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, moment in enumerate(rows["from_time"].to_pylist()):
+        groups[day_of(moment)].append(index)
+    return {day: conform(rows.take(indices), CLOSURE_SCHEMA) for day, indices in groups.items()}
+
+
+def _read_all(store: HistoryStore, keys: Sequence[str]) -> dict[str, bytes]:
+    if not keys:
+        return {}
+    with ThreadPoolExecutor(min(READ_CONCURRENCY, len(keys))) as pool:
+        return dict(zip(keys, pool.map(store.read, keys), strict=True))
+
+
+@dataclass
+class _Day:
+    """The outcome of compacting one day."""
+
+    files_in: int = 0
+    files_out: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    rewritten: bool = False
+    closures: int = 0
+    objects_read: int = 0
+    deleted: list[str] = field(default_factory=list)
+
+
+class _Compactor:
+    def __init__(
+        self, store: HistoryStore, prefix: str, dataset: Dataset, target_bytes: int
+    ) -> None:
+        self.store, self.prefix, self.dataset = store, prefix, dataset
+        self.target_bytes = target_bytes
+        self.snapshots = (
+            set(snapshot_days(store, prefix, dataset)) if dataset in VALIDITY_DATASETS else set()
+        )
+
+    def closure_days(self) -> list[str]:
+        return partition_days(
+            self.store, self.prefix, f"{self.dataset.value}{VALIDITY_SUFFIX}", "event_date"
+        )
+
+    def day(self, day: str) -> _Day:
+        store, prefix, dataset = self.store, self.prefix, self.dataset
+        outcome = _Day()
+        keys = sorted(partition_keys(store, prefix, dataset.value, "event_date", [day]))
+        closure_keys = partition_keys(
+            store, prefix, f"{dataset.value}{VALIDITY_SUFFIX}", "event_date", [day]
+        )
+        bodies = _read_all(store, keys)
+        closure_bodies = _read_all(store, closure_keys)
+        outcome.objects_read = len(bodies) + len(closure_bodies)
+        tables = [pq.read_table(pa.BufferReader(b)) for b in bodies.values()]
+        closures = None
+        if closure_bodies:
+            closures = pa.concat_tables(
+                conform(pq.read_table(pa.BufferReader(b)), CLOSURE_SCHEMA)
+                for b in closure_bodies.values()
+            )
+        rows_in = sum(t.num_rows for t in tables)
+        compacted = compact_partition(dataset, tables, closures) if tables else None
+        outputs: dict[str, bytes] = {}
+        if compacted is not None:
+            size_in = sum(len(b) for b in bodies.values())
+            per_file = max(1, int(self.target_bytes * max(rows_in, 1) / max(size_in, 1)))
+            for index, start in enumerate(range(0, max(compacted.num_rows, 1), per_file)):
+                name = (
+                    f"{prefix}{dataset.value}/event_date={day}/"
+                    f"{COMPACTED_PREFIX}{index:05d}.parquet"
+                )
+                outputs[name] = to_parquet(compacted.slice(start, per_file))
+        outcome.files_in, outcome.rows_in = len(keys), rows_in
+        outcome.files_out = len(outputs)
+        outcome.rows_out = compacted.num_rows if compacted is not None else 0
+        if outputs != bodies and compacted is not None:
+            if day in self.snapshots:  # 1. close earlier days' last versions ...
+                before = read_snapshot(
+                    store, prefix, dataset, day, ["resource_arn", "version", "event_time"]
+                )
+                outcome.objects_read += 1
+                for earlier, rows in closures_for(compacted, before).items():
+                    store.write(
+                        f"{prefix}{dataset.value}{VALIDITY_SUFFIX}/event_date={earlier}/"
+                        f"closed-by-{day}.parquet",
+                        to_parquet(rows),
+                    )
+                    outcome.closures += 1
+            for name, body in outputs.items():  # 2. ... write the new objects ...
+                if bodies.get(name) != body:
+                    store.write(name, body)
+            stale = [k for k in keys if k not in outputs]
+            store.delete(stale)  # 3. ... and only then delete the inputs
+            outcome.deleted = stale
+            outcome.rewritten = True
+        store.delete(closure_keys)  # 4. folded (or already in the output)
+        return outcome
 
 
 def compact(
@@ -113,57 +223,48 @@ def compact(
     date_from: str | None = None,
     date_to: str | None = None,
     target_bytes: int = 128 * 1024 * 1024,
+    fold_all_closures: bool = False,
     on_progress: Callable[[str], None] | None = None,
 ) -> CompactionReport:
-    """Compact every partition of `datasets` within [date_from, date_to]."""
+    """Compact every partition of `datasets` within [date_from, date_to], several at once,
+    then fold the closures this wrote into earlier days of the range (of any day with
+    `fold_all_closures`)."""
     report = CompactionReport()
+    scope = DayRange(date_from, date_to)
+
+    def absorb(outcome: _Day) -> None:
+        report.partitions_seen += 1
+        report.partitions_rewritten += outcome.rewritten
+        report.files_in += outcome.files_in
+        report.files_out += outcome.files_out
+        report.rows_in += outcome.rows_in
+        report.rows_out += outcome.rows_out
+        report.closures_written += outcome.closures
+        report.objects_read += outcome.objects_read
+        report.deleted.extend(outcome.deleted)
+
     for dataset in datasets:
-        partitions: dict[str, list[str]] = defaultdict(list)
-        for key in store.keys(f"{prefix}{dataset.value}/"):
-            match = _PARTITION.search(key)
-            if match:
-                partitions[match.group(1)].append(key)
-        nexts = None
-        if dataset in VALIDITY_DATASETS:
-            nexts = _next_times(store, [k for keys in partitions.values() for k in keys])
-        selected = sorted(
-            day
-            for day in partitions
-            if (date_from is None or day >= date_from) and (date_to is None or day <= date_to)
-        )
-        for done, day in enumerate(selected, 1):
-            keys = sorted(partitions[day])
-            report.partitions_seen += 1
-            bodies = {k: store.read(k) for k in keys}
-            tables = [pq.read_table(io.BytesIO(b)) for b in bodies.values()]
-            rows_in = sum(t.num_rows for t in tables)
-            compacted = compact_partition(dataset, tables, nexts)
-            size_in = sum(len(b) for b in bodies.values())
-            rows_per_file = max(1, int(target_bytes * max(rows_in, 1) / max(size_in, 1)))
-            outputs: dict[str, bytes] = {}
-            for index, start in enumerate(range(0, max(compacted.num_rows, 1), rows_per_file)):
-                name = (
-                    f"{prefix}{dataset.value}/event_date={day}/"
-                    f"{COMPACTED_PREFIX}{index:05d}.parquet"
-                )
-                outputs[name] = to_parquet(compacted.slice(start, rows_per_file))
-            report.files_in += len(keys)
-            report.rows_in += rows_in
-            report.rows_out += compacted.num_rows
-            report.files_out += len(outputs)
-            if outputs == bodies:
-                continue  # already compacted: nothing changes
-            for name, body in outputs.items():  # 1. write the new objects ...
-                if bodies.get(name) != body:
-                    store.write(name, body)
-            stale = [k for k in keys if k not in outputs]
-            store.delete(stale)  # 2. ... and only then delete the inputs
-            report.deleted.extend(stale)
-            report.partitions_rewritten += 1
-            if on_progress:
-                on_progress(
-                    f"{dataset.value}: {done}/{len(selected)} partitions "
-                    f"({report.rows_in} rows in, {report.rows_out} out)"
-                )
+        selected = [
+            d for d in partition_days(store, prefix, dataset.value, "event_date") if d in scope
+        ]
+        if dataset in VALIDITY_DATASETS and selected:
+            # Snapshots say where each resource's previous version lives.
+            report.objects_read += build_snapshots(
+                store, prefix, datasets=[dataset], through=selected[-1]
+            ).objects_read
+        compactor = _Compactor(store, prefix, dataset, target_bytes)
+        todo, done = selected, 0
+        with ThreadPoolExecutor(PARTITION_WORKERS) as pool:
+            while todo:
+                for outcome in pool.map(compactor.day, todo):
+                    absorb(outcome)
+                    done += 1
+                    if on_progress:
+                        on_progress(
+                            f"{dataset.value}: {done} partitions "
+                            f"({report.rows_in} rows in, {report.rows_out} out)"
+                        )
+                # Days that received closures from this pass, to fold in.
+                todo = [d for d in compactor.closure_days() if fold_all_closures or d in scope]
     report.duplicates_removed = report.rows_in - report.rows_out
     return report

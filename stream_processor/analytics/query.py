@@ -1,26 +1,45 @@
-"""Local SQL over the history with DuckDB: one view per dataset, named like the Athena table,
+"""Local SQL over the history with DuckDB: one view per dataset, named like the Athena view,
 deduplicated on read (so uncompacted cross-batch duplicates never show) and with validity
-intervals computed on read (so `valid_from`/`valid_to` work before compaction too).
+intervals computed on read (so `valid_from`/`valid_to` are right before compaction too).
+The views are the SQL Athena runs (`core/catalog.view_sql`).
 
-S3 histories are read through boto3 (so `AWS_ENDPOINT_URL` works, and no DuckDB extension
-has to be downloaded): the Parquet objects are copied into a local cache directory first.
+Nothing is copied first: each statement is analysed (`scan.analyze`) for the days and
+columns it needs, and only those partitions are fetched, many objects at a time, from S3
+(through boto3, so `AWS_ENDPOINT_URL` works) or a local directory. Validity needs the next
+version, which may sit in a later day, so a query reading `valid_to` fetches from its first
+day onwards. `state --as-of` reads one snapshot plus the days since it.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from stream_processor.adapters.history_store import HistoryStore, LocalHistoryStore
+from stream_processor.adapters.history_store import HistoryStore, read_tables
+from stream_processor.analytics.scan import (
+    EVERY_DAY,
+    DayRange,
+    QueryNeeds,
+    analyze,
+    partition_days,
+    partition_keys,
+)
+from stream_processor.analytics.snapshot import (
+    LATEST_ORDER,
+    UNVERSIONED_ORDER,
+    latest_rows,
+    read_snapshot,
+    snapshot_days,
+)
+from stream_processor.core.catalog import SNAPSHOT_DATASETS, WINDOW_COLUMNS, view_sql
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.history import COMPACTED_SCHEMAS, SCHEMAS, VALIDITY_DATASETS
+from stream_processor.core.history import SCHEMAS, VALIDITY_DATASETS, conform, day_of
 
 #: Athena functions the example queries use, defined in DuckDB so the same SQL runs on both.
 _MACROS = (
@@ -29,31 +48,7 @@ _MACROS = (
     "CREATE OR REPLACE MACRO from_iso8601_timestamp(s) AS CAST(s AS TIMESTAMPTZ)",
 )
 
-
-def dedupe_key(dataset: Dataset) -> str:
-    """The columns that identify one history row."""
-    return "resource_arn, version" if SPECS[dataset].versioned else "event_id"
-
-
-#: Among duplicates of one row, keep this one (deterministic whatever the file order).
-DUPLICATE_ORDER = "event_time DESC, event_id DESC, detail DESC, sequence_number"
-
-
-def view_sql(dataset: Dataset, source: str) -> str:
-    """`CREATE VIEW` for a dataset over `source` (a DuckDB table expression)."""
-    columns = ", ".join(f'"{f.name}"' for f in SCHEMAS[dataset])
-    validity = ""
-    if dataset in VALIDITY_DATASETS:
-        validity = (
-            ", event_time AS valid_from, lead(event_time) OVER "
-            "(PARTITION BY resource_arn ORDER BY version) AS valid_to"
-        )
-    return (
-        f'CREATE OR REPLACE VIEW "{dataset.value}" AS '
-        f"SELECT {columns}, CAST(event_date AS VARCHAR) AS event_date{validity} FROM ("
-        f"SELECT *, row_number() OVER (PARTITION BY {dedupe_key(dataset)} "
-        f"ORDER BY {DUPLICATE_ORDER}) AS _rn FROM {source}) WHERE _rn = 1"
-    )
+_DAY = re.compile(r"/event_date=(\d{4}-\d{2}-\d{2})/")
 
 
 @dataclass
@@ -65,40 +60,133 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-class HistoryQuery:
-    """A DuckDB connection with the history's views."""
+def _with_day(table: pa.Table, day: str | None) -> pa.Table:
+    """Append the partition column (from the key, or the row's own event time)."""
+    if day is not None:
+        values = pa.array([day] * table.num_rows, pa.string())
+    else:
+        values = pa.array(
+            [t.date().isoformat() if t else None for t in table["event_time"].to_pylist()],
+            pa.string(),
+        )
+    return table.append_column("event_date", values)
 
-    def __init__(self, store: HistoryStore, prefix: str) -> None:
+
+class HistoryQuery:
+    """A DuckDB connection whose views hold the days each statement needs.
+
+    `days` bounds everything read (the report's `--from/--to`); when it has a first day,
+    the versioned datasets start from that day's snapshot, so a resource that did not
+    change within the range is still seen in its state."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        prefix: str,
+        *,
+        days: DayRange = EVERY_DAY,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._store = store
         self._prefix = prefix
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if isinstance(store, LocalHistoryStore):
-            root = store.root
-        else:
-            self._tmp = tempfile.TemporaryDirectory(prefix="stream-processor-history-")
-            root = Path(self._tmp.name)
-            cache = LocalHistoryStore(root)
-            for key in store.keys(prefix):
-                if key.endswith(".parquet"):
-                    cache.write(key, store.read(key))
+        self._bounds = days
+        self._on_progress = on_progress
+        self._days: dict[Dataset, list[str]] = {}
+        # Per dataset and day: the columns read and the rows (duplicates and all).
+        self._cache: dict[Dataset, dict[str, tuple[frozenset[str], pa.Table]]] = {}
+        self._loaded: dict[Dataset, tuple[list[str], frozenset[str]]] = {}
+        self.objects_read = 0
         self.connection = duckdb.connect()
         self.connection.execute("SET TimeZone = 'UTC'")
         for macro in _MACROS:
             self.connection.execute(macro)
-        for dataset in Dataset:
-            directory = root / prefix / dataset.value
-            files = sorted(directory.glob("event_date=*/*.parquet"))
-            if files:
-                paths = ", ".join(f"'{p.as_posix()}'" for p in files)
-                source = f"read_parquet([{paths}], hive_partitioning = true, union_by_name = true)"
-            else:
-                empty = pa.Table.from_pylist([], schema=COMPACTED_SCHEMAS[dataset]).append_column(
-                    "event_date", pa.array([], pa.string())
-                )
-                self.connection.register(f"_empty_{dataset.value}", empty)
-                source = f'"_empty_{dataset.value}"'
-            self.connection.execute(view_sql(dataset, source))
 
+    @property
+    def bounds(self) -> DayRange:
+        """The days this engine reads at most."""
+        return self._bounds
+
+    # ----------------------------------------------------------------- reading
+    def _partition_days(self, dataset: Dataset) -> list[str]:
+        if dataset not in self._days:
+            self._days[dataset] = partition_days(
+                self._store, self._prefix, dataset.value, "event_date"
+            )
+        return self._days[dataset]
+
+    def _read(self, dataset: Dataset, days: list[str], columns: frozenset[str]) -> pa.Table:
+        """Rows of `days` with `columns` (+ event_date), from the cache or the store."""
+        schema = SCHEMAS[dataset]
+        wanted = pa.schema([f for f in schema if f.name in columns])
+        cache = self._cache.setdefault(dataset, {})
+        missing = [d for d in days if d not in cache or not columns <= cache[d][0]]
+        if missing:
+            keys = partition_keys(self._store, self._prefix, dataset.value, "event_date", missing)
+            if self._on_progress:
+                self._on_progress(f"{dataset.value}: {len(missing)} days, {len(keys)} objects")
+            tables = read_tables(self._store, keys, wanted.names)
+            self.objects_read += len(keys)
+            by_day: dict[str, list[pa.Table]] = {d: [] for d in missing}
+            for key, table in zip(keys, tables, strict=True):
+                match = _DAY.search(key)
+                if match:
+                    by_day.setdefault(match.group(1), []).append(conform(table, wanted))
+            for day, parts in by_day.items():
+                rows = pa.concat_tables(parts) if parts else wanted.empty_table()
+                cache[day] = (columns, _with_day(rows, day))
+        parts = [cache[d][1].select([*wanted.names, "event_date"]) for d in days]
+        if not parts:
+            return _with_day(wanted.empty_table(), "")
+        return pa.concat_tables(parts)
+
+    def _view(self, dataset: Dataset, wanted: DayRange, columns: frozenset[str]) -> None:
+        """(Re)define `dataset`'s view over the days in `wanted` (within the bounds)."""
+        scope = wanted.meet(self._bounds)
+        days = [d for d in self._partition_days(dataset) if d in scope]
+        if self._loaded.get(dataset) == (days, columns):
+            return
+        table = self._read(dataset, days, columns)
+        if self._bounds.first is not None and dataset in SNAPSHOT_DATASETS:
+            seed = self._snapshot_before(dataset, self._bounds.first, columns)
+            if seed is not None:
+                table = pa.concat_tables([_with_day(seed, None), table])
+        ordered = [f.name for f in SCHEMAS[dataset] if f.name in columns]
+        self.connection.register(f"_rows_{dataset.value}", table)
+        self.connection.execute(
+            f'CREATE OR REPLACE VIEW "{dataset.value}" AS '
+            + view_sql(dataset, f'"_rows_{dataset.value}"', ordered)
+        )
+        self._loaded[dataset] = (days, columns)
+
+    def _snapshot_before(
+        self, dataset: Dataset, day: str, columns: frozenset[str]
+    ) -> pa.Table | None:
+        """The snapshot of `day` (rows before it), if one exists."""
+        if day not in snapshot_days(self._store, self._prefix, dataset):
+            return None
+        self.objects_read += 1
+        return read_snapshot(self._store, self._prefix, dataset, day, sorted(columns))
+
+    def prepare(self, needs: QueryNeeds) -> None:
+        """Define every view a statement needs; the others are empty."""
+        for dataset in Dataset:
+            every = frozenset(f.name for f in SCHEMAS[dataset])
+            if needs.columns is None:
+                columns = every
+            else:
+                columns = (needs.columns & every) | frozenset(WINDOW_COLUMNS)
+            wanted = needs.days.get(dataset)
+            if wanted is None:
+                self._view(dataset, DayRange("9999-12-31", "0000-01-01"), columns)
+                continue
+            if needs.validity and dataset in VALIDITY_DATASETS:
+                wanted = DayRange(wanted.first, None)  # the next version may come later
+            self._view(dataset, wanted, columns)
+
+    # ----------------------------------------------------------------- questions
     def run(self, sql: str, parameters: Sequence[Any] = ()) -> QueryResult:
+        """Run one SQL statement over the views, reading only what it needs."""
+        self.prepare(analyze(sql, parameters))
         cursor = self.connection.execute(sql, list(parameters))
         columns = [d[0] for d in cursor.description or []]
         return QueryResult(columns, cursor.fetchall())
@@ -106,24 +194,36 @@ class HistoryQuery:
     def state_as_of(
         self, moment: datetime, dataset: Dataset = Dataset.TASK, cluster: str | None = None
     ) -> QueryResult:
-        """Every resource's state at `moment`: its highest version with event_time <= T."""
+        """Every resource's state at `moment`: its highest version with event_time <= T.
+
+        Reads the latest snapshot at or before T's day plus the days from it to T's day;
+        without snapshots, every day up to T's."""
         if not SPECS[dataset].has_state:
             raise ValueError(f"{dataset.value} has no state (history only)")
-        order = "version DESC" if SPECS[dataset].versioned else "updated_at DESC"
+        day = day_of(moment)
+        start: str | None = None
+        parts: list[pa.Table] = []
+        columns = frozenset(f.name for f in SCHEMAS[dataset])
+        if dataset in SNAPSHOT_DATASETS:
+            earlier = [d for d in snapshot_days(self._store, self._prefix, dataset) if d <= day]
+            if earlier:
+                start = earlier[-1]
+                seed = self._snapshot_before(dataset, start, columns)
+                if seed is not None:
+                    parts.append(_with_day(seed, None))
+        days = [d for d in self._partition_days(dataset) if d in DayRange(start, day)]
+        parts.append(self._read(dataset, days, columns))
+        rows = pa.concat_tables(parts).drop_columns(["event_date"])
         where = "event_time <= ?"
         parameters: list[Any] = [moment]
         if cluster:
             column = "cluster_arn" if dataset is not Dataset.DEPLOYMENT else "service_arn"
             where += f" AND {column} LIKE ?"
             parameters.append(f"%{cluster}%" if not cluster.startswith("arn:") else cluster)
-        sql = (
-            f"SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER (PARTITION BY resource_arn "
-            f'ORDER BY {order}, event_time DESC, event_id DESC) AS _rn FROM "{dataset.value}" '
-            f"WHERE {where}) WHERE _rn = 1 ORDER BY resource_arn"
-        )
-        return self.run(sql, parameters)
+        # Deployments have no version: their latest update wins.
+        order = LATEST_ORDER if SPECS[dataset].versioned else UNVERSIONED_ORDER
+        latest = latest_rows(rows, where, parameters, order)
+        return QueryResult(latest.column_names, [tuple(r.values()) for r in latest.to_pylist()])
 
     def close(self) -> None:
         self.connection.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()

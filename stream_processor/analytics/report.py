@@ -44,7 +44,11 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def tasks_by_status(query: HistoryQuery, out: Path, buckets: int = 48) -> Chart:
-    span = query.run("SELECT min(event_time), max(event_time) FROM task_state_change").rows[0]
+    # With a --from day, the rows before it (the snapshot's) seed the states, not the span.
+    since = f"WHERE event_date >= '{query.bounds.first}'" if query.bounds.first else ""
+    span = query.run(
+        f"SELECT min(event_time), max(event_time) FROM task_state_change {since}"
+    ).rows[0]
     rows: list[tuple[Any, ...]] = []
     if span[0] is not None:
         step_ms = max(1000, int((span[1] - span[0]).total_seconds() * 1000 / buckets))

@@ -1,4 +1,4 @@
-"""Commands of the read side over the history: `query`, `state`, `compact`,
+"""Commands of the read side over the history: `query`, `state`, `compact`, `snapshot`,
 `rebuild-state`, `report`, `athena-ddl`."""
 
 from __future__ import annotations
@@ -49,13 +49,19 @@ def add_commands(sub: Any) -> None:
         choices=[d.value for d in Dataset],
         help="(repeatable; default all)",
     )
-    compact_cmd.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD")
-    compact_cmd.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD")
+    compact_cmd.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", type=_day)
+    compact_cmd.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", type=_day)
     compact_cmd.add_argument(
         "--target-mb", type=positive, default=128, help="target size of a compacted file (128)"
     )
     add_history_option(compact_cmd)
     compact_cmd.set_defaults(run=run_compact)
+
+    snapshot = sub.add_parser(
+        "snapshot", help="bring the daily state snapshots up to date (reads only what changed)"
+    )
+    add_history_option(snapshot)
+    snapshot.set_defaults(run=run_snapshot)
 
     rebuild = sub.add_parser(
         "rebuild-state", help="restore the DynamoDB state tables from the history"
@@ -65,6 +71,8 @@ def add_commands(sub: Any) -> None:
 
     report = sub.add_parser("report", help="write an HTML fleet report with PNG charts")
     report.add_argument("--out", required=True, type=Path, help="output directory")
+    report.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", type=_day)
+    report.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", type=_day)
     add_history_option(report)
     report.set_defaults(run=run_query)
 
@@ -76,20 +84,48 @@ def add_commands(sub: Any) -> None:
     ddl.set_defaults(run=run_athena_ddl)
 
 
+def _day(text: str) -> str:
+    """A YYYY-MM-DD partition day, checked."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD day") from exc
+
+
 def run_athena_ddl(args: argparse.Namespace) -> int:
-    from stream_processor.core.catalog import athena_ddl
+    """The raw tables, the deduplicating views named like the datasets, the snapshots."""
+    from stream_processor.core.catalog import (
+        SNAPSHOT_DATASETS,
+        athena_ddl,
+        athena_view_ddl,
+        snapshot_ddl,
+    )
 
     settings = Settings.from_env(os.environ, history_bucket=args.bucket)
     bucket = settings.require_bucket()
+    where = {"bucket": bucket, "prefix": settings.history_prefix, "database": args.database}
     for dataset in Dataset:
-        print(
-            athena_ddl(
-                dataset,
-                bucket=bucket,
-                prefix=settings.history_prefix,
-                database=args.database,
-            )
-        )
+        print(athena_ddl(dataset, **where))
+        print(athena_view_ddl(dataset, args.database))
+    for dataset in SNAPSHOT_DATASETS:
+        print(snapshot_ddl(dataset, **where))
+    return 0
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    from stream_processor.analytics.snapshot import build_snapshots
+    from stream_processor.progress import Progress
+
+    settings = Settings.from_env(os.environ)
+    store = open_history(args.history, settings)
+    progress = Progress(sys.stderr)
+    report = build_snapshots(store, settings.history_prefix, on_progress=progress.step)
+    progress.done(
+        f"snapshots: {report.built} built, {report.up_to_date} up to date "
+        f"({report.objects_read} objects read)"
+    )
     return 0
 
 
@@ -112,7 +148,8 @@ def run_compact(args: argparse.Namespace) -> int:
     progress.done(
         f"compacted {report.partitions_rewritten}/{report.partitions_seen} partitions: "
         f"{report.files_in} files -> {report.files_out}, {report.rows_in} rows -> "
-        f"{report.rows_out} ({report.duplicates_removed} duplicates removed)"
+        f"{report.rows_out} ({report.duplicates_removed} duplicates removed, "
+        f"{report.closures_written} closures, {report.objects_read} objects read)"
     )
     return 0
 
@@ -155,15 +192,20 @@ def run_query(args: argparse.Namespace) -> int:
     import duckdb
 
     from stream_processor.analytics.query import HistoryQuery
+    from stream_processor.analytics.scan import DayRange
+    from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
     store = open_history(args.history, settings)
-    engine = HistoryQuery(store, settings.history_prefix)
+    days = DayRange(getattr(args, "date_from", None), getattr(args, "date_to", None))
+    progress = Progress(sys.stderr)
+    engine = HistoryQuery(store, settings.history_prefix, days=days, on_progress=progress.step)
     try:
         if args.command == "report":
             from stream_processor.analytics.report import write_report
 
             page = write_report(engine, args.out, store.describe())
+            progress.clear()
             print(page)
             return 0
         if args.command == "state":
@@ -173,6 +215,7 @@ def run_query(args: argparse.Namespace) -> int:
             result_rows = engine.state_as_of(moment, Dataset(args.dataset), args.cluster)
         else:
             result_rows = engine.run(args.sql)
+        progress.clear()
         print_rows(result_rows.columns, result_rows.rows, args.format)
         return 0
     except duckdb.Error as exc:

@@ -1,15 +1,22 @@
-"""Glue / Athena table definitions derived from the Parquet schemas (one source of truth).
+"""Glue / Athena table and view definitions derived from the Parquet schemas (one source of
+truth), and the SQL of the deduplicating views that DuckDB and Athena share.
 
-`infra/template.yaml` declares the same columns; a test keeps the two in step, and
-`stream-processor athena-ddl` prints the DDL for people who create tables by hand.
+Each dataset's files are the Glue table `<dataset>_raw`; the name analysts query,
+`<dataset>`, is a view over it that deduplicates on read and computes `valid_from` /
+`valid_to`, so the same SQL gives the same answers before, during and after compaction.
+`infra/template.yaml` declares the same tables and views; a test keeps them in step, and
+`stream-processor athena-ddl` prints the DDL for people who create them by hand.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pyarrow as pa
 
-from stream_processor.core.events import Dataset
-from stream_processor.core.history import COMPACTED_SCHEMAS
+from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.history import COMPACTED_SCHEMAS, SCHEMAS, VALIDITY_DATASETS
 
 #: Hive partition column of every dataset (from the object key, not stored in the files).
 PARTITION_COLUMN = ("event_date", "string")
@@ -36,37 +43,158 @@ def glue_columns(dataset: Dataset) -> list[tuple[str, str]]:
 
 
 def table_name(dataset: Dataset) -> str:
-    """Athena table name of a dataset (the dataset name itself)."""
+    """Athena name analysts query: the deduplicating view (the dataset name itself)."""
     return dataset.value
 
 
-def projection_properties(location: str) -> dict[str, str]:
+def raw_table_name(dataset: Dataset) -> str:
+    """Glue table over the dataset's Parquet files, duplicates and all."""
+    return f"{dataset.value}_raw"
+
+
+def dedupe_key(dataset: Dataset) -> str:
+    """The columns that identify one history row."""
+    return "resource_arn, version" if SPECS[dataset].versioned else "event_id"
+
+
+#: Among duplicates of one row, keep this one, whatever the file order. Duplicates of one
+#: key are redeliveries of one event; (sequence, sub-sequence) tell records apart.
+DUPLICATE_ORDER = "event_time DESC, event_id DESC, sequence_number, sub_sequence_number"
+
+#: Columns the dedupe and validity windows read, whatever a query selects.
+WINDOW_COLUMNS = (
+    "resource_arn",
+    "version",
+    "event_id",
+    "event_time",
+    "sequence_number",
+    "sub_sequence_number",
+)
+
+
+def view_columns(dataset: Dataset) -> list[str]:
+    """Columns of a dataset's view, in order: the file columns, then the partition, then
+    the validity computed on read."""
+    names = [f.name for f in SCHEMAS[dataset]] + ["event_date"]
+    if dataset in VALIDITY_DATASETS:
+        names += ["valid_from", "valid_to"]
+    return names
+
+
+def view_sql(dataset: Dataset, source: str, columns: list[str] | None = None) -> str:
+    """The view's SELECT over `source` (raw rows), valid in Athena (Trino) and DuckDB.
+
+    Deduplicates (one row per history key) and computes validity from the next version,
+    wherever it lies, so stored `valid_to` values never matter to the answer. `columns`
+    narrows the file columns to those a query reads (DuckDB); None selects them all."""
+    wanted = [f.name for f in SCHEMAS[dataset]] if columns is None else columns
+    selected = ", ".join(f'"{c}"' for c in [*wanted, "event_date"])
+    validity = ""
+    if dataset in VALIDITY_DATASETS:
+        validity = (
+            ", event_time AS valid_from, lead(event_time) OVER "
+            "(PARTITION BY resource_arn ORDER BY version) AS valid_to"
+        )
+    # Identifiers come from our schemas and `source` from our code, never from input.
+    return (
+        f"SELECT {selected}{validity} FROM (SELECT *, row_number() OVER "  # noqa: S608
+        f"(PARTITION BY {dedupe_key(dataset)} ORDER BY {DUPLICATE_ORDER}) AS rn "
+        f"FROM {source}) deduplicated WHERE rn = 1"
+    )
+
+
+def athena_view_ddl(dataset: Dataset, database: str) -> str:
+    """`CREATE OR REPLACE VIEW` of a dataset over its raw table."""
+    source = f'"{database}"."{raw_table_name(dataset)}"'
+    return f'CREATE OR REPLACE VIEW "{database}"."{table_name(dataset)}" AS\n' + (
+        view_sql(dataset, source) + ";\n"
+    )
+
+
+_PRESTO_TYPES = {
+    "string": "varchar",
+    "bigint": "bigint",
+    "boolean": "boolean",
+    "timestamp": "timestamp(3)",
+}
+
+
+def glue_view_columns(dataset: Dataset) -> list[tuple[str, str]]:
+    """(name, Glue type) of a dataset's view columns."""
+    types = dict(glue_columns(dataset)) | {"event_date": "string"}
+    return [(name, types[name]) for name in view_columns(dataset)]
+
+
+def glue_view_text(dataset: Dataset, database: str) -> str:
+    """`ViewOriginalText` of the Glue table that Athena shows as the view: Athena's own
+    format, a base64 JSON document after "Presto View:" (what `CREATE VIEW` stores)."""
+    document = {
+        "originalSql": view_sql(dataset, f'"{database}"."{raw_table_name(dataset)}"'),
+        "catalog": "awsdatacatalog",
+        "schema": database,
+        "columns": [{"name": n, "type": _PRESTO_TYPES[t]} for n, t in glue_view_columns(dataset)],
+    }
+    encoded = base64.b64encode(json.dumps(document, separators=(",", ":")).encode()).decode()
+    return f"/* Presto View: {encoded} */"
+
+
+def projection_properties(location: str, column: str = "event_date") -> dict[str, str]:
     """Partition projection: no crawler, no MSCK REPAIR; `location` ends with '/'."""
     return {
         "projection.enabled": "true",
-        "projection.event_date.type": "date",
-        "projection.event_date.format": "yyyy-MM-dd",
-        "projection.event_date.range": f"{PROJECTION_START},NOW",
-        "projection.event_date.interval": "1",
-        "projection.event_date.interval.unit": "DAYS",
-        "storage.location.template": location + "event_date=${event_date}/",
+        f"projection.{column}.type": "date",
+        f"projection.{column}.format": "yyyy-MM-dd",
+        f"projection.{column}.range": f"{PROJECTION_START},NOW",
+        f"projection.{column}.interval": "1",
+        f"projection.{column}.interval.unit": "DAYS",
+        "storage.location.template": f"{location}{column}=${{{column}}}/",
         "parquet.compression": "ZSTD",
         "classification": "parquet",
     }
 
 
-def athena_ddl(dataset: Dataset, *, bucket: str, prefix: str, database: str) -> str:
-    """`CREATE EXTERNAL TABLE` for one dataset, with partition projection."""
-    location = f"s3://{bucket}/{prefix}{dataset.value}/"
-    columns = ",\n".join(f"  `{name}` {kind}" for name, kind in glue_columns(dataset))
+def _external_table(
+    name: str, columns: list[tuple[str, str]], location: str, partition: str, database: str
+) -> str:
+    listed = ",\n".join(f"  `{column}` {kind}" for column, kind in columns)
     properties = ",\n".join(
-        f"  '{key}' = '{value}'" for key, value in projection_properties(location).items()
+        f"  '{key}' = '{value}'"
+        for key, value in projection_properties(location, partition).items()
     )
     return (
-        f"CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{table_name(dataset)}` (\n"
-        f"{columns}\n)\n"
-        f"PARTITIONED BY (`{PARTITION_COLUMN[0]}` {PARTITION_COLUMN[1]})\n"
+        f"CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}` (\n"
+        f"{listed}\n)\n"
+        f"PARTITIONED BY (`{partition}` string)\n"
         "STORED AS PARQUET\n"
         f"LOCATION '{location}'\n"
         f"TBLPROPERTIES (\n{properties}\n);\n"
     )
+
+
+def athena_ddl(dataset: Dataset, *, bucket: str, prefix: str, database: str) -> str:
+    """`CREATE EXTERNAL TABLE` for one dataset's files, with partition projection."""
+    location = f"s3://{bucket}/{prefix}{dataset.value}/"
+    return _external_table(
+        raw_table_name(dataset), glue_columns(dataset), location, PARTITION_COLUMN[0], database
+    )
+
+
+#: Snapshot datasets: the state of every versioned resource at the start of each day.
+SNAPSHOT_DATASETS: dict[Dataset, str] = {
+    Dataset.TASK: "task_state_snapshot",
+    Dataset.CONTAINER_INSTANCE: "container_instance_state_snapshot",
+}
+SNAPSHOT_PARTITION = "snapshot_date"
+
+
+def snapshot_columns(dataset: Dataset) -> list[tuple[str, str]]:
+    """(name, Glue type) of a snapshot dataset's columns: the history row of each
+    resource's latest version before the snapshot date."""
+    return [(field.name, glue_type(field.type)) for field in SCHEMAS[dataset]]
+
+
+def snapshot_ddl(dataset: Dataset, *, bucket: str, prefix: str, database: str) -> str:
+    """`CREATE EXTERNAL TABLE` for one snapshot dataset."""
+    name = SNAPSHOT_DATASETS[dataset]
+    location = f"s3://{bucket}/{prefix}{name}/"
+    return _external_table(name, snapshot_columns(dataset), location, SNAPSHOT_PARTITION, database)

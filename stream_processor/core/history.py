@@ -124,6 +124,23 @@ def compacted_schema_for(dataset: Dataset) -> pa.Schema:
 COMPACTED_SCHEMAS: dict[Dataset, pa.Schema] = {d: compacted_schema_for(d) for d in Dataset}
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns in order; a column the table lacks (validity in a
+    batch file) becomes nulls. Columns outside `schema` are dropped."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def day_of(moment: datetime) -> str:
+    """The partition day ('YYYY-MM-DD', UTC) of an instant."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
 def _as_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 

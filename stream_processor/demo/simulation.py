@@ -369,3 +369,44 @@ def steady_stream(
             slots.append((i + rng.uniform(1, 2000), event))
     slots.sort(key=lambda s: s[0])
     return [event for _, event in slots], final
+
+
+def history_stream(
+    days: int,
+    *,
+    services: int = 60,
+    churn_per_day: int = 20,
+    change_rate: float = 0.15,
+    seed: int = 13,
+    start: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Months of a fleet's task history, in true order: `services` long-lived tasks, each
+    changing on a random ~`change_rate` of the days (so a version's successor may come weeks
+    later), and `churn_per_day` short tasks a day that start and stop within hours. Each
+    day's events land in that day's partition; the long-lived tasks' validity crosses days."""
+    rng = random.Random(seed)
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
+    b = _Builder(rng, f"{_ARN}:cluster/history")
+    families = ("web", "worker", "api", "batch")
+    long_lived = [
+        (f"{_ARN}:task/history/{b.uid().replace('-', '')}", families[n % 4], 0)
+        for n in range(services)
+    ]
+    versions = {arn: 1 for arn, _, _ in long_lived}
+    for day in range(days):
+        midnight = start + timedelta(days=day)
+        for arn, family, _ in long_lived:
+            if day == 0 or rng.random() < change_rate:
+                at = midnight + timedelta(seconds=rng.randrange(86_000))
+                status = "PROVISIONING" if day == 0 else "RUNNING"
+                detail = _task_detail(b, arn, None, status, versions[arn], at, start, family)
+                b.emit(at, "ECS Task State Change", arn, detail)
+                versions[arn] += 1
+        for n in range(churn_per_day):
+            arn = f"{_ARN}:task/history/{b.uid().replace('-', '')}"
+            created = midnight + timedelta(seconds=rng.randrange(70_000))
+            for index, status in enumerate(("PROVISIONING", "RUNNING", "STOPPED")):
+                at = created + timedelta(minutes=30 * index)
+                detail = _task_detail(b, arn, None, status, index + 1, at, created, families[n % 4])
+                b.emit(at, "ECS Task State Change", arn, detail)
+    return [event for _, _, event in sorted(b.timed, key=lambda t: (t[0], t[1]))]

@@ -1,0 +1,267 @@
+"""Analytics over months of history: every question reads what it asks about (its days, one
+snapshot), and answers equal a brute force over the events before, during and after
+compaction."""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import sqlglot
+
+from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
+from stream_processor.adapters.s3_history import parquet_bytes
+from stream_processor.analytics.compaction import compact
+from stream_processor.analytics.query import HistoryQuery
+from stream_processor.analytics.scan import partition_keys
+from stream_processor.analytics.snapshot import build_snapshots
+from stream_processor.config import Settings
+from stream_processor.core.catalog import athena_view_ddl
+from stream_processor.core.events import Dataset
+from stream_processor.core.records import KinesisRecord
+from stream_processor.demo.simulation import deliver, history_stream, partition_key
+from stream_processor.ingest.pipeline import Pipeline
+from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
+
+PREFIX = "ecs-history/"
+DAYS = 12
+
+
+class CountingStore(LocalHistoryStore):
+    """A local history that counts the objects read."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def read(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().read(key)
+
+
+Event = dict[str, Any]
+
+
+def _at(event: Event) -> datetime:
+    return datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+
+
+def write_history(events: list[Event], root: Path, batch: int = 40, seed: int = 5) -> None:
+    """Deliver events at least once and out of order through the pipeline, in batches, and
+    lay the history out as on S3."""
+    delivered, _ = deliver(events, duplicate_rate=0.2, reorder_rate=0.3, window=30, seed=seed)
+    history = InMemoryHistory()
+    pipeline = Pipeline(
+        Settings(history_bucket="b"),
+        state=InMemoryStateStore(),
+        history=history,
+        quarantine=InMemoryQuarantine(),
+    )
+    records = [
+        KinesisRecord(
+            "shardId-000000000000", str(n + 1), 0, partition_key(e), msgspec.json.encode(e)
+        )
+        for n, e in enumerate(delivered)
+    ]
+    for start in range(0, len(records), batch):
+        assert pipeline.process(records[start : start + batch]).failed_from is None
+    store = LocalHistoryStore(root)
+    for obj in history.objects.values():
+        store.write(obj.key, parquet_bytes(obj))
+
+
+@pytest.fixture(scope="module")
+def events() -> list[Event]:
+    return history_stream(DAYS, services=40, churn_per_day=8)
+
+
+@pytest.fixture
+def root(tmp_path: Path, events: list[Event]) -> Path:
+    write_history(events, tmp_path / "history")
+    return tmp_path / "history"
+
+
+def brute_versions(events: list[Event]) -> dict[tuple[str, int], tuple[datetime, datetime | None]]:
+    """(task, version) -> (valid_from, valid_to) from the true events."""
+    by_task: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+    for e in events:
+        by_task[e["detail"]["taskArn"]].append((e["detail"]["version"], _at(e)))
+    result = {}
+    for arn, versions in by_task.items():
+        versions.sort()
+        for i, (version, at) in enumerate(versions):
+            after = versions[i + 1][1] if i + 1 < len(versions) else None
+            result[(arn, version)] = (at, after)
+    return result
+
+
+def brute_state(events: list[Event], moment: datetime) -> dict[str, int]:
+    best: dict[str, int] = {}
+    for e in events:
+        arn, version = e["detail"]["taskArn"], e["detail"]["version"]
+        if _at(e) <= moment and version > best.get(arn, -1):
+            best[arn] = version
+    return best
+
+
+def view_validity(store: LocalHistoryStore) -> dict[tuple[str, int], tuple[Any, Any]]:
+    engine = HistoryQuery(store, PREFIX)
+    try:
+        rows = engine.run(
+            "SELECT resource_arn, version, valid_from, valid_to FROM task_state_change"
+        ).rows
+        return {(arn, v): (f, t) for arn, v, f, t in rows}
+    finally:
+        engine.close()
+
+
+def day(n: int) -> str:
+    return (datetime(2026, 1, 1) + timedelta(days=n)).date().isoformat()
+
+
+def test_a_query_on_one_day_reads_only_that_day(root: Path, events: list[Event]) -> None:
+    store = CountingStore(root)
+    target = day(5)
+    engine = HistoryQuery(store, PREFIX)
+    try:
+        (count,) = engine.run(
+            "SELECT count(*) FROM task_state_change WHERE event_date = ?", [target]
+        ).rows[0]
+    finally:
+        engine.close()
+    expected = {
+        (e["detail"]["taskArn"], e["detail"]["version"]) for e in events if e["time"][:10] == target
+    }
+    assert count == len(expected)
+    day_keys = partition_keys(store, PREFIX, "task_state_change", "event_date", [target])
+    assert sorted(store.reads) == sorted(day_keys)  # nothing of the other 11 days
+
+
+@pytest.mark.parametrize("stage", ["uncompacted", "half", "compacted"])
+def test_views_give_brute_force_validity_at_every_stage(
+    root: Path, events: list[Event], stage: str
+) -> None:
+    store = LocalHistoryStore(root)
+    if stage == "half":
+        compact(store, PREFIX, date_from=day(0), date_to=day(DAYS // 2))
+    elif stage == "compacted":
+        compact(store, PREFIX)
+    assert view_validity(store) == brute_versions(events)
+
+
+def test_incremental_compaction_closes_validity_across_the_days_between(
+    root: Path, events: list[Event]
+) -> None:
+    """Compacting day by day (as the schedule does) stores exact valid_to values, though
+    a version's successor lies days later and no run reads the days in between."""
+    import pyarrow.parquet as pq
+
+    store = CountingStore(root)
+    per_day_reads = []
+    for n in range(DAYS):
+        build_snapshots(store, PREFIX)
+        before = len(store.reads)
+        compact(store, PREFIX, datasets=[Dataset.TASK], date_from=day(n), date_to=day(n))
+        per_day_reads.append(len(store.reads) - before)
+    # Fold the closures the later days wrote into the earlier ones.
+    compact(store, PREFIX, datasets=[Dataset.TASK], fold_all_closures=True)
+    stored = {}
+    for path in (root / PREFIX / "task_state_change").rglob("*.parquet"):
+        for row in pq.read_table(path).to_pylist():
+            stored[(row["resource_arn"], row["version"])] = (row["valid_from"], row["valid_to"])
+    assert stored == brute_versions(events)
+    # A day's compaction read that day's object(s) and one snapshot, whatever came before.
+    assert max(per_day_reads) <= min(per_day_reads) + 2, per_day_reads
+    assert not list((root / PREFIX / "task_state_change_validity").rglob("*.parquet"))
+
+
+def test_state_as_of_reads_one_snapshot_and_one_day(root: Path, events: list[Event]) -> None:
+    store = CountingStore(root)
+    first = build_snapshots(store, PREFIX)
+    assert first.built == DAYS  # one per day after a day with history (tasks only here)
+    again = build_snapshots(store, PREFIX)
+    assert again.built == 0 and again.objects_read == 0
+    for n, hour in ((0, 23), (3, 1), (7, 12), (DAYS - 1, 20), (DAYS + 3, 0)):
+        moment = datetime(2026, 1, 1, hour, 30, tzinfo=UTC) + timedelta(days=n)
+        engine = HistoryQuery(store, PREFIX)
+        store.reads.clear()
+        try:
+            got = {r["resource_arn"]: r["version"] for r in engine.state_as_of(moment).records()}
+        finally:
+            engine.close()
+        assert got == brute_state(events, moment), moment
+        day_keys = partition_keys(store, PREFIX, "task_state_change", "event_date", [day(n)])
+        assert len(store.reads) <= 1 + len(day_keys), (moment, store.reads)
+
+
+def test_a_late_event_rebuilds_only_the_snapshots_it_changes(
+    root: Path, events: list[Event], tmp_path: Path
+) -> None:
+    store = CountingStore(root)
+    build_snapshots(store, PREFIX, datasets=[Dataset.TASK])
+    compact(store, PREFIX, datasets=[Dataset.TASK], date_from=day(2), date_to=day(2))
+    store.reads.clear()
+    rebuilt = build_snapshots(store, PREFIX, datasets=[Dataset.TASK])
+    assert rebuilt.built == 1  # day 2's listing changed, its rows did not: no cascade
+    # A task's event of day 4 redelivered a week late: day 5's snapshot is rebuilt, and
+    # the later ones only because its content changed.
+    late = tmp_path / "late"
+    shutil.copytree(root, late)
+    extra = [e for e in events if e["time"][:10] == day(4)][:1]
+    extra[0] = {**extra[0], "detail": {**extra[0]["detail"], "version": 10_000}}
+    write_history(extra, tmp_path / "extra", seed=9)
+    for path in (tmp_path / "extra").rglob("*.parquet"):
+        target = root / path.relative_to(tmp_path / "extra")
+        target = target.with_name("late-" + target.name)
+        target.write_bytes(path.read_bytes())
+    report = build_snapshots(store, PREFIX, datasets=[Dataset.TASK])
+    assert report.built == DAYS - 4  # days 5 .. DAYS: the task's latest version changed
+    moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=DAYS)
+    engine = HistoryQuery(store, PREFIX)
+    try:
+        got = {r["resource_arn"]: r["version"] for r in engine.state_as_of(moment).records()}
+    finally:
+        engine.close()
+    assert got[extra[0]["detail"]["taskArn"]] == 10_000
+
+
+def test_view_sql_is_athena_sql(root: Path) -> None:
+    for dataset in Dataset:
+        sqlglot.parse_one(athena_view_ddl(dataset, "ecs_history"), read="trino")
+
+
+def test_s3_queries_fetch_only_the_selected_partitions(
+    aws: Any, settings: Settings, root: Path
+) -> None:
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="history-scale")
+    for path in root.rglob("*.parquet"):
+        client.put_object(
+            Bucket="history-scale", Key=path.relative_to(root).as_posix(), Body=path.read_bytes()
+        )
+    reads: list[str] = []
+
+    class Counting(S3HistoryStore):
+        def read(self, key: str) -> bytes:
+            reads.append(key)
+            return super().read(key)
+
+    store = Counting(client, "history-scale")
+    engine = HistoryQuery(store, PREFIX)
+    try:
+        rows = engine.run(
+            "SELECT event_date, count(*) FROM task_state_change "
+            "WHERE event_date BETWEEN ? AND ? GROUP BY 1 ORDER BY 1",
+            [day(3), day(4)],
+        ).rows
+    finally:
+        engine.close()
+    assert [r[0] for r in rows] == [day(3), day(4)]
+    assert {k.split("/")[2] for k in reads} == {f"event_date={day(3)}", f"event_date={day(4)}"}
