@@ -19,7 +19,15 @@ import yaml
 from stream_processor import lambda_function
 from stream_processor.adapters.dynamodb_checkpoints import SHARD_KEY, STREAM_KEY
 from stream_processor.config import ENV_NAMES, Settings
-from stream_processor.core.catalog import glue_columns, projection_properties
+from stream_processor.core.catalog import (
+    SNAPSHOT_DATASETS,
+    glue_columns,
+    glue_view_columns,
+    glue_view_text,
+    projection_properties,
+    raw_table_name,
+    snapshot_columns,
+)
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.indexes import indexes_of
 
@@ -113,7 +121,7 @@ def test_glue_tables_match_the_parquet_schema(dataset: Dataset) -> None:
     (table,) = [
         t["TableInput"]
         for t in _of_type("AWS::Glue::Table").values()
-        if t["TableInput"]["Name"] == dataset.value
+        if t["TableInput"]["Name"] == raw_table_name(dataset)
     ]
     columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
     assert columns == glue_columns(dataset)
@@ -126,6 +134,60 @@ def test_glue_tables_match_the_parquet_schema(dataset: Dataset) -> None:
     template = parameters.pop("storage.location.template")["Fn::Sub"].replace("${!", "${")
     assert template == expected.pop("storage.location.template")
     assert parameters == expected
+
+
+@pytest.mark.parametrize("dataset", list(Dataset))
+def test_glue_views_are_the_code_s_views(dataset: Dataset) -> None:
+    """Athena's view is the SQL DuckDB runs locally (same dedupe, same validity)."""
+    (view,) = [
+        t["TableInput"]
+        for t in _of_type("AWS::Glue::Table").values()
+        if t["TableInput"]["Name"] == dataset.value
+    ]
+    assert view["TableType"] == "VIRTUAL_VIEW"
+    assert view["ViewOriginalText"] == glue_view_text(dataset, "ecs_history")
+    columns = [(c["Name"], c["Type"]) for c in view["StorageDescriptor"]["Columns"]]
+    assert columns == glue_view_columns(dataset)
+
+
+@pytest.mark.parametrize("dataset", list(SNAPSHOT_DATASETS))
+def test_snapshot_tables_match_the_snapshot_files(dataset: Dataset) -> None:
+    name = SNAPSHOT_DATASETS[dataset]
+    (table,) = [
+        t["TableInput"]
+        for t in _of_type("AWS::Glue::Table").values()
+        if t["TableInput"]["Name"] == name
+    ]
+    columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+    assert columns == snapshot_columns(dataset)
+    assert table["PartitionKeys"] == [{"Name": "snapshot_date", "Type": "string"}]
+    location = table["StorageDescriptor"]["Location"]["Fn::Sub"]
+    assert location == f"s3://${{HistoryBucket}}/{Settings().history_prefix}{name}/"
+    parameters = dict(table["Parameters"])
+    template = parameters.pop("storage.location.template")["Fn::Sub"].replace("${!", "${")
+    expected = projection_properties(location, "snapshot_date")
+    assert template == expected.pop("storage.location.template")
+    assert parameters == expected
+
+
+def test_maintenance_runs_daily_with_its_own_least_privilege() -> None:
+    function = _of_type("AWS::Lambda::Function")["MaintenanceFunction"]
+    module, _, attribute = function["Handler"].rpartition(".")
+    handler = getattr(importlib.import_module(module), attribute)
+    assert handler is lambda_function.maintenance_handler
+    env = function["Environment"]["Variables"]
+    assert set(env) <= set(ENV_NAMES.values())
+    assert env["HISTORY_PREFIX"] == Settings().history_prefix
+    (schedule,) = _of_type("AWS::Scheduler::Schedule").values()
+    assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["MaintenanceFunction", "Arn"]}
+    assert schedule["ScheduleExpression"].startswith("cron(")
+    invoke = RESOURCES["MaintenanceSchedulerRole"]["Properties"]["Policies"][0]
+    (statement,) = invoke["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"] == {"Fn::GetAtt": ["MaintenanceFunction", "Arn"]}
+    behind = RESOURCES["MaintenanceBehindAlarm"]["Properties"]
+    assert behind["MetricName"] == "SnapshotLagDays"
+    assert behind["Namespace"] == lambda_function.METRICS_NAMESPACE
 
 
 def test_event_source_mapping_reports_failures_and_bisects() -> None:
@@ -186,9 +248,11 @@ def test_every_table_has_pitr_and_sse_and_the_stream_is_encrypted() -> None:
     assert stream["StreamEncryption"]["EncryptionType"] == "KMS"
 
 
-def _allow_statements() -> list[dict[str, Any]]:
+def _allow_statements(only: str | None = None) -> list[dict[str, Any]]:
     out = []
-    for role in _of_type("AWS::IAM::Role").values():
+    for name, role in _of_type("AWS::IAM::Role").items():
+        if only is not None and name != only:
+            continue
         for policy in role.get("Policies", []):
             for statement in policy["PolicyDocument"]["Statement"]:
                 if "Fn::If" in statement:  # conditional statement: check its "true" branch
@@ -211,7 +275,7 @@ def test_iam_is_least_privilege() -> None:
         assert "*" not in resources
     actions = {
         a
-        for s in statements
+        for s in _allow_statements("ProcessorRole")
         for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
     }
     # The state path never reads: one conditional put per key.
