@@ -41,6 +41,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python benchmarks/steady.py
 	$(BIN)/python benchmarks/state.py
+	$(BIN)/python benchmarks/history.py
 
 # The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
 package: $(STAMP)

@@ -182,6 +182,21 @@ class HistoryQuery:
             if needs.validity and dataset in VALIDITY_DATASETS:
                 wanted = DayRange(wanted.first, None)  # the next version may come later
             self._view(dataset, wanted, columns)
+        for dataset, name in SNAPSHOT_DATASETS.items():
+            scope = needs.snapshots.get(dataset)
+            days = []
+            if scope is not None:
+                listed = snapshot_days(self._store, self._prefix, dataset)
+                days = [d for d in listed if d in scope]
+            parts = []
+            for day in days:
+                rows = read_snapshot(self._store, self._prefix, dataset, day)
+                self.objects_read += 1
+                parts.append(rows.append_column("snapshot_date", pa.array([day] * rows.num_rows)))
+            if not parts:
+                empty = SCHEMAS[dataset].empty_table()
+                parts = [empty.append_column("snapshot_date", pa.array([], pa.string()))]
+            self.connection.register(name, pa.concat_tables(parts))
 
     # ----------------------------------------------------------------- questions
     def run(self, sql: str, parameters: Sequence[Any] = ()) -> QueryResult:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
 
 from stream_processor.adapters.history_store import READ_CONCURRENCY, HistoryStore
+from stream_processor.core.catalog import SNAPSHOT_DATASETS
 from stream_processor.core.events import Dataset
 
 
@@ -101,7 +102,7 @@ def _literal(node: Any) -> str | None:
 def _is_partition(node: Any, aliases: set[str]) -> bool:
     return (
         isinstance(node, exp.Column)
-        and node.name == "event_date"
+        and node.name in ("event_date", "snapshot_date")
         and (not node.table or node.table in aliases)
     )
 
@@ -145,6 +146,7 @@ class QueryNeeds:
     days: dict[Dataset, DayRange]
     columns: frozenset[str] | None  # None: every column (a `*` somewhere)
     validity: bool  # reads valid_from / valid_to
+    snapshots: dict[Dataset, DayRange] = field(default_factory=dict)
 
 
 def analyze(sql: str, parameters: Sequence[object] = ()) -> QueryNeeds:
@@ -152,7 +154,8 @@ def analyze(sql: str, parameters: Sequence[object] = ()) -> QueryNeeds:
 
     Conservative: a dataset named in a SELECT without an `event_date` bound needs every day;
     SQL sqlglot cannot parse needs everything."""
-    names = {d.value: d for d in Dataset}
+    names: dict[str, tuple[str, Dataset]] = {d.value: ("days", d) for d in Dataset}
+    names |= {name: ("snapshots", d) for d, name in SNAPSHOT_DATASETS.items()}
     try:
         tree = sqlglot.parse_one(sql, read="trino")
     except sqlglot.errors.ParseError:
@@ -166,7 +169,7 @@ def analyze(sql: str, parameters: Sequence[object] = ()) -> QueryNeeds:
     ):
         if isinstance(value, str):
             placeholder.replace(exp.Literal.string(value))
-    days: dict[Dataset, DayRange] = {}
+    found: dict[str, dict[Dataset, DayRange]] = {"days": {}, "snapshots": {}}
     for select in tree.find_all(exp.Select):
         sources = [
             t
@@ -184,10 +187,13 @@ def analyze(sql: str, parameters: Sequence[object] = ()) -> QueryNeeds:
             # An unqualified event_date constrains every table of the SELECT (SQL would
             # reject it as ambiguous otherwise); a qualified one only its own table.
             admitted = _range(select.args.get("where"), {table.alias_or_name})
-            dataset = names[table.name]
+            kind, dataset = names[table.name]
+            days = found[kind]
             days[dataset] = days[dataset].hull(admitted) if dataset in days else admitted
     # `SELECT *` / `t.*` read every column; `count(*)` reads none.
     star = any(not isinstance(s.parent, exp.Count) for s in tree.find_all(exp.Star))
     columns = {c.name for c in tree.find_all(exp.Column)}
     validity = star or bool(columns & {"valid_from", "valid_to"})
-    return QueryNeeds(days, None if star else frozenset(columns), validity)
+    return QueryNeeds(
+        found["days"], None if star else frozenset(columns), validity, found["snapshots"]
+    )
