@@ -30,7 +30,7 @@ test: $(STAMP) $(NODE_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check stream_processor tests benchmarks infra
 	$(BIN)/mypy
-	$(BIN)/cfn-lint infra/template.yaml
+	$(BIN)/cfn-lint infra/template.yaml infra/member.yaml
 
 # The full soak: 1,000,000 events through consume on the local endpoint (long).
 soak: $(STAMP) $(NODE_STAMP)

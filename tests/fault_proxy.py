@@ -59,6 +59,15 @@ def _s3_error(code: str, status: int) -> Fault:
     return Fault(status, body, "application/xml")
 
 
+def sts_error(code: str, status: int = 403) -> Fault:
+    """An STS (query protocol) error, e.g. AccessDenied for a role that cannot be assumed."""
+    body = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+        f"<Message>injected {code}</Message></Error><RequestId>f</RequestId></ErrorResponse>"
+    ).encode()
+    return Fault(status, body, "text/xml")
+
+
 DROP = Fault(0, b"", drop=True)
 
 #: The errors AWS returns, per service.
@@ -100,6 +109,8 @@ class FaultPolicy:
     down_until: dict[str, float] = field(default_factory=dict)
     #: Services whose requests are held open and never answered.
     hang: set[str] = field(default_factory=set)
+    #: Requests whose body contains the bytes get the fault (e.g. one account's role ARN).
+    deny: list[tuple[bytes, Fault]] = field(default_factory=list)
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: Counter[str] = field(default_factory=Counter)
 
@@ -182,7 +193,12 @@ class FaultProxy:
                     return
                 target = self.headers.get("X-Amz-Target", "")
                 operation = target.split(".")[-1] if target else f"{self.command} {service}"
-                fault, apply_first = proxy.policy.decide(service, operation)
+                denied = [f for marker, f in proxy.policy.deny if marker in body]
+                if denied:
+                    proxy.policy.injected[f"{service}:{operation}:denied"] += 1
+                    fault, apply_first = denied[0], False
+                else:
+                    fault, apply_first = proxy.policy.decide(service, operation)
                 if proxy.policy.delay_s:
                     time.sleep(proxy.policy.delay_s)
                 if apply_first:

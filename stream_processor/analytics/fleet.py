@@ -50,21 +50,32 @@ class FleetState:
         self._region = region
 
     @classmethod
-    def from_settings(cls, settings: Settings, session: boto3.Session | None = None) -> FleetState:
-        """On the configured tables, with the caller's account (STS) and region."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        session: boto3.Session | None = None,
+        *,
+        account: str | None = None,
+        region: str | None = None,
+    ) -> FleetState:
+        """On the configured tables; names resolve in `account` and `region` (a member
+        account's fleet, in an organization-wide state), by default the caller's."""
         import boto3
 
         from stream_processor.adapters.clients import dynamodb_client
         from stream_processor.adapters.dynamodb_queries import DynamoDBStateQueries
 
         session = session or boto3.Session()
-        region = session.region_name or "us-east-1"
 
-        def account() -> str:
+        def caller() -> str:
             return str(session.client("sts").get_caller_identity()["Account"])
 
         queries = DynamoDBStateQueries(dynamodb_client(settings, session), settings.state_tables())
-        return cls(queries, account=account, region=region)
+        return cls(
+            queries,
+            account=account or caller,
+            region=region or session.region_name or "us-east-1",
+        )
 
     def _prefix(self) -> str:
         account = self._account if isinstance(self._account, str) else self._account()

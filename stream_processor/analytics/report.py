@@ -1,9 +1,10 @@
 """`stream-processor report`: a self-contained HTML fleet report with PNG charts.
 
 Charts (matplotlib, headless): tasks by last status over time, top stop codes and stopped
-reasons, time from PROVISIONING to RUNNING (p50/p90/p99) per task definition, and
-container-instance agent disconnects. Each chart has a title, labelled axes and a legend, so
-it reads without the numbers; the numbers are in a table under it.
+reasons, time from PROVISIONING to RUNNING (p50/p90/p99) per task definition,
+container-instance agent disconnects, and tasks per account and region. Each chart has a
+title, labelled axes and a legend, so it reads without the numbers; the numbers are in a
+table under it.
 """
 
 from __future__ import annotations
@@ -179,6 +180,34 @@ def agent_disconnects(query: HistoryQuery, out: Path) -> Chart:
     )
 
 
+def accounts(query: HistoryQuery, out: Path) -> Chart:
+    """Tasks and task state changes per account and region (an organization's fleet)."""
+    rows = query.run(
+        "SELECT account, region, count(DISTINCT resource_arn), count(*) FROM task_state_change "
+        "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+    ).rows
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    regions = sorted({r[1] for r in rows if r[1]})
+    names = sorted({r[0] for r in rows if r[0]})
+    counts = {(r[0], r[1]): r[2] for r in rows}
+    left = [0] * len(names)
+    for region in regions:
+        values = [counts.get((name, region), 0) for name in names]
+        ax.barh(names, values, left=left, label=region)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    if regions:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Tasks per account and region")
+    ax.set_xlabel("tasks")
+    ax.set_ylabel("account")
+    table = [
+        {"account": r[0], "region": r[1], "tasks": r[2], "task state changes": r[3]} for r in rows
+    ]
+    return Chart(
+        "accounts", "Tasks per account and region", _save(fig, out / "accounts.png"), table
+    )
+
+
 def _table_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p><em>no data</em></p>"
@@ -201,6 +230,7 @@ def write_report(query: HistoryQuery, out: Path, source: str) -> Path:
         stop_reasons(query, out),
         start_latency(query, out),
         agent_disconnects(query, out),
+        accounts(query, out),
     ]
     counts = query.run(
         "SELECT (SELECT count(DISTINCT resource_arn) FROM task_state_change), "

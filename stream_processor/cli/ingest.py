@@ -14,6 +14,7 @@ import boto3
 
 from stream_processor.cli.options import positive, seconds
 from stream_processor.config import Settings
+from stream_processor.errors import ConfigError
 
 
 def add_commands(sub: Any) -> None:
@@ -94,6 +95,29 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="write the ECS view through the version guard; mark orphans",
     )
+    rec.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="member account to cover through its reconcile role (repeatable)",
+    )
+    rec.add_argument(
+        "--organization",
+        action="store_true",
+        help="cover every ACTIVE account of the organization (organizations:ListAccounts)",
+    )
+    rec.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        help="region to cover in each account (repeatable; default: the session's)",
+    )
+    rec.add_argument(
+        "--role-name",
+        help="role to assume in each account (default: stream-processor-reconcile)",
+    )
+    rec.add_argument("--role-arn", help="role ARN template with {account}, instead of a name")
     rec.add_argument("--format", choices=("table", "json"), default="table")
     rec.set_defaults(run=run_reconcile)
 
@@ -118,21 +142,78 @@ def run_reconcile(args: argparse.Namespace) -> int:
     from stream_processor.adapters.clients import dynamodb_client, ecs_client
     from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
     from stream_processor.adapters.ecs_inventory import EcsInventory
-    from stream_processor.ingest.reconcile import reconcile
+    from stream_processor.ingest.reconcile import (
+        FleetReconcileReport,
+        ReconcileReport,
+        Target,
+        reconcile,
+        reconcile_fleet,
+    )
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
     store = DynamoDBStateStore(dynamodb_client(settings), settings.state_tables())
     progress = Progress(sys.stderr)
-    report = reconcile(
-        EcsInventory(ecs_client(settings)),
-        store,
-        clusters=args.cluster,
-        repair=args.repair,
-        item_format=settings.state_item_format,
-        on_progress=progress.step,
+    fleet: FleetReconcileReport | None = None
+    try:
+        if args.account or args.organization or args.role_name or args.role_arn:
+            from stream_processor.adapters.sts_roles import (
+                StsRoleSessions,
+                organization_accounts,
+                role_arn_template,
+            )
+
+            session = boto3.Session()
+            accounts = list(args.account)
+            if args.organization:
+                accounts += organization_accounts(session.client("organizations"))
+            if not accounts:
+                raise ConfigError("--role-name/--role-arn need --account or --organization")
+            regions = args.region or [session.region_name or "us-east-1"]
+            sessions = StsRoleSessions(
+                session.client("sts"), role_arn_template(args.role_name, args.role_arn)
+            )
+            targets = [Target(a, r) for a in dict.fromkeys(accounts) for r in regions]
+            fleet = reconcile_fleet(
+                targets,
+                lambda t: EcsInventory(ecs_client(settings, sessions.session(t.account, t.region))),
+                store,
+                clusters=args.cluster,
+                repair=args.repair,
+                item_format=settings.state_item_format,
+                on_progress=progress.step,
+            )
+            reports = list(fleet.reports.values())
+        else:
+            reports = [
+                reconcile(
+                    EcsInventory(ecs_client(settings)),
+                    store,
+                    clusters=args.cluster,
+                    repair=args.repair,
+                    item_format=settings.state_item_format,
+                    on_progress=progress.step,
+                )
+            ]
+    finally:
+        store.close()
+    report = ReconcileReport(
+        findings=[f for r in reports for f in r.findings],
+        repaired=sum(r.repaired for r in reports),
+        marked_orphan=sum(r.marked_orphan for r in reports),
+        skipped=[s for r in reports for s in r.skipped],
+        elapsed_s=round(sum(r.elapsed_s for r in reports), 3),
     )
-    store.close()
+    targets_out = []
+    if fleet is not None:
+        targets_out = [
+            {"account": t.account, "region": t.region, "status": "ok", **r.counts()}
+            for t, r in fleet.reports.items()
+        ] + [
+            {"account": t.account, "region": t.region, "status": "failed", "reason": why}
+            for t, why in fleet.failed.items()
+        ]
+    failed = bool(fleet and fleet.failed)
     counts = report.counts()
     if args.format == "json":
         print(
@@ -143,12 +224,18 @@ def run_reconcile(args: argparse.Namespace) -> int:
                     "marked_orphan": report.marked_orphan,
                     "skipped": report.skipped,
                     "elapsed_s": report.elapsed_s,
+                    "targets": targets_out,
                     "findings": [f.as_row() for f in report.findings],
                 }
             )
         )
-        return 0
+        return 1 if failed else 0
     progress.done(f"checked {len(report.findings)} resources in {report.elapsed_s}s")
+    if fleet is not None:
+        for target, done in fleet.reports.items():
+            print(f"{target.account} {target.region}: ok ({len(done.findings)} resources)")
+        for target, why in fleet.failed.items():
+            print(f"{target.account} {target.region}: FAILED, skipped ({why})")
     drift = [f for f in report.findings if f.kind != "ok"]
     if drift:
         print(f"{'outcome':<8} {'dataset':<32} {'ecs':>6} {'state':>6}  arn / note")
@@ -163,7 +250,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
             f"repaired: {report.repaired}  marked orphan: {report.marked_orphan}  "
             f"skipped: {len(report.skipped)}"
         )
-    return 0
+    return 1 if failed else 0
 
 
 def run_consume(args: argparse.Namespace) -> int:

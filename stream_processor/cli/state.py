@@ -51,6 +51,16 @@ _CSV_EXTRA = ("version", "clusterArn", "group", "_eventTime")
 def add_commands(sub: Any) -> None:
     """Register the current-state commands."""
 
+    def where(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--account",
+            metavar="ID",
+            help="the account whose fleet to list (organization-wide state; default: yours)",
+        )
+        command.add_argument(
+            "--region", help="the region whose fleet to list (default: the session's)"
+        )
+
     def fmt(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--format",
@@ -65,12 +75,14 @@ def add_commands(sub: Any) -> None:
     which = tasks.add_mutually_exclusive_group()
     which.add_argument("--service", metavar="NAME", help="only this service's tasks")
     which.add_argument("--group", metavar="G", help="only this task group (e.g. service:web)")
+    where(tasks)
     fmt(tasks)
     tasks.set_defaults(run=run_tasks)
 
     instances = sub.add_parser("instances", help="the container instances of a cluster")
     instances.add_argument("--cluster", required=True, metavar="NAME|ARN")
     instances.add_argument("--status", help="only this status (e.g. ACTIVE, DRAINING)")
+    where(instances)
     fmt(instances)
     instances.set_defaults(run=run_instances)
 
@@ -79,6 +91,7 @@ def add_commands(sub: Any) -> None:
     deployments.add_argument(
         "--cluster", metavar="NAME|ARN", help="the service's cluster (when --service is a name)"
     )
+    where(deployments)
     fmt(deployments)
     deployments.set_defaults(run=run_deployments)
 
@@ -88,32 +101,38 @@ def add_commands(sub: Any) -> None:
     get.set_defaults(run=run_get)
 
 
-def _fleet() -> FleetState:
+def _fleet(args: argparse.Namespace) -> FleetState:
     from stream_processor.analytics.fleet import FleetState
 
-    return FleetState.from_settings(Settings.from_env(os.environ))
+    return FleetState.from_settings(
+        Settings.from_env(os.environ),
+        account=getattr(args, "account", None),
+        region=getattr(args, "region", None),
+    )
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    rows = _fleet().tasks(args.cluster, status=args.status, service=args.service, group=args.group)
+    rows = _fleet(args).tasks(
+        args.cluster, status=args.status, service=args.service, group=args.group
+    )
     _print(rows, _TASK_COLUMNS, args.format)
     return 0
 
 
 def run_instances(args: argparse.Namespace) -> int:
-    rows = _fleet().instances(args.cluster, status=args.status)
+    rows = _fleet(args).instances(args.cluster, status=args.status)
     _print(rows, _INSTANCE_COLUMNS, args.format)
     return 0
 
 
 def run_deployments(args: argparse.Namespace) -> int:
-    rows = _fleet().deployments(args.service, cluster=args.cluster)
+    rows = _fleet(args).deployments(args.service, cluster=args.cluster)
     _print(rows, _DEPLOYMENT_COLUMNS, args.format)
     return 0
 
 
 def run_get(args: argparse.Namespace) -> int:
-    row = _fleet().get(args.key)
+    row = _fleet(args).get(args.key)
     if row is None:
         print(f"stream-processor: {args.key}: not in the state", file=sys.stderr)
         return 1

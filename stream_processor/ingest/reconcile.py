@@ -21,6 +21,7 @@ from stream_processor.core.reconcile import (
     ORPHAN_STATUS,
     STATUS_ATTRIBUTE,
     Finding,
+    Observed,
     api_event,
     compare,
     observed_from_api,
@@ -57,8 +58,12 @@ def reconcile(
     item_format: str = "native",
     on_progress: Callable[[str], None] | None = None,
     clock: Callable[[], datetime] = _now,
+    state: dict[Dataset, list[Observed]] | None = None,
 ) -> ReconcileReport:
-    """Compare (and with `repair`, fix) every task and container instance of the clusters."""
+    """Compare (and with `repair`, fix) every task and container instance of the clusters.
+
+    `state` is the table's content when the caller already read it (one scan serves every
+    account and region of a fleet reconcile)."""
     started = time.perf_counter()
     report = ReconcileReport()
     cluster_arns = [inventory.cluster_arn(c) for c in clusters] or inventory.clusters()
@@ -77,10 +82,11 @@ def reconcile(
     wanted = set(cluster_arns)
     for dataset in DATASETS:
         ecs = observed_from_api(dataset, resources[dataset])
-        state = {
-            o.arn: o for o in store.scan(dataset, STATUS_ATTRIBUTE[dataset]) if o.cluster in wanted
-        }
-        findings = compare(dataset, ecs, state)
+        scanned = (
+            state[dataset] if state is not None else store.scan(dataset, STATUS_ATTRIBUTE[dataset])
+        )
+        current = {o.arn: o for o in scanned if o.cluster in wanted}
+        findings = compare(dataset, ecs, current)
         report.findings.extend(findings)
         if repair:
             _repair(
@@ -131,3 +137,61 @@ def _repair(
             reason = f"not returned by the ECS API at {at} (status unknown: marked, not deleted)"
             if store.mark_orphan(dataset, finding.arn, finding.state_version, fields, reason, at):
                 report.marked_orphan += 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """One account and region of a fleet reconcile."""
+
+    account: str
+    region: str
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.region}"
+
+
+@dataclass
+class FleetReconcileReport:
+    """Per target: its report, or why it was skipped."""
+
+    reports: dict[Target, ReconcileReport] = field(default_factory=dict)
+    failed: dict[Target, str] = field(default_factory=dict)
+
+    def findings(self) -> list[Finding]:
+        return [f for r in self.reports.values() for f in r.findings]
+
+
+def reconcile_fleet(
+    targets: Sequence[Target],
+    inventory_for: Callable[[Target], EcsInventory],
+    store: DynamoDBStateStore,
+    *,
+    clusters: Sequence[str] = (),
+    repair: bool = False,
+    item_format: str = "native",
+    on_progress: Callable[[str], None] | None = None,
+) -> FleetReconcileReport:
+    """Reconcile every account and region in `targets` against one state table: the table
+    is scanned once; a target that fails (its role cannot be assumed, its API errors) is
+    reported and skipped, never aborting the others."""
+    from stream_processor.errors import StreamProcessorError
+
+    state = {d: list(store.scan(d, STATUS_ATTRIBUTE[d])) for d in DATASETS}
+    fleet = FleetReconcileReport()
+    for done, target in enumerate(targets, 1):
+        if on_progress:
+            on_progress(f"{target} ({done}/{len(targets)})")
+        try:
+            fleet.reports[target] = reconcile(
+                inventory_for(target),
+                store,
+                clusters=clusters,
+                repair=repair,
+                account=target.account,
+                region=target.region,
+                item_format=item_format,
+                state=state,
+            )
+        except StreamProcessorError as exc:
+            fleet.failed[target] = str(exc)[:300]
+    return fleet

@@ -349,3 +349,146 @@ def test_stack_creates_on_moto_and_the_resources_exist(aws: str) -> None:
     )["EventSourceMappings"]
     assert len(mappings) == 1
     s3.head_bucket(Bucket=outputs["HistoryBucketName"])
+
+
+# --- organization-wide: the member template and the central bus --------------------------
+
+MEMBER_PATH = TEMPLATE_PATH.with_name("member.yaml")
+MEMBER: dict[str, Any] = yaml.safe_load(MEMBER_PATH.read_text())
+
+
+def _member_of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {n: r["Properties"] for n, r in MEMBER["Resources"].items() if r["Type"] == kind}
+
+
+def test_member_rules_forward_every_detail_type_to_the_central_bus() -> None:
+    forwarded = set()
+    for rule in _member_of_type("AWS::Events::Rule").values():
+        assert rule["EventPattern"]["source"] == ["aws.ecs"]
+        (detail_type,) = rule["EventPattern"]["detail-type"]
+        (target,) = rule["Targets"]
+        assert target["Arn"] == {"Ref": "CentralEventBusArn"}
+        assert target["RoleArn"] == {"Fn::GetAtt": ["ForwardToCentralBusRole", "Arn"]}
+        assert "DeadLetterConfig" in target and "RetryPolicy" in target
+        forwarded.add(detail_type)
+    assert forwarded == {spec.detail_type for spec in SPECS.values()}
+    assert not [p for p in MEMBER["Parameters"].values() if "Default" in p and
+                str(p["Default"]).isdigit()]  # fmt: skip
+
+
+def test_member_roles_are_least_privilege_and_reconcile_only_reads_ecs() -> None:
+    import re
+
+    from stream_processor.adapters import ecs_inventory
+
+    roles = MEMBER["Resources"]
+    forward = roles["ForwardToCentralBusRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    assert forward["Statement"] == [
+        {"Effect": "Allow", "Action": "events:PutEvents", "Resource": {"Ref": "CentralEventBusArn"}}
+    ]
+    reconcile = roles["ReconcileRole"]
+    assert reconcile["Condition"] == "CreateReconcileRole"  # IAM is global: one region
+    (statement,) = reconcile["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    source = Path(ecs_inventory.__file__).read_text()
+    used = set(re.findall(r'_(?:call|pages)\(\s*"([a-z_]+)"', source))
+    expected = {"ecs:" + "".join(w.title() for w in op.split("_")) for op in used}
+    assert set(statement["Action"]) == expected
+    assert all(a.startswith(("ecs:List", "ecs:Describe")) for a in statement["Action"])
+
+
+def test_central_bus_admits_only_the_organization_and_aws_ecs() -> None:
+    policy = RESOURCES["CentralEventBusPolicy"]
+    assert policy["Condition"] == "OrgWide"
+    statement = policy["Properties"]["Statement"]
+    assert statement["Action"] == "events:PutEvents"
+    assert statement["Condition"]["StringEquals"] == {
+        "aws:PrincipalOrgID": {"Ref": "OrganizationId"},
+        "events:source": "aws.ecs",
+    }
+    org_rules = {
+        name: r
+        for name, r in _of_type("AWS::Events::Rule").items()
+        if r.get("EventBusName") == {"Fn::GetAtt": ["CentralEventBus", "Name"]}
+    }
+    local_rules = {
+        name: r for name, r in _of_type("AWS::Events::Rule").items() if name not in org_rules
+    }
+    assert len(org_rules) == len(local_rules) == len(SPECS)
+    for name, rule in org_rules.items():
+        assert RESOURCES[name]["Condition"] == "OrgWide"
+        twin = local_rules[name.removeprefix("Org")]
+        assert rule["EventPattern"] == twin["EventPattern"]
+        assert rule["Targets"] == twin["Targets"]  # same stream, partition key, DLQ, retries
+    assert TEMPLATE["Parameters"]["OrganizationId"]["Default"] == ""  # single account
+
+
+def test_the_two_templates_and_reconcile_are_wired_together() -> None:
+    from stream_processor.adapters.sts_roles import DEFAULT_ROLE_NAME
+
+    output = TEMPLATE["Outputs"]["CentralEventBusArn"]
+    assert output["Value"] == {"Fn::GetAtt": ["CentralEventBus", "Arn"]}
+    assert "CentralEventBusArn" in MEMBER["Parameters"]  # the output feeds the member stacks
+    assert MEMBER["Parameters"]["ReconcileRoleName"]["Default"] == DEFAULT_ROLE_NAME
+
+
+def test_member_template_lints_clean() -> None:
+    cfn_lint = shutil.which("cfn-lint") or str(Path(__file__).parents[2] / ".venv/bin/cfn-lint")
+    result = subprocess.run(
+        [cfn_lint, str(MEMBER_PATH)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:moto.cloudformation.parsing")
+def test_member_stack_creates_on_moto(aws: str) -> None:
+    cfn = boto3.client("cloudformation")
+    bus = "arn:aws:events:us-east-1:123456789012:event-bus/sp-ecs-events"
+    cfn.create_stack(
+        StackName="member",
+        TemplateBody=MEMBER_PATH.read_text(),
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        Parameters=[{"ParameterKey": "CentralEventBusArn", "ParameterValue": bus}],
+    )
+    for _ in range(100):
+        stack = cfn.describe_stacks(StackName="member")["Stacks"][0]
+        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+            break
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    events = boto3.client("events")
+    rules = events.list_rules()["Rules"]
+    assert len(rules) == len(SPECS)
+    for rule in rules:
+        (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+        assert target["Arn"] == bus
+    boto3.client("iam").get_role(RoleName="stream-processor-reconcile")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:moto.cloudformation.parsing")
+def test_central_stack_with_an_organization_creates_its_bus_on_moto(aws: str) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="code-bucket")
+    s3.put_object(Bucket="code-bucket", Key="lambda.zip", Body=b"PK\x05\x06" + b"\0" * 18)
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(
+        StackName="central",
+        TemplateBody=TEMPLATE_PATH.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "CodeBucket", "ParameterValue": "code-bucket"},
+            {"ParameterKey": "CodeKey", "ParameterValue": "lambda.zip"},
+            {"ParameterKey": "OrganizationId", "ParameterValue": "o-abcdefghij"},
+        ],
+    )
+    for _ in range(100):
+        stack = cfn.describe_stacks(StackName="central")["Stacks"][0]
+        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+            break
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    bus = outputs["CentralEventBusArn"]
+    assert bus.endswith(":event-bus/central-ecs-events")
+    events = boto3.client("events")
+    on_bus = events.list_rules(EventBusName="central-ecs-events")["Rules"]
+    assert len(on_bus) == len(SPECS)
