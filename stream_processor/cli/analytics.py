@@ -60,6 +60,11 @@ def add_commands(sub: Any) -> None:
     snapshot = sub.add_parser(
         "snapshot", help="bring the daily state snapshots up to date (reads only what changed)"
     )
+    snapshot.add_argument(
+        "--verify-all",
+        action="store_true",
+        help="check every day, not only the last 8 (after replaying or editing old days)",
+    )
     add_history_option(snapshot)
     snapshot.set_defaults(run=run_snapshot)
 
@@ -115,13 +120,18 @@ def run_athena_ddl(args: argparse.Namespace) -> int:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    from stream_processor.analytics.snapshot import build_snapshots
+    from stream_processor.analytics.snapshot import LOOKBACK_DAYS, build_snapshots
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
     store = open_history(args.history, settings)
     progress = Progress(sys.stderr)
-    report = build_snapshots(store, settings.history_prefix, on_progress=progress.step)
+    report = build_snapshots(
+        store,
+        settings.history_prefix,
+        lookback_days=None if args.verify_all else LOOKBACK_DAYS,
+        on_progress=progress.step,
+    )
     progress.done(
         f"snapshots: {report.built} built, {report.up_to_date} up to date "
         f"({report.objects_read} objects read)"

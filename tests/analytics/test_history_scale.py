@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from stream_processor.adapters.s3_history import parquet_bytes
 from stream_processor.analytics.compaction import compact
 from stream_processor.analytics.query import HistoryQuery
 from stream_processor.analytics.scan import partition_keys
-from stream_processor.analytics.snapshot import build_snapshots
+from stream_processor.analytics.snapshot import LOOKBACK_DAYS, build_snapshots
 from stream_processor.config import Settings
 from stream_processor.core.catalog import athena_view_ddl
 from stream_processor.core.events import Dataset
@@ -38,10 +39,15 @@ class CountingStore(LocalHistoryStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.reads: list[str] = []
+        self.listings: list[str] = []
 
     def read(self, key: str) -> bytes:
         self.reads.append(key)
         return super().read(key)
+
+    def entries(self, prefix: str) -> Iterator[tuple[str, str]]:
+        self.listings.append(prefix)
+        return super().entries(prefix)
 
 
 Event = dict[str, Any]
@@ -184,8 +190,12 @@ def test_state_as_of_reads_one_snapshot_and_one_day(root: Path, events: list[Eve
     store = CountingStore(root)
     first = build_snapshots(store, PREFIX)
     assert first.built == DAYS  # one per day after a day with history (tasks only here)
+    store.listings.clear()
     again = build_snapshots(store, PREFIX)
     assert again.built == 0 and again.objects_read == 0
+    # A routine run lists the days that may still change, not the whole history.
+    days_listed = [p for p in store.listings if "/event_date=" in p]
+    assert len(days_listed) == LOOKBACK_DAYS + 1
     for n, hour in ((0, 23), (3, 1), (7, 12), (DAYS - 1, 20), (DAYS + 3, 0)):
         moment = datetime(2026, 1, 1, hour, 30, tzinfo=UTC) + timedelta(days=n)
         engine = HistoryQuery(store, PREFIX)
@@ -206,7 +216,9 @@ def test_a_late_event_rebuilds_only_the_snapshots_it_changes(
     build_snapshots(store, PREFIX, datasets=[Dataset.TASK])
     compact(store, PREFIX, datasets=[Dataset.TASK], date_from=day(2), date_to=day(2))
     store.reads.clear()
-    rebuilt = build_snapshots(store, PREFIX, datasets=[Dataset.TASK])
+    settled = build_snapshots(store, PREFIX, datasets=[Dataset.TASK])
+    assert settled.built == 0 and not store.reads  # day 2 is settled: trusted, not listed
+    rebuilt = build_snapshots(store, PREFIX, datasets=[Dataset.TASK], lookback_days=None)
     assert rebuilt.built == 1  # day 2's listing changed, its rows did not: no cascade
     # A task's event of day 4 redelivered a week late: day 5's snapshot is rebuilt, and
     # the later ones only because its content changed.
@@ -306,3 +318,31 @@ def test_documented_queries_answer_the_same_before_during_and_after_compaction(
             finally:
                 engine.close()
         assert answers["uncompacted"] == answers["half"] == answers["compacted"], sql
+
+
+def test_the_scheduled_maintenance_compacts_recent_days_and_builds_snapshots(
+    aws: Any, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from stream_processor import lambda_function
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    recent = history_stream(3, services=10, churn_per_day=3, start=today - timedelta(days=3))
+    write_history(recent, tmp_path / "recent")
+    client = boto3.client("s3")
+    for path in (tmp_path / "recent").rglob("*.parquet"):
+        key = path.relative_to(tmp_path / "recent").as_posix()
+        client.put_object(Bucket=settings.history_bucket, Key=key, Body=path.read_bytes())
+    monkeypatch.setenv("HISTORY_BUCKET", settings.history_bucket)
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 900_000
+
+    result = lambda_function.maintenance_handler({"days": 2}, Context())
+    # Yesterday and the day before, and the day before those: it received their closures.
+    assert result["partitions_compacted"] == 3 and result["closures_written"] > 0
+    assert result["snapshot_lag_days"] == 0 and result["snapshots_built"] >= 3
+    again = lambda_function.maintenance_handler({"days": 2}, Context())
+    assert again["partitions_compacted"] == 0 and again["snapshots_built"] == 0
