@@ -152,6 +152,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
+    if (args.role_name or args.role_arn) and not (args.account or args.organization):
+        raise ConfigError("--role-name/--role-arn need --account or --organization")
     store = DynamoDBStateStore(dynamodb_client(settings), settings.state_tables())
     progress = Progress(sys.stderr)
     fleet: FleetReconcileReport | None = None
@@ -168,7 +170,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
             if args.organization:
                 accounts += organization_accounts(session.client("organizations"))
             if not accounts:
-                raise ConfigError("--role-name/--role-arn need --account or --organization")
+                raise ConfigError("the organization lists no ACTIVE account")
             regions = args.region or [session.region_name or "us-east-1"]
             sessions = StsRoleSessions(
                 session.client("sts"), role_arn_template(args.role_name, args.role_arn)
