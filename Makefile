@@ -39,8 +39,8 @@ soak: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/e2e.py
-	$(BIN)/python benchmarks/steady.py
-	$(BIN)/python benchmarks/state.py
+	$(BIN)/python benchmarks/steady.py --rounds 3
+	$(BIN)/python benchmarks/state.py --tasks 4000 --other-tasks 2000
 	$(BIN)/python benchmarks/history.py
 
 # The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
