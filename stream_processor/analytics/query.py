@@ -3,7 +3,7 @@ deduplicated on read (so uncompacted cross-batch duplicates never show) and with
 intervals computed on read (so `valid_from`/`valid_to` are right before compaction too).
 The views are the SQL Athena runs (`core/catalog.view_sql`).
 
-Nothing is copied first: each statement is analysed (`scan.analyze`) for the days and
+Nothing is copied first: each statement is analysed (`predicates.analyze`) for the days and
 columns it needs, and only those partitions are fetched, many objects at a time, from S3
 (through boto3, so `AWS_ENDPOINT_URL` works) or a local directory. Validity needs the next
 version, which may sit in a later day, so a query reading `valid_to` fetches from its first
@@ -22,14 +22,8 @@ import duckdb
 import pyarrow as pa
 
 from stream_processor.adapters.history_store import HistoryStore, read_tables
-from stream_processor.analytics.scan import (
-    EVERY_DAY,
-    DayRange,
-    QueryNeeds,
-    analyze,
-    partition_days,
-    partition_keys,
-)
+from stream_processor.analytics.predicates import QueryNeeds, analyze
+from stream_processor.analytics.scan import EVERY_DAY, DayRange, partition_days, partition_keys
 from stream_processor.analytics.snapshot import (
     LATEST_ORDER,
     UNVERSIONED_ORDER,
