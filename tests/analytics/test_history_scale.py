@@ -19,7 +19,7 @@ from stream_processor.adapters.history_store import LocalHistoryStore, S3History
 from stream_processor.adapters.s3_history import parquet_bytes
 from stream_processor.analytics.compaction import compact
 from stream_processor.analytics.query import HistoryQuery
-from stream_processor.analytics.scan import partition_keys
+from stream_processor.analytics.scan import DayRange, partition_keys
 from stream_processor.analytics.snapshot import LOOKBACK_DAYS, build_snapshots
 from stream_processor.config import Settings
 from stream_processor.core.catalog import athena_view_ddl
@@ -346,3 +346,23 @@ def test_the_scheduled_maintenance_compacts_recent_days_and_builds_snapshots(
     assert result["snapshot_lag_days"] == 0 and result["snapshots_built"] >= 3
     again = lambda_function.maintenance_handler({"days": 2}, Context())
     assert again["partitions_compacted"] == 0 and again["snapshots_built"] == 0
+
+
+def test_a_bounded_report_starts_from_the_snapshot(root: Path, events: list[Event]) -> None:
+    """`report --from D`: tasks that did not change within the range are still there, in
+    the state the snapshot of D gives them; nothing before D is read but that snapshot."""
+    store = CountingStore(root)
+    build_snapshots(store, PREFIX)
+    store.reads.clear()
+    engine = HistoryQuery(store, PREFIX, days=DayRange(day(5), day(6)))
+    try:
+        rows = engine.run(
+            "SELECT resource_arn, version FROM task_state_change WHERE event_date < ?",
+            [day(5)],
+        ).rows
+    finally:
+        engine.close()
+    entering = brute_state(events, datetime(2026, 1, 6, tzinfo=UTC) - timedelta(milliseconds=1))
+    assert dict(rows) == entering
+    read_days = {k.split("/")[2] for k in store.reads}
+    assert read_days <= {f"event_date={day(5)}", f"event_date={day(6)}", f"snapshot_date={day(5)}"}
