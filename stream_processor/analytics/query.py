@@ -28,6 +28,7 @@ from stream_processor.analytics.snapshot import (
     LATEST_ORDER,
     UNVERSIONED_ORDER,
     latest_rows,
+    next_times,
     read_snapshot,
     snapshot_days,
 )
@@ -201,12 +202,21 @@ class HistoryQuery:
         return QueryResult(columns, cursor.fetchall())
 
     def state_as_of(
-        self, moment: datetime, dataset: Dataset = Dataset.TASK, cluster: str | None = None
+        self,
+        moment: datetime,
+        dataset: Dataset = Dataset.TASK,
+        cluster: str | None = None,
+        *,
+        valid_to: bool = True,
     ) -> QueryResult:
-        """Every resource's state at `moment`: its highest version with event_time <= T.
+        """Every resource's state at `moment`: its highest version with event_time <= T, as
+        a row of the dataset's view (with `event_date`, and `valid_from` / `valid_to` for
+        versioned kinds).
 
-        Reads the latest snapshot at or before T's day plus the days from it to T's day;
-        without snapshots, every day up to T's."""
+        Reads the latest snapshot at or before T's day plus the days from it to T's day
+        (without snapshots, every day up to T's). `valid_to` is the next version's time,
+        which may lie after T's day: the later days are read too, three columns of them;
+        `valid_to=False` leaves the column out and reads nothing after T's day."""
         if not SPECS[dataset].has_state:
             raise ValueError(f"{dataset.value} has no state (history only)")
         day = day_of(moment)
@@ -220,9 +230,9 @@ class HistoryQuery:
                 seed = self._snapshot_before(dataset, start, columns)
                 if seed is not None:
                     parts.append(_with_day(seed, None))
-        days = [d for d in self._partition_days(dataset) if d in DayRange(start, day)]
-        parts.append(self._read(dataset, days, columns))
-        rows = pa.concat_tables(parts).drop_columns(["event_date"])
+        days = self._partition_days(dataset)
+        parts.append(self._read(dataset, [d for d in days if d in DayRange(start, day)], columns))
+        rows = pa.concat_tables(parts)
         where = "event_time <= ?"
         parameters: list[Any] = [moment]
         if cluster:
@@ -232,6 +242,15 @@ class HistoryQuery:
         # Deployments have no version: their latest update wins.
         order = LATEST_ORDER if SPECS[dataset].versioned else UNVERSIONED_ORDER
         latest = latest_rows(rows, where, parameters, order)
+        if dataset in VALIDITY_DATASETS:
+            latest = latest.append_column("valid_from", latest["event_time"])
+            if valid_to:
+                later = [d for d in days if d > day]
+                after = self._read(
+                    dataset, later, frozenset(("resource_arn", "version", "event_time"))
+                )
+                candidates = pa.concat_tables([rows.select(after.column_names), after])
+                latest = latest.append_column("valid_to", next_times(latest, candidates))
         return QueryResult(latest.column_names, [tuple(r.values()) for r in latest.to_pylist()])
 
     def close(self) -> None:

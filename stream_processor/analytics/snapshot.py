@@ -30,7 +30,7 @@ from stream_processor.adapters.history_store import HistoryStore, read_tables
 from stream_processor.analytics.scan import partition_days, partition_keys
 from stream_processor.core.catalog import SNAPSHOT_DATASETS, SNAPSHOT_PARTITION
 from stream_processor.core.events import Dataset
-from stream_processor.core.history import SCHEMAS, conform, to_parquet
+from stream_processor.core.history import SCHEMAS, TIMESTAMP, conform, to_parquet
 
 _NAME = re.compile(r"/snapshot-([0-9a-f]{16})-([0-9a-f]{16})\.parquet$")
 
@@ -69,6 +69,27 @@ def latest_rows(
 #: Days a partition may still change after it ends (Kinesis retention is 24 h by default,
 #: at most 7 days in the template, plus the event source mapping's retries).
 LOOKBACK_DAYS = 8
+
+
+def next_times(rows: pa.Table, candidates: pa.Table) -> pa.Array:
+    """For each row, the event time of its resource's next version among `candidates`
+    (what the views' `lead(event_time)` gives), or null: `valid_to`."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("asked", rows.select(["resource_arn", "version"]))
+        con.register("candidates", candidates.select(["resource_arn", "version", "event_time"]))
+        found = con.sql(
+            "SELECT a.resource_arn, arg_min(c.event_time, c.version) AS next_time "
+            "FROM asked a JOIN candidates c ON c.resource_arn = a.resource_arn "
+            "AND c.version > a.version GROUP BY 1"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    by_arn = dict(
+        zip(found["resource_arn"].to_pylist(), found["next_time"].to_pylist(), strict=True)
+    )
+    return pa.array([by_arn.get(a) for a in rows["resource_arn"].to_pylist()], TIMESTAMP)
 
 
 def _digest(*parts: str | bytes) -> str:

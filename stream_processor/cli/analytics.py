@@ -37,6 +37,12 @@ def add_commands(sub: Any) -> None:
         choices=("task_state_change", "container_instance_state_change", "deployment_state_change"),
     )
     state.add_argument("--cluster", help="only this cluster (ARN or name)")
+    state.add_argument(
+        "--no-valid-to",
+        dest="valid_to",
+        action="store_false",
+        help="leave out valid_to: read one snapshot and one day, however old the instant",
+    )
     add_history_option(state)
     add_format_option(state)
     state.set_defaults(run=run_query)
@@ -222,7 +228,9 @@ def run_query(args: argparse.Namespace) -> int:
             moment = datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            result_rows = engine.state_as_of(moment, Dataset(args.dataset), args.cluster)
+            result_rows = engine.state_as_of(
+                moment, Dataset(args.dataset), args.cluster, valid_to=args.valid_to
+            )
         else:
             result_rows = engine.run(args.sql)
         progress.clear()

@@ -201,12 +201,46 @@ def test_state_as_of_reads_one_snapshot_and_one_day(root: Path, events: list[Eve
         engine = HistoryQuery(store, PREFIX)
         store.reads.clear()
         try:
-            got = {r["resource_arn"]: r["version"] for r in engine.state_as_of(moment).records()}
+            got = {r["resource_arn"]: r["version"] for r in engine.state_as_of(
+                moment, valid_to=False).records()}  # fmt: skip
         finally:
             engine.close()
         assert got == brute_state(events, moment), moment
         day_keys = partition_keys(store, PREFIX, "task_state_change", "event_date", [day(n)])
         assert len(store.reads) <= 1 + len(day_keys), (moment, store.reads)
+
+
+#: What `state --as-of` answered before snapshots: the latest row of the view at T.
+_VIEW_AS_OF = (
+    "SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER (PARTITION BY resource_arn "
+    "ORDER BY version DESC, event_time DESC, event_id DESC) AS _rn FROM task_state_change "
+    "WHERE event_time <= ?) WHERE _rn = 1 ORDER BY resource_arn"
+)
+
+
+def test_state_as_of_answers_exactly_what_it_answered_before_snapshots(
+    root: Path, events: list[Event]
+) -> None:
+    """Same columns (the view's: event_date, valid_from, valid_to included) and the same
+    rows as the latest view row at T, with valid_to from a version days later."""
+    store = LocalHistoryStore(root)
+    build_snapshots(store, PREFIX)
+    truth = brute_versions(events)
+    for n, hour in ((0, 23), (4, 6), (DAYS - 1, 20)):
+        moment = datetime(2026, 1, 1, hour, 30, tzinfo=UTC) + timedelta(days=n)
+        engine = HistoryQuery(store, PREFIX)
+        try:
+            now = engine.state_as_of(moment)
+            before = engine.run(_VIEW_AS_OF, [moment])
+        finally:
+            engine.close()
+        assert now.columns == before.columns
+        assert now.columns[-3:] == ["event_date", "valid_from", "valid_to"]
+        assert now.rows == before.rows, moment
+        for row in now.records():
+            assert (row["valid_from"], row["valid_to"]) == truth[
+                (row["resource_arn"], row["version"])
+            ]
 
 
 def test_a_late_event_rebuilds_only_the_snapshots_it_changes(
