@@ -26,26 +26,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import markdown_table  # noqa: E402
 from stream_processor.adapters.history_store import LocalHistoryStore  # noqa: E402
-from stream_processor.adapters.s3_history import parquet_bytes  # noqa: E402
 from stream_processor.analytics.compaction import compact  # noqa: E402
 from stream_processor.analytics.query import HistoryQuery  # noqa: E402
 from stream_processor.analytics.snapshot import build_snapshots  # noqa: E402
-from stream_processor.config import Settings  # noqa: E402
-from stream_processor.core.records import KinesisRecord  # noqa: E402
-from stream_processor.demo.simulation import deliver, history_stream, partition_key  # noqa: E402
-from stream_processor.ingest.pipeline import Pipeline  # noqa: E402
-from stream_processor.testing import (  # noqa: E402
-    InMemoryHistory,
-    InMemoryQuarantine,
-    InMemoryStateStore,
-)
+from stream_processor.demo.history import write_local_history  # noqa: E402
+from stream_processor.demo.simulation import deliver, history_stream  # noqa: E402
 
 PREFIX = "ecs-history/"
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,33 +54,7 @@ class CountingStore(LocalHistoryStore):
 def ingest(events: list[dict[str, Any]], root: Path, batch: int, first_sequence: int) -> int:
     """Run events through the pipeline in batches of `batch`; return the next sequence."""
     delivered, _ = deliver(events, duplicate_rate=0.05, reorder_rate=0.2, window=20, seed=3)
-    history = InMemoryHistory()
-    pipeline = Pipeline(
-        Settings(history_bucket="b"),
-        state=InMemoryStateStore(),
-        history=history,
-        quarantine=InMemoryQuarantine(),
-    )
-    store = LocalHistoryStore(root)
-    sequence = first_sequence
-    for start in range(0, len(delivered), batch):
-        records = []
-        for event in delivered[start : start + batch]:
-            records.append(
-                KinesisRecord(
-                    "shardId-000000000000",
-                    str(sequence),
-                    0,
-                    partition_key(event),
-                    msgspec.json.encode(event),
-                )
-            )
-            sequence += 1
-        assert pipeline.process(records).failed_from is None
-        for obj in history.objects.values():
-            store.write(obj.key, parquet_bytes(obj))
-        history.objects.clear()
-    return sequence
+    return write_local_history(delivered, root, batch=batch, first_sequence=first_sequence)
 
 
 def brute_state(events: list[dict[str, Any]], moment: datetime) -> dict[str, int]:

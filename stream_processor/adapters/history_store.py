@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +24,8 @@ from stream_processor.errors import HistoryWriteError, StreamProcessorError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+
+T = TypeVar("T")
 
 #: Objects fetched at once by `read_tables` (the S3 client's pool holds more connections).
 READ_CONCURRENCY = 16
@@ -152,6 +154,20 @@ class S3HistoryStore:
         return f"s3://{self.bucket}"
 
 
+def concurrently(function: Callable[[str], T], keys: Sequence[str]) -> list[T]:
+    """`function` over `keys`, `READ_CONCURRENCY` at a time (S3 requests release the GIL,
+    and so does Parquet decoding), results in the order of `keys`."""
+    if len(keys) <= 1:
+        return [function(k) for k in keys]
+    with ThreadPoolExecutor(min(READ_CONCURRENCY, len(keys))) as pool:
+        return list(pool.map(function, keys))
+
+
+def read_objects(store: HistoryStore, keys: Sequence[str]) -> dict[str, bytes]:
+    """The bodies of `keys`, fetched concurrently, by key."""
+    return dict(zip(keys, concurrently(store.read, keys), strict=True))
+
+
 def read_tables(
     store: HistoryStore, keys: Sequence[str], columns: Sequence[str] | None = None
 ) -> list[pa.Table]:
@@ -166,7 +182,4 @@ def read_tables(
             wanted = [c for c in columns if c in present]
         return source.read(columns=wanted)
 
-    if len(keys) <= 1:
-        return [one(k) for k in keys]
-    with ThreadPoolExecutor(min(READ_CONCURRENCY, len(keys))) as pool:
-        return list(pool.map(one, keys))
+    return concurrently(one, keys)

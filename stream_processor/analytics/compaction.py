@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stream_processor.adapters.history_store import READ_CONCURRENCY, HistoryStore
+from stream_processor.adapters.history_store import HistoryStore, read_objects
 from stream_processor.analytics.scan import DayRange, partition_days, partition_keys
 from stream_processor.analytics.snapshot import build_snapshots, read_snapshot, snapshot_days
 from stream_processor.core.catalog import DUPLICATE_ORDER, dedupe_key
@@ -67,6 +67,14 @@ class CompactionReport:
     closures_written: int = 0
     objects_read: int = 0
     deleted: list[str] = field(default_factory=list)
+
+    def add(self, other: CompactionReport) -> None:
+        """Count `other` (one day's outcome) into this report."""
+        for name, value in vars(other).items():
+            if isinstance(value, list):
+                getattr(self, name).extend(value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
 
 def compact_partition(
@@ -123,27 +131,6 @@ def closures_for(compacted: pa.Table, previous: pa.Table) -> dict[str, pa.Table]
     return {day: conform(rows.take(indices), CLOSURE_SCHEMA) for day, indices in groups.items()}
 
 
-def _read_all(store: HistoryStore, keys: Sequence[str]) -> dict[str, bytes]:
-    if not keys:
-        return {}
-    with ThreadPoolExecutor(min(READ_CONCURRENCY, len(keys))) as pool:
-        return dict(zip(keys, pool.map(store.read, keys), strict=True))
-
-
-@dataclass
-class _Day:
-    """The outcome of compacting one day."""
-
-    files_in: int = 0
-    files_out: int = 0
-    rows_in: int = 0
-    rows_out: int = 0
-    rewritten: bool = False
-    closures: int = 0
-    objects_read: int = 0
-    deleted: list[str] = field(default_factory=list)
-
-
 class _Compactor:
     def __init__(
         self, store: HistoryStore, prefix: str, dataset: Dataset, target_bytes: int
@@ -159,15 +146,16 @@ class _Compactor:
             self.store, self.prefix, f"{self.dataset.value}{VALIDITY_SUFFIX}", "event_date"
         )
 
-    def day(self, day: str) -> _Day:
+    def day(self, day: str) -> CompactionReport:
+        """Compact one day; its report (duplicates_removed is left to the total)."""
         store, prefix, dataset = self.store, self.prefix, self.dataset
-        outcome = _Day()
+        outcome = CompactionReport(partitions_seen=1)
         keys = sorted(partition_keys(store, prefix, dataset.value, "event_date", [day]))
         closure_keys = partition_keys(
             store, prefix, f"{dataset.value}{VALIDITY_SUFFIX}", "event_date", [day]
         )
-        bodies = _read_all(store, keys)
-        closure_bodies = _read_all(store, closure_keys)
+        bodies = read_objects(store, keys)
+        closure_bodies = read_objects(store, closure_keys)
         outcome.objects_read = len(bodies) + len(closure_bodies)
         tables = [pq.read_table(pa.BufferReader(b)) for b in bodies.values()]
         closures = None
@@ -203,14 +191,14 @@ class _Compactor:
                         f"closed-by-{day}.parquet",
                         to_parquet(rows),
                     )
-                    outcome.closures += 1
+                    outcome.closures_written += 1
             for name, body in outputs.items():  # 2. ... write the new objects ...
                 if bodies.get(name) != body:
                     store.write(name, body)
             stale = [k for k in keys if k not in outputs]
             store.delete(stale)  # 3. ... and only then delete the inputs
             outcome.deleted = stale
-            outcome.rewritten = True
+            outcome.partitions_rewritten = 1
         store.delete(closure_keys)  # 4. folded (or already in the output)
         return outcome
 
@@ -232,17 +220,6 @@ def compact(
     report = CompactionReport()
     scope = DayRange(date_from, date_to)
 
-    def absorb(outcome: _Day) -> None:
-        report.partitions_seen += 1
-        report.partitions_rewritten += outcome.rewritten
-        report.files_in += outcome.files_in
-        report.files_out += outcome.files_out
-        report.rows_in += outcome.rows_in
-        report.rows_out += outcome.rows_out
-        report.closures_written += outcome.closures
-        report.objects_read += outcome.objects_read
-        report.deleted.extend(outcome.deleted)
-
     for dataset in datasets:
         selected = [
             d for d in partition_days(store, prefix, dataset.value, "event_date") if d in scope
@@ -257,7 +234,7 @@ def compact(
         with ThreadPoolExecutor(PARTITION_WORKERS) as pool:
             while todo:
                 for outcome in pool.map(compactor.day, todo):
-                    absorb(outcome)
+                    report.add(outcome)
                     done += 1
                     if on_progress:
                         on_progress(

@@ -23,7 +23,13 @@ import pyarrow as pa
 
 from stream_processor.adapters.history_store import HistoryStore, read_tables
 from stream_processor.analytics.predicates import QueryNeeds, analyze
-from stream_processor.analytics.scan import EVERY_DAY, DayRange, partition_days, partition_keys
+from stream_processor.analytics.scan import (
+    EVERY_DAY,
+    NO_DAY,
+    DayRange,
+    partition_days,
+    partition_keys,
+)
 from stream_processor.analytics.snapshot import (
     LATEST_ORDER,
     UNVERSIONED_ORDER,
@@ -87,10 +93,10 @@ class HistoryQuery:
         self._bounds = days
         self._on_progress = on_progress
         self._days: dict[Dataset, list[str]] = {}
+        self._snapshots: dict[Dataset, list[str]] = {}
         # Per dataset and day: the columns read and the rows (duplicates and all).
         self._cache: dict[Dataset, dict[str, tuple[frozenset[str], pa.Table]]] = {}
         self._loaded: dict[Dataset, tuple[list[str], frozenset[str]]] = {}
-        self.objects_read = 0
         self.connection = duckdb.connect()
         self.connection.execute("SET TimeZone = 'UTC'")
         for macro in _MACROS:
@@ -109,6 +115,11 @@ class HistoryQuery:
             )
         return self._days[dataset]
 
+    def _snapshot_days(self, dataset: Dataset) -> list[str]:
+        if dataset not in self._snapshots:
+            self._snapshots[dataset] = snapshot_days(self._store, self._prefix, dataset)
+        return self._snapshots[dataset]
+
     def _read(self, dataset: Dataset, days: list[str], columns: frozenset[str]) -> pa.Table:
         """Rows of `days` with `columns` (+ event_date), from the cache or the store."""
         schema = SCHEMAS[dataset]
@@ -120,7 +131,6 @@ class HistoryQuery:
             if self._on_progress:
                 self._on_progress(f"{dataset.value}: {len(missing)} days, {len(keys)} objects")
             tables = read_tables(self._store, keys, wanted.names)
-            self.objects_read += len(keys)
             by_day: dict[str, list[pa.Table]] = {d: [] for d in missing}
             for key, table in zip(keys, tables, strict=True):
                 match = _DAY.search(key)
@@ -157,9 +167,8 @@ class HistoryQuery:
         self, dataset: Dataset, day: str, columns: frozenset[str]
     ) -> pa.Table | None:
         """The snapshot of `day` (rows before it), if one exists."""
-        if day not in snapshot_days(self._store, self._prefix, dataset):
+        if day not in self._snapshot_days(dataset):
             return None
-        self.objects_read += 1
         return read_snapshot(self._store, self._prefix, dataset, day, sorted(columns))
 
     def prepare(self, needs: QueryNeeds) -> None:
@@ -172,7 +181,7 @@ class HistoryQuery:
                 columns = (needs.columns & every) | frozenset(WINDOW_COLUMNS)
             wanted = needs.days.get(dataset)
             if wanted is None:
-                self._view(dataset, DayRange("9999-12-31", "0000-01-01"), columns)
+                self._view(dataset, NO_DAY, columns)
                 continue
             if needs.validity and dataset in VALIDITY_DATASETS:
                 wanted = DayRange(wanted.first, None)  # the next version may come later
@@ -181,12 +190,10 @@ class HistoryQuery:
             scope = needs.snapshots.get(dataset)
             days = []
             if scope is not None:
-                listed = snapshot_days(self._store, self._prefix, dataset)
-                days = [d for d in listed if d in scope]
+                days = [d for d in self._snapshot_days(dataset) if d in scope]
             parts = []
             for day in days:
                 rows = read_snapshot(self._store, self._prefix, dataset, day)
-                self.objects_read += 1
                 parts.append(rows.append_column("snapshot_date", pa.array([day] * rows.num_rows)))
             if not parts:
                 empty = SCHEMAS[dataset].empty_table()
@@ -224,7 +231,7 @@ class HistoryQuery:
         parts: list[pa.Table] = []
         columns = frozenset(f.name for f in SCHEMAS[dataset])
         if dataset in SNAPSHOT_DATASETS:
-            earlier = [d for d in snapshot_days(self._store, self._prefix, dataset) if d <= day]
+            earlier = [d for d in self._snapshot_days(dataset) if d <= day]
             if earlier:
                 start = earlier[-1]
                 seed = self._snapshot_before(dataset, start, columns)

@@ -8,10 +8,9 @@ entry per day, no object read), and their objects by one listing per day.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stream_processor.adapters.history_store import READ_CONCURRENCY, HistoryStore
+from stream_processor.adapters.history_store import HistoryStore, concurrently
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,8 @@ class DayRange:
 
 
 EVERY_DAY = DayRange()
+#: No day at all (a dataset a statement does not name gets an empty view).
+NO_DAY = DayRange("9999-12-31", "0000-01-01")
 
 
 def partition_days(store: HistoryStore, prefix: str, name: str, column: str) -> list[str]:
@@ -61,5 +62,4 @@ def partition_keys(
     def one(partition: str) -> list[str]:
         return [k for k in store.keys(partition) if k.endswith(".parquet")]
 
-    with ThreadPoolExecutor(max(1, min(READ_CONCURRENCY, len(prefixes)))) as pool:
-        return [key for keys in pool.map(one, prefixes) for key in keys]
+    return [key for keys in concurrently(one, prefixes) for key in keys]

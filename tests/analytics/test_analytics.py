@@ -16,7 +16,6 @@ import pytest
 import sqlglot
 
 from stream_processor.adapters.history_store import LocalHistoryStore
-from stream_processor.adapters.s3_history import parquet_bytes
 from stream_processor.analytics.compaction import compact
 from stream_processor.analytics.query import HistoryQuery
 from stream_processor.analytics.rebuild import rebuild_state
@@ -25,10 +24,9 @@ from stream_processor.config import Settings
 from stream_processor.core.catalog import athena_ddl, glue_columns
 from stream_processor.core.events import Dataset
 from stream_processor.core.history import COMPACTED_SCHEMAS
-from stream_processor.core.records import KinesisRecord
-from stream_processor.demo.simulation import Fleet, deliver, partition_key, simulate_fleet
-from stream_processor.ingest.pipeline import Pipeline
-from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
+from stream_processor.demo.history import write_local_history
+from stream_processor.demo.simulation import Fleet, deliver, simulate_fleet
+from stream_processor.testing import InMemoryStateStore
 from tests.conftest import cli
 
 PREFIX = "ecs-history/"
@@ -38,25 +36,10 @@ DOCS = Path(__file__).parents[2] / "docs"
 def _history(tmp_path: Path, tasks: int = 25, seed: int = 21) -> tuple[Fleet, Path, Any]:
     """Run a duplicated, reordered fleet through the pipeline in small batches and lay its
     history out on disk exactly as on S3."""
-    import msgspec
-
     fleet = simulate_fleet(tasks, seed=seed)
     delivered, _ = deliver(fleet.events, duplicate_rate=0.3, reorder_rate=0.4, seed=seed)
-    state, history = InMemoryStateStore(), InMemoryHistory()
-    pipeline = Pipeline(
-        Settings(history_bucket="b"), state=state, history=history, quarantine=InMemoryQuarantine()
-    )
-    records = [
-        KinesisRecord(
-            "shardId-000000000000", str(n + 1), 0, partition_key(e), msgspec.json.encode(e)
-        )
-        for n, e in enumerate(delivered)
-    ]
-    for start in range(0, len(records), 17):
-        assert pipeline.process(records[start : start + 17]).failed_from is None
-    store = LocalHistoryStore(tmp_path / "history")
-    for obj in history.objects.values():
-        store.write(obj.key, parquet_bytes(obj))
+    state = InMemoryStateStore()
+    write_local_history(delivered, tmp_path / "history", batch=17, state=state)
     return fleet, tmp_path / "history", state
 
 

@@ -11,12 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import sqlglot
 
 from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
-from stream_processor.adapters.s3_history import parquet_bytes
 from stream_processor.analytics.compaction import compact
 from stream_processor.analytics.query import HistoryQuery
 from stream_processor.analytics.scan import DayRange, partition_keys
@@ -24,10 +22,8 @@ from stream_processor.analytics.snapshot import LOOKBACK_DAYS, build_snapshots
 from stream_processor.config import Settings
 from stream_processor.core.catalog import athena_view_ddl
 from stream_processor.core.events import Dataset
-from stream_processor.core.records import KinesisRecord
-from stream_processor.demo.simulation import deliver, history_stream, partition_key
-from stream_processor.ingest.pipeline import Pipeline
-from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
+from stream_processor.demo.history import write_local_history
+from stream_processor.demo.simulation import deliver, history_stream
 
 PREFIX = "ecs-history/"
 DAYS = 12
@@ -61,24 +57,7 @@ def write_history(events: list[Event], root: Path, batch: int = 40, seed: int = 
     """Deliver events at least once and out of order through the pipeline, in batches, and
     lay the history out as on S3."""
     delivered, _ = deliver(events, duplicate_rate=0.2, reorder_rate=0.3, window=30, seed=seed)
-    history = InMemoryHistory()
-    pipeline = Pipeline(
-        Settings(history_bucket="b"),
-        state=InMemoryStateStore(),
-        history=history,
-        quarantine=InMemoryQuarantine(),
-    )
-    records = [
-        KinesisRecord(
-            "shardId-000000000000", str(n + 1), 0, partition_key(e), msgspec.json.encode(e)
-        )
-        for n, e in enumerate(delivered)
-    ]
-    for start in range(0, len(records), batch):
-        assert pipeline.process(records[start : start + batch]).failed_from is None
-    store = LocalHistoryStore(root)
-    for obj in history.objects.values():
-        store.write(obj.key, parquet_bytes(obj))
+    write_local_history(delivered, root, batch=batch)
 
 
 @pytest.fixture(scope="module")

@@ -283,13 +283,34 @@ def test_iam_is_least_privilege() -> None:
     assert {a for a in actions if a.startswith("s3:")} == {"s3:PutObject"}
 
 
+def _created(
+    name: str, body: str, capability: str, parameters: list[dict[str, str]]
+) -> dict[str, Any]:
+    """Create a stack on moto's server, wait for it, and require CREATE_COMPLETE."""
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(
+        StackName=name, TemplateBody=body, Capabilities=[capability], Parameters=parameters
+    )
+    for _ in range(100):
+        stack: dict[str, Any] = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+            break
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    return stack
+
+
 # --- tools and a real create ---------------------------------------------------------------
 
 
-def test_cfn_lint_passes() -> None:
+@pytest.mark.parametrize("template", ["template.yaml", "member.yaml"])
+def test_cfn_lint_passes(template: str) -> None:
     cfn_lint = shutil.which("cfn-lint") or str(Path(__file__).parents[2] / ".venv/bin/cfn-lint")
     result = subprocess.run(
-        [cfn_lint, str(TEMPLATE_PATH)], capture_output=True, text=True, check=False
+        [cfn_lint, str(TEMPLATE_PATH.with_name(template))],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -304,22 +325,15 @@ def test_stack_creates_on_moto_and_the_resources_exist(aws: str) -> None:
     with zipfile.ZipFile(artifact, "w") as zf:
         zf.writestr("stream_processor/__init__.py", "")
     s3.put_object(Bucket="code-bucket", Key="lambda.zip", Body=artifact.getvalue())
-    cfn = boto3.client("cloudformation")
-    cfn.create_stack(
-        StackName="sp",
-        TemplateBody=TEMPLATE_PATH.read_text(),
-        Capabilities=["CAPABILITY_IAM"],
-        Parameters=[
+    stack = _created(
+        "sp",
+        TEMPLATE_PATH.read_text(),
+        "CAPABILITY_IAM",
+        [
             {"ParameterKey": "CodeBucket", "ParameterValue": "code-bucket"},
             {"ParameterKey": "CodeKey", "ParameterValue": "lambda.zip"},
         ],
     )
-    for _ in range(100):
-        stack = cfn.describe_stacks(StackName="sp")["Stacks"][0]
-        if not stack["StackStatus"].endswith("IN_PROGRESS"):
-            break
-        time.sleep(0.2)
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
     tables = boto3.client("dynamodb").list_tables()["TableNames"]
@@ -433,30 +447,15 @@ def test_the_two_templates_and_reconcile_are_wired_together() -> None:
     assert MEMBER["Parameters"]["ReconcileRoleName"]["Default"] == DEFAULT_ROLE_NAME
 
 
-def test_member_template_lints_clean() -> None:
-    cfn_lint = shutil.which("cfn-lint") or str(Path(__file__).parents[2] / ".venv/bin/cfn-lint")
-    result = subprocess.run(
-        [cfn_lint, str(MEMBER_PATH)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning:moto.cloudformation.parsing")
 def test_member_stack_creates_on_moto(aws: str) -> None:
-    cfn = boto3.client("cloudformation")
     bus = "arn:aws:events:us-east-1:123456789012:event-bus/sp-ecs-events"
-    cfn.create_stack(
-        StackName="member",
-        TemplateBody=MEMBER_PATH.read_text(),
-        Capabilities=["CAPABILITY_NAMED_IAM"],
-        Parameters=[{"ParameterKey": "CentralEventBusArn", "ParameterValue": bus}],
+    _created(
+        "member",
+        MEMBER_PATH.read_text(),
+        "CAPABILITY_NAMED_IAM",
+        [{"ParameterKey": "CentralEventBusArn", "ParameterValue": bus}],
     )
-    for _ in range(100):
-        stack = cfn.describe_stacks(StackName="member")["Stacks"][0]
-        if not stack["StackStatus"].endswith("IN_PROGRESS"):
-            break
-        time.sleep(0.2)
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
     events = boto3.client("events")
     rules = events.list_rules()["Rules"]
     assert len(rules) == len(SPECS)
@@ -471,23 +470,16 @@ def test_central_stack_with_an_organization_creates_its_bus_on_moto(aws: str) ->
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="code-bucket")
     s3.put_object(Bucket="code-bucket", Key="lambda.zip", Body=b"PK\x05\x06" + b"\0" * 18)
-    cfn = boto3.client("cloudformation")
-    cfn.create_stack(
-        StackName="central",
-        TemplateBody=TEMPLATE_PATH.read_text(),
-        Capabilities=["CAPABILITY_IAM"],
-        Parameters=[
+    stack = _created(
+        "central",
+        TEMPLATE_PATH.read_text(),
+        "CAPABILITY_IAM",
+        [
             {"ParameterKey": "CodeBucket", "ParameterValue": "code-bucket"},
             {"ParameterKey": "CodeKey", "ParameterValue": "lambda.zip"},
             {"ParameterKey": "OrganizationId", "ParameterValue": "o-abcdefghij"},
         ],
     )
-    for _ in range(100):
-        stack = cfn.describe_stacks(StackName="central")["Stacks"][0]
-        if not stack["StackStatus"].endswith("IN_PROGRESS"):
-            break
-        time.sleep(0.2)
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     bus = outputs["CentralEventBusArn"]
     assert bus.endswith(":event-bus/central-ecs-events")
