@@ -53,6 +53,9 @@ class Settings:
     #: Lambda: the batch's work stops this long before the invocation would be killed, to
     #: return `batchItemFailures` in time.
     deadline_margin_s: float = 1.0
+    #: Keys whose stored order a consumer remembers, to skip writes the version guard would
+    #: refuse (redeliveries and late events: `core.known`); 0 = remember none.
+    known_keys: int = 20_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -89,6 +92,8 @@ class Settings:
             raise ConfigError("RETRY_ROUNDS must be >= 1")
         if not self.deadline_margin_s >= 0:
             raise ConfigError("DEADLINE_MARGIN_SECONDS must be >= 0")
+        if self.known_keys < 0:
+            raise ConfigError("STATE_KNOWN_KEYS must be >= 0")
 
     def state_tables(self) -> dict[Dataset, str]:
         """Dataset → DynamoDB state table name."""
@@ -125,6 +130,7 @@ class Settings:
             "max_attempts": (int, "an integer"),
             "state_ttl_days": (int, "an integer"),
             "retry_rounds": (int, "an integer"),
+            "known_keys": (int, "an integer"),
         }
         for name, (kind, what) in numbers.items():
             if name in values:
@@ -157,4 +163,5 @@ ENV_NAMES: dict[str, str] = {
     "request_timeout_s": "REQUEST_TIMEOUT_SECONDS",
     "retry_rounds": "RETRY_ROUNDS",
     "deadline_margin_s": "DEADLINE_MARGIN_SECONDS",
+    "known_keys": "STATE_KNOWN_KEYS",
 }

@@ -45,6 +45,7 @@ from stream_processor.adapters.aws_http import (
     settle,
 )
 from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.indexes import PHASE, TERMINAL, phase_of, phase_value
 from stream_processor.core.items import ORDER, StateWrite
 from stream_processor.core.ports import StateReport
 from stream_processor.core.reconcile import Observed
@@ -456,7 +457,11 @@ class DynamoDBStateStore:
         at: str,
     ) -> bool:
         """Mark a resource ECS no longer returns, unless a newer event arrived meanwhile.
-        Never deletes: the item keeps its history, with the reason. True if marked."""
+        Never deletes: the item keeps its history, with the reason. True if marked.
+
+        A terminal mark moves the item to its index's ended phase too, which needs the
+        stored task group: one read of that attribute first (orphans are rare)."""
+        fields = {**fields, **self._phase_change(dataset, key, fields)}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         values: dict[str, Any] = {f":f{i}": {"S": v} for i, v in enumerate(fields.values())}
         sets = [f"#f{i} = :f{i}" for i in range(len(fields))]
@@ -484,6 +489,31 @@ class DynamoDBStateStore:
                 return False
             raise StateWriteError(f"marking orphan {key}: {exc}") from exc
         return True
+
+    def _phase_change(
+        self, dataset: Dataset, key: str, fields: Mapping[str, str]
+    ) -> dict[str, str]:
+        """`_phase` for an item whose status `fields` set, if that changes its phase."""
+        attribute = TERMINAL[dataset][0]
+        if attribute not in fields:
+            return {}
+        spec_key = SPECS[dataset].key_field
+        assert spec_key is not None
+        try:
+            stored = self._client.get_item(
+                TableName=self._tables[dataset],
+                Key={spec_key: {"S": key}},
+                ProjectionExpression="#p",
+                ExpressionAttributeNames={"#p": PHASE},
+                ConsistentRead=True,
+            ).get("Item", {})
+        except (ClientError, BotoCoreError) as exc:
+            raise StateWriteError(f"reading {key}'s index phase: {exc}") from exc
+        phase = stored.get(PHASE, {}).get("S")
+        if not isinstance(phase, str):
+            return {}  # not in the index (an item from before it): reindex places it
+        group = phase.partition("#")[2]
+        return {PHASE: phase_value(phase_of(dataset, fields[attribute]), group)}
 
     def close(self) -> None:
         if self._owns_transport:

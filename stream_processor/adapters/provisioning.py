@@ -55,10 +55,12 @@ def ensure_table(
     hash_key: str,
     range_key: str | None = None,
     indexes: Sequence[Mapping[str, Any]] = (),
+    retired: Sequence[str] = (),
 ) -> None:
     """Create an on-demand table with string key(s) if missing, and wait for it. `indexes`
     are `GlobalSecondaryIndexes` entries with string keys; those missing on an existing
-    table are added (one at a time, as DynamoDB requires)."""
+    table are added, then the `retired` indexes it still has are deleted (one change at a
+    time, as DynamoDB requires: the new indexes answer before the old ones go)."""
     keys: list[Any] = [{"AttributeName": hash_key, "KeyType": "HASH"}]
     names = [hash_key] + ([range_key] if range_key else [])
     if range_key:
@@ -103,6 +105,22 @@ def ensure_table(
         except ClientError as exc:
             raise SetupError(f"adding index {index['IndexName']} to {name}: {_code(exc)}") from exc
         _wait(settled, f"index {index['IndexName']} of {name}", timeout_s=600)
+    for index_name in retired:
+        present = {i["IndexName"] for i in table().get("GlobalSecondaryIndexes", [])}
+        if index_name not in present:
+            continue
+        try:
+            client.update_table(
+                TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": index_name}}]
+            )
+        except ClientError as exc:
+            raise SetupError(f"retiring index {index_name} of {name}: {_code(exc)}") from exc
+
+        def gone(index_name: str = index_name) -> bool:
+            indexes = table().get("GlobalSecondaryIndexes", [])
+            return settled() and index_name not in {i["IndexName"] for i in indexes}
+
+        _wait(gone, f"deleting index {index_name} of {name}", timeout_s=600)
 
 
 def ensure_bucket(client: S3Client, name: str, region: str) -> None:

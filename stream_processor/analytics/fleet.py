@@ -9,10 +9,12 @@
     task = fleet.get("arn:aws:ecs:...:task/prod/0123...")     # any kind, by key
 
 Every answer is plain JSON (numbers as int or exact `Decimal`, nested lists and maps as
-such), read only through the indexes (`Query`, never `Scan`) or by key. A name resolves to
-the ARN in the caller's account and region; an ARN is used as given. Items that reached
-the table before the indexes existed (or from AWS's reference Lambda) join the indexes on
-their next write; `get` reads them at any time.
+such), read only through the indexes (`Query`, never `Scan`) and by key (`BatchGetItem`,
+`GetItem`). A list holds the same attributes per row as before the indexes became
+`KEYS_ONLY` (`ROW_ATTRIBUTES`). A name resolves to the ARN in the caller's account and
+region; an ARN is used as given. Items that reached the table before the indexes existed
+(or from AWS's reference Lambda) join the indexes on their next write or through
+`stream-processor reindex`; `get` reads them at any time.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.indexes import partitions
-from stream_processor.core.items import item_json
-from stream_processor.core.ports import StateQueries
+from stream_processor.core.indexes import ENDED, LIVE, TERMINAL, partitions, phase_of, phase_value
+from stream_processor.core.items import EVENT_TIME, ORDER, item_json
+from stream_processor.core.ports import SortKey, StateQueries
 from stream_processor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,6 +34,51 @@ if TYPE_CHECKING:
     from stream_processor.config import Settings
 
 Row = dict[str, Any]
+
+#: What a listed row holds besides the key: what the commands print and filter on.
+ROW_ATTRIBUTES: dict[Dataset, tuple[str, ...]] = {
+    Dataset.TASK: (
+        "version",
+        "clusterArn",
+        "lastStatus",
+        "desiredStatus",
+        "launchType",
+        "taskDefinitionArn",
+        "group",
+        "containerInstanceArn",
+        "availabilityZone",
+        "cpu",
+        "memory",
+        "createdAt",
+        "startedAt",
+        "stoppedAt",
+        "updatedAt",
+        "stopCode",
+        EVENT_TIME,
+    ),
+    Dataset.CONTAINER_INSTANCE: (
+        "version",
+        "clusterArn",
+        "status",
+        "statusReason",
+        "agentConnected",
+        "ec2InstanceId",
+        "runningTasksCount",
+        "pendingTasksCount",
+        "registeredAt",
+        "updatedAt",
+        EVENT_TIME,
+    ),
+    Dataset.DEPLOYMENT: (
+        "eventType",
+        "eventName",
+        "reason",
+        "updatedAt",
+        "_serviceArn",
+        EVENT_TIME,
+        ORDER,
+    ),
+}
 
 
 def _is_arn(text: str) -> bool:
@@ -111,29 +158,53 @@ class FleetState:
         group `service:<name>`) or task group."""
         if service and group:
             raise ConfigError("give a service or a group, not both")
-        arn = self.cluster_arn(cluster)
-        if service or group:
-            group = group or f"service:{service.rsplit('/', 1)[-1] if service else ''}"
-            keys, index = partitions(arn, group), "service-status"
-        else:
-            keys, index = partitions(arn), "cluster-status"
-        items = self._queries.query(Dataset.TASK, index, keys, _status_prefix(status))
-        return _rows(items, "taskArn")
+        if service:
+            group = f"service:{service.rsplit('/', 1)[-1]}"
+        return self._list(Dataset.TASK, "cluster-phase", self.cluster_arn(cluster), status, group)
 
     def instances(self, cluster: str, *, status: str | None = None) -> list[Row]:
         """The cluster's container instances, optionally of one status."""
-        keys = partitions(self.cluster_arn(cluster))
-        items = self._queries.query(
-            Dataset.CONTAINER_INSTANCE, "cluster-status", keys, _status_prefix(status)
-        )
-        return _rows(items, "containerInstanceArn")
+        arn = self.cluster_arn(cluster)
+        return self._list(Dataset.CONTAINER_INSTANCE, "cluster-phase", arn, status, "")
 
     def deployments(self, service: str, *, cluster: str | None = None) -> list[Row]:
         """The service's deployments, oldest first (by `updatedAt`)."""
-        keys = partitions(self.service_arn(service, cluster))
-        items = self._queries.query(Dataset.DEPLOYMENT, "service-order", keys, None)
-        rows = [item_json(item) for item in items]
-        return sorted(rows, key=lambda row: (str(row.get("_order", "")), row["deploymentId"]))
+        arn = self.service_arn(service, cluster)
+        keys = self._queries.keys(Dataset.DEPLOYMENT, "service-deployment", [arn], None)
+        rows = self._rows(Dataset.DEPLOYMENT, keys)
+        return sorted(rows, key=lambda row: (str(row.get(ORDER, "")), row["deploymentId"]))
+
+    def _list(
+        self, dataset: Dataset, index: str, cluster_arn: str, status: str | None, group: str | None
+    ) -> list[Row]:
+        """A cluster's resources of one phase (or both), optionally of one group and status:
+        keys from the index, items by key, the status filtered here."""
+        status = status.upper() if status else None
+        phases = (phase_of(dataset, status),) if status else (LIVE, ENDED)
+        if group is None:
+            # The whole partition when both phases are wanted, else one phase's prefix.
+            sorts = [None] if status is None else [SortKey(phase_value(phases[0]), prefix=True)]
+        else:
+            sorts = [SortKey(phase_value(phase, group)) for phase in phases]
+        keys = [
+            key
+            for sort in sorts
+            for key in self._queries.keys(dataset, index, partitions(cluster_arn), sort)
+        ]
+        rows = self._rows(dataset, keys)
+        if status is not None:
+            attribute = TERMINAL[dataset][0]
+            rows = [row for row in rows if row.get(attribute) == status]
+        key_field = SPECS[dataset].key_field
+        return sorted(rows, key=lambda row: str(row.get(key_field or "", "")))
+
+    def _rows(self, dataset: Dataset, keys: list[str]) -> list[Row]:
+        """The listed attributes of these items (`_eventTime` comes out of `_order`)."""
+        wanted = ROW_ATTRIBUTES[dataset]
+        fetched = tuple(ORDER if name == EVENT_TIME else name for name in wanted)
+        items = self._queries.get_many(dataset, keys, tuple(dict.fromkeys(fetched)))
+        kept = {SPECS[dataset].key_field, *wanted}
+        return [{k: v for k, v in item_json(item).items() if k in kept} for item in items]
 
     def get(self, key: str) -> Row | None:
         """One item, whatever its kind: a task or container-instance ARN, or a deployment
@@ -152,12 +223,3 @@ class FleetState:
         row = item_json(item)
         row.setdefault("_kind", SPECS[dataset].detail_type)
         return row
-
-
-def _status_prefix(status: str | None) -> str | None:
-    return f"{status.upper()}#" if status else None
-
-
-def _rows(items: list[dict[str, Any]], key: str) -> list[Row]:
-    rows = [item_json(item) for item in items]
-    return sorted(rows, key=lambda row: str(row.get(key, "")))

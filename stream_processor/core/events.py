@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -207,6 +207,11 @@ def micros_since_epoch(moment: datetime) -> int:
     """Whole microseconds since the Unix epoch, in integer arithmetic (no float rounding)."""
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The instant `micros_since_epoch` counted (UTC)."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -1,22 +1,33 @@
 """The state tables' global secondary indexes: the questions operators ask, as data.
 
-- tasks by cluster, and by last status within it (`cluster-status`);
-- tasks by service (`group`, e.g. `service:web`) within a cluster (`service-status`);
-- container instances by cluster, and by status within it (`cluster-status`);
-- deployments by service, newest last (`service-order`).
+- tasks by cluster, split into live and ended, and by task group within each
+  (`cluster-phase`): `tasks --cluster`, `--status`, `--service`, `--group`;
+- container instances by cluster, live or ended (`cluster-phase`);
+- deployments by service (`service-deployment`).
 
-A busy cluster must not throttle the table through its index: a GSI that cannot keep up
-throttles the base table's writes, and one partition of an index takes about 1,000 writes
-per second. So the partition key is sharded: `<cluster ARN>#<n>` with n = CRC-32 of the
-item's key modulo `INDEX_SHARDS`, and a reader queries the shards concurrently. The sort key
-starts with the status (`RUNNING#<task ARN>`), so `--status` is a `begins_with` condition.
-Indexes project only what the commands print (INCLUDE), so an index write costs one write
-unit, not the item's size.
+Every index write is paid for: a GSI entry costs ⌈entry / 1 KB⌉ write units whenever a key
+or projected attribute of it changes, twice when a key changes (delete + put). So the
+indexes hold only what does not change while a resource lives:
 
-Terminal resources (STOPPED tasks, INACTIVE / DEREGISTERED instances) stay in the indexes
-under their status until DynamoDB's TTL (`STATE_TTL_DAYS`) deletes the item, which removes
-it from every index too. `setup` and `infra/template.yaml` create the indexes from here
-(a test holds them equal).
+- `KEYS_ONLY`: nothing projected, so a new version that changes the status, the health or
+  the IP address touches no index entry. A reader takes the keys from the index and the
+  items by key (`BatchGetItem`): a read unit costs a fifth of a write unit, and questions
+  are rarer than events by orders of magnitude.
+- keys stable over a resource's life: a task enters its index once (its first write, 1
+  unit) and moves once, from live to ended, when it stops (2 units); a long-lived task
+  changing version every few minutes costs its index nothing after that. Without the
+  split, `tasks --status RUNNING` would read every stopped task the table still holds.
+
+A busy cluster must not throttle the table through its index (one partition of an index
+takes about 1,000 writes per second), so the task and instance partition key is sharded:
+`<cluster ARN>#<n>`, n = CRC-32 of the item's key modulo `INDEX_SHARDS`, and a reader
+queries the shards concurrently. Deployments are keyed by their service ARN alone: a
+service never starts deployments at that rate.
+
+Items written before this layout (indexes `cluster-status`, `service-status`,
+`service-order`, attributes `_status`, `_service`) join these indexes on their next write,
+or at once through `stream-processor reindex`; `setup` and `infra/template.yaml` create
+the indexes from here (a test holds them equal) and retire the old ones.
 """
 
 from __future__ import annotations
@@ -27,60 +38,48 @@ from typing import Any
 
 from stream_processor.core.events import ContainerInstanceDetail, Dataset, EcsEvent, TaskDetail
 
-#: Partitions of each index key. Readers query them all; changing it needs a re-index.
+#: Partitions of each sharded index key. Readers query them all; changing it needs a reindex.
 INDEX_SHARDS = 8
 #: Item attributes that hold the index keys.
 CLUSTER = "_cluster"
-SERVICE = "_service"
-STATUS = "_status"
-INDEX_ATTRIBUTES = (CLUSTER, SERVICE, STATUS)
-#: The deployments' sort key: the order string, which starts with `updatedAt`.
-ORDER_ATTRIBUTE = "_order"
+PHASE = "_phase"
+#: Deployments' index partition: the service, metadata every deployment item carries.
+SERVICE_ARN = "_serviceArn"
+INDEX_ATTRIBUTES = (CLUSTER, PHASE)
+#: The index attributes of the layout before issue #19, still recognised on old items.
+LEGACY_INDEX_ATTRIBUTES = ("_service", "_status")
+#: The indexes of that layout, which `setup` and `reindex` retire.
+LEGACY_INDEXES: dict[Dataset, tuple[str, ...]] = {
+    Dataset.TASK: ("cluster-status", "service-status"),
+    Dataset.CONTAINER_INSTANCE: ("cluster-status",),
+    Dataset.DEPLOYMENT: ("service-order",),
+}
 
-_TASK_COLUMNS = (
-    "version",
-    "clusterArn",
-    "lastStatus",
-    "desiredStatus",
-    "launchType",
-    "taskDefinitionArn",
-    "group",
-    "containerInstanceArn",
-    "availabilityZone",
-    "cpu",
-    "memory",
-    "createdAt",
-    "startedAt",
-    "stoppedAt",
-    "updatedAt",
-    "stopCode",
-    "_eventTime",
-)
-_INSTANCE_COLUMNS = (
-    "version",
-    "clusterArn",
-    "status",
-    "statusReason",
-    "agentConnected",
-    "ec2InstanceId",
-    "runningTasksCount",
-    "pendingTasksCount",
-    "registeredAt",
-    "updatedAt",
-    "_eventTime",
-)
-_DEPLOYMENT_COLUMNS = ("eventType", "eventName", "reason", "updatedAt", "_serviceArn", "_eventTime")
+#: The two phases of a resource's life in its index.
+LIVE = "live"
+ENDED = "ended"
+
+#: Terminal statuses: nothing follows them. (attribute, values) per dataset.
+TERMINAL: dict[Dataset, tuple[str, frozenset[str]]] = {
+    Dataset.TASK: ("lastStatus", frozenset({"STOPPED"})),
+    Dataset.CONTAINER_INSTANCE: ("status", frozenset({"INACTIVE", "DEREGISTERED"})),
+    Dataset.DEPLOYMENT: (
+        "eventName",
+        frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Index:
-    """One GSI of a state table."""
+    """One GSI of a state table (KEYS_ONLY: see the module doc)."""
 
     dataset: Dataset
     name: str
     partition: str
     sort: str
-    projected: tuple[str, ...]
+    #: Whether the partition key value ends in `#<shard>` (see `partitions`).
+    sharded: bool = True
 
     def definition(self) -> dict[str, Any]:
         """The `GlobalSecondaryIndexes` entry (on-demand tables: no throughput)."""
@@ -90,24 +89,26 @@ class Index:
                 {"AttributeName": self.partition, "KeyType": "HASH"},
                 {"AttributeName": self.sort, "KeyType": "RANGE"},
             ],
-            "Projection": {
-                "ProjectionType": "INCLUDE",
-                "NonKeyAttributes": list(self.projected),
-            },
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
         }
 
 
 INDEXES: tuple[Index, ...] = (
-    Index(Dataset.TASK, "cluster-status", CLUSTER, STATUS, _TASK_COLUMNS),
-    Index(Dataset.TASK, "service-status", SERVICE, STATUS, _TASK_COLUMNS),
-    Index(Dataset.CONTAINER_INSTANCE, "cluster-status", CLUSTER, STATUS, _INSTANCE_COLUMNS),
-    Index(Dataset.DEPLOYMENT, "service-order", SERVICE, ORDER_ATTRIBUTE, _DEPLOYMENT_COLUMNS),
+    Index(Dataset.TASK, "cluster-phase", CLUSTER, PHASE),
+    Index(Dataset.CONTAINER_INSTANCE, "cluster-phase", CLUSTER, PHASE),
+    Index(Dataset.DEPLOYMENT, "service-deployment", SERVICE_ARN, "deploymentId", sharded=False),
 )
 
 
 def indexes_of(dataset: Dataset) -> tuple[Index, ...]:
     """The GSIs of one state table."""
     return tuple(index for index in INDEXES if index.dataset is dataset)
+
+
+def index_named(dataset: Dataset, name: str) -> Index:
+    """One GSI of a state table, by name."""
+    (index,) = [i for i in indexes_of(dataset) if i.name == name]
+    return index
 
 
 def shard_of(key: str) -> int:
@@ -121,24 +122,34 @@ def partitions(*parts: str) -> list[str]:
     return [f"{prefix}#{n}" for n in range(INDEX_SHARDS)]
 
 
+def phase_of(dataset: Dataset, status: object) -> str:
+    """`ended` for a terminal status, else `live`."""
+    return ENDED if status in TERMINAL[dataset][1] else LIVE
+
+
+def phase_value(phase: str, group: str = "") -> str:
+    """The `_phase` sort key: `live#service:web` (tasks), `ended#` (no group)."""
+    return f"{phase}#{group}"
+
+
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
 def index_attributes(event: EcsEvent) -> dict[str, dict[str, str]]:
-    """The index key attributes of an event's item (absent keys leave it out of an index)."""
+    """The index key attributes of an event's item (absent keys leave it out of an index).
+
+    Deployments need none of their own: their index is keyed by `_serviceArn` and
+    `deploymentId`, which the item holds anyway."""
     detail = event.detail
-    shard = shard_of(event.key)
     out: dict[str, dict[str, str]] = {}
     if isinstance(detail, TaskDetail | ContainerInstanceDetail):
         cluster = _text(detail.clusterArn)
-        status = _text(detail.lastStatus if isinstance(detail, TaskDetail) else detail.status)
-        out[STATUS] = {"S": f"{status}#{event.key}"}
         if cluster:
-            out[CLUSTER] = {"S": f"{cluster}#{shard}"}
-            group = _text(detail.group) if isinstance(detail, TaskDetail) else ""
-            if group:
-                out[SERVICE] = {"S": f"{cluster}#{group}#{shard}"}
-    elif event.dataset is Dataset.DEPLOYMENT and event.subject_arn:
-        out[SERVICE] = {"S": f"{event.subject_arn}#{shard}"}
+            if isinstance(detail, TaskDetail):
+                status, group = detail.lastStatus, _text(detail.group)
+            else:
+                status, group = detail.status, ""
+            out[CLUSTER] = {"S": f"{cluster}#{shard_of(event.key)}"}
+            out[PHASE] = {"S": phase_value(phase_of(event.dataset, status), group)}
     return out

@@ -42,8 +42,15 @@ from stream_processor.core.events import (
     EcsEvent,
     ServiceActionDetail,
     TaskDetail,
+    from_micros,
 )
-from stream_processor.core.indexes import INDEX_ATTRIBUTES, index_attributes
+from stream_processor.core.indexes import (
+    INDEX_ATTRIBUTES,
+    LEGACY_INDEX_ATTRIBUTES,
+    SERVICE_ARN,
+    TERMINAL,
+    index_attributes,
+)
 
 #: DynamoDB's item size limit, and the size above which we compute sizes exactly.
 MAX_ITEM_BYTES = 400 * 1024
@@ -51,7 +58,9 @@ MAX_ITEM_BYTES = 400 * 1024
 _EXACT_SIZE_ABOVE = 200 * 1024
 
 #: Metadata attribute names. The leading underscore keeps them clear of ECS's camelCase
-#: detail attributes, present and future.
+#: detail attributes, present and future. `_eventId` and `_eventTime` are not stored: they
+#: are fields of `_order` (every byte past a KB boundary costs a write unit), and
+#: `item_json` derives them.
 EVENT_ID = "_eventId"
 EVENT_TIME = "_eventTime"
 SHARD_ID = "_shardId"
@@ -65,22 +74,12 @@ SNAPSHOT = "_snapshot"
 DETAIL = "_detail"
 #: Compact items: the whole detail (exact bytes, after redaction), zlib-compressed.
 DETAIL_ZLIB = "_detailZlib"
-#: The service a deployment belongs to (the event's `resources[0]`; not in its detail).
-SERVICE_ARN = "_serviceArn"
+#: The service a deployment belongs to (the event's `resources[0]`; not in its detail):
+#: `SERVICE_ARN`, which also keys the deployments' index.
 #: The item shapes of `STATE_ITEM_FORMAT`.
 ITEM_FORMATS = ("native", "compact")
 #: DynamoDB TTL attribute (epoch seconds), set on terminal states when enabled.
 EXPIRES_AT = "expiresAt"
-
-#: Terminal states: nothing follows them, so their items may expire (history keeps them).
-TERMINAL: dict[Dataset, tuple[str, frozenset[str]]] = {
-    Dataset.TASK: ("lastStatus", frozenset({"STOPPED"})),
-    Dataset.CONTAINER_INSTANCE: ("status", frozenset({"INACTIVE", "DEREGISTERED"})),
-    Dataset.DEPLOYMENT: (
-        "eventName",
-        frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
-    ),
-}
 
 #: Status attributes kept on an item that had to be cut to fit DynamoDB's limit.
 _KEPT_WHEN_OVERSIZED = (
@@ -96,15 +95,7 @@ _KEPT_WHEN_OVERSIZED = (
     "eventType",
 )
 
-_METADATA = (
-    EVENT_ID,
-    EVENT_TIME,
-    SHARD_ID,
-    SEQUENCE_NUMBER,
-    SUB_SEQUENCE_NUMBER,
-    INGESTED_AT,
-    ORDER,
-)
+_METADATA = (SHARD_ID, SEQUENCE_NUMBER, SUB_SEQUENCE_NUMBER, INGESTED_AT, ORDER)
 
 #: The attributes an item holds by name: the typed fields of the detail (the same ones the
 #: history has as columns), not `overrides`, which stays raw for redaction.
@@ -274,6 +265,7 @@ def build_state_write(
     snapshot_uri: str | Callable[[], str],
     ttl_days: int = 0,
     item_format: str = "native",
+    order: str | None = None,
 ) -> StateWrite:
     """The item for a state winner, in the shape `item_format` names (see the module doc),
     with lineage metadata and the index attributes.
@@ -292,13 +284,12 @@ def build_state_write(
         item[DETAIL_ZLIB] = {"B": zlib.compress(event.detail_raw, 6)}
     else:
         raise ValueError(f"unknown item format {item_format!r}; one of {ITEM_FORMATS}")
-    order = event.order()
+    order = order or event.order()  # the caller may have it already: a digest per call
     record = event.record
-    item[EVENT_ID] = {"S": event.event_id}
-    item[EVENT_TIME] = {"S": event.event_time.isoformat().replace("+00:00", "Z")}
     item[SHARD_ID] = {"S": record.shard_id}
     item[SEQUENCE_NUMBER] = {"S": record.sequence_number}
-    item[SUB_SEQUENCE_NUMBER] = {"N": str(record.sub_sequence_number)}
+    if record.sub_sequence_number:  # absent: 0, a record that was not a KPL aggregate
+        item[SUB_SEQUENCE_NUMBER] = {"N": str(record.sub_sequence_number)}
     item[INGESTED_AT] = {"S": ingested_at}
     item[ORDER] = {"S": order}
     if event.dataset is Dataset.DEPLOYMENT and event.subject_arn:
@@ -310,7 +301,7 @@ def build_state_write(
         item[EXPIRES_AT] = {"N": str(expires)}
     oversized = len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES
     if oversized:
-        kept = {spec.key_field, *_KEPT_WHEN_OVERSIZED, *_METADATA, *INDEX_ATTRIBUTES}
+        kept = {spec.key_field, *_KEPT_WHEN_OVERSIZED, *_METADATA, *INDEX_ATTRIBUTES, SERVICE_ARN}
         item = {name: value for name, value in item.items() if name in kept}
         item[OVERSIZED] = {"BOOL": True}
         uri = snapshot_uri if isinstance(snapshot_uri, str) else snapshot_uri()
@@ -347,7 +338,32 @@ def _binary(value: AttributeValue) -> bytes:
     return bytes(inner) if isinstance(inner, bytes | bytearray) else base64.b64decode(inner)
 
 
-_NOT_OUTPUT = frozenset({DETAIL, DETAIL_ZLIB, *INDEX_ATTRIBUTES})
+_NOT_OUTPUT = frozenset({DETAIL, DETAIL_ZLIB, *INDEX_ATTRIBUTES, *LEGACY_INDEX_ATTRIBUTES})
+
+
+def order_fields(order: str) -> tuple[str, str] | None:
+    """The event id and event time (ISO 8601, UTC) inside an `_order` string, or None when
+    it is not one of ours (`<primary:20>.<time µs:20>.<event id>.<digest:16>`)."""
+    if len(order) < 60 or order[20] != "." or order[41] != "." or order[-17] != ".":
+        return None
+    try:
+        moment = from_micros(int(order[21:41]))
+    except (ValueError, OverflowError):
+        return None
+    return order[42:-17], moment.isoformat().replace("+00:00", "Z")
+
+
+def _derived_metadata(item: Item) -> dict[str, Any]:
+    """The metadata an item of ours no longer stores, from what it does: `_eventId` and
+    `_eventTime` from `_order`, `_subSequenceNumber` 0 when absent."""
+    order = item.get(ORDER, {}).get("S")
+    fields = order_fields(order) if isinstance(order, str) else None
+    if fields is None:
+        return {}
+    derived: dict[str, Any] = {EVENT_ID: fields[0], EVENT_TIME: fields[1]}
+    if SHARD_ID in item:
+        derived[SUB_SEQUENCE_NUMBER] = 0
+    return derived
 
 
 def item_json(item: Item) -> dict[str, Any]:
@@ -359,6 +375,8 @@ def item_json(item: Item) -> dict[str, Any]:
     metadata).
     """
     out = {k: _plain(v) for k, v in item.items() if k not in _NOT_OUTPUT}
+    for name, value in _derived_metadata(item).items():
+        out.setdefault(name, value)
     detail: dict[str, Any] | None = None
     if DETAIL_ZLIB in item:
         detail = _ANY.decode(zlib.decompress(_binary(item[DETAIL_ZLIB])))

@@ -59,13 +59,27 @@ class QuarantineSink(Protocol):
         """Write every buffered file; raise `HistoryWriteError` if any could not be."""
 
 
-class StateQueries(Protocol):
-    """Reads of the state tables: through an index, or one item by key."""
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """A condition on an index's sort key: equal to `value`, or starting with it."""
 
-    def query(
-        self, dataset: Dataset, index: str, partitions: list[str], sort_prefix: str | None
+    value: str
+    prefix: bool = False
+
+
+class StateQueries(Protocol):
+    """Reads of the state tables: keys through an index, items by key."""
+
+    def keys(
+        self, dataset: Dataset, index: str, partitions: list[str], sort: SortKey | None
+    ) -> list[str]:
+        """The table keys of every entry of the index partitions (all pages), optionally
+        only those whose sort key meets `sort`."""
+
+    def get_many(
+        self, dataset: Dataset, keys: list[str], attributes: tuple[str, ...] | None
     ) -> list[dict[str, Any]]:
-        """Every item of the index partitions (all pages), optionally only those whose sort
-        key starts with `sort_prefix`."""
+        """The items of these keys that exist (any order), with only `attributes` when
+        given (the key is always included)."""
 
     def get(self, dataset: Dataset, key: str) -> dict[str, Any] | None: ...

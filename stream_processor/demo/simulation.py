@@ -179,6 +179,138 @@ def _task_detail(
     return detail
 
 
+#: The containers of a production Fargate service task: the app and the sidecars real
+#: services run (a service-mesh proxy, a FireLens log router, the CloudWatch agent), each
+#: with the ECS Exec agent. (name, image, cpu units, memory MiB, essential)
+_FARGATE_CONTAINERS = (
+    ("app", "{account}.dkr.ecr.{region}.amazonaws.com/{family}", 768, 1536, True),
+    (
+        "envoy",
+        "840364872350.dkr.ecr.{region}.amazonaws.com/aws-appmesh-envoy:v1.29.6.0-prod",
+        128,
+        256,
+        True,
+    ),
+    (
+        "log_router",
+        "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.2.20240627",
+        64,
+        128,
+        True,
+    ),
+    (
+        "cloudwatch-agent",
+        "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:1.300044.0b793",
+        64,
+        128,
+        False,
+    ),
+)
+
+
+def fargate_task_detail(
+    b: _Builder, arn: str, version: int, at: datetime, created: datetime, family: str
+) -> dict[str, Any]:
+    """A RUNNING 4-container Fargate service task as ECS sends it (~5 KB): the docs' 2020
+    Fargate sample grown to what a production service task carries: sidecars, the ECS Exec
+    agent in every container, an ENI with IPv4 and IPv6, health, ephemeral storage."""
+    uid = arn.rsplit("/", 1)[-1]
+    eni = f"eni-0{uid[:16]}"
+    attachment = str(uuid.UUID(hex=uid[:32].ljust(32, "0")))
+    ipv4 = f"10.0.{int(uid[:2], 16)}.{int(uid[2:4], 16)}"
+    ipv6 = f"2600:1f18:4a3:6902:{uid[:4]}:{uid[4:8]}:{uid[8:12]}:{uid[12:16]}"
+    region_family = {"account": ACCOUNT, "region": REGION, "family": family}
+    containers = []
+    for n, (name, image, cpu, memory, essential) in enumerate(_FARGATE_CONTAINERS):
+        container: dict[str, Any] = {
+            "containerArn": f"{_ARN}:container/{b.cluster.rsplit('/', 1)[-1]}/{uid}/"
+            + str(uuid.UUID(int=int(uid, 16) + n)),
+            "lastStatus": "RUNNING",
+            "name": name,
+            "image": image.format(**region_family) + ":" + ("v42" if n == 0 else "stable"),
+            "imageDigest": "sha256:" + f"{int(uid, 16) * (n + 7):064x}"[-64:],
+            "runtimeId": f"{uid}-{1000000000 + n * 7919}",
+            "taskArn": arn,
+            "networkInterfaces": [
+                {
+                    "attachmentId": attachment,
+                    "privateIpv4Address": ipv4,
+                    "ipv6Address": ipv6,
+                }
+            ],
+            "cpu": str(cpu),
+            "memory": str(memory),
+            "managedAgents": [
+                {
+                    "name": "ExecuteCommandAgent",
+                    "lastStartedAt": _iso(created + timedelta(seconds=31)),
+                    "lastStatus": "RUNNING",
+                }
+            ],
+        }
+        if essential:
+            container["healthStatus"] = "HEALTHY" if version % 5 else "UNHEALTHY"
+        containers.append(container)
+    return {
+        "attachments": [
+            {
+                "id": attachment,
+                "type": "eni",
+                "status": "ATTACHED",
+                "details": [
+                    {"name": "subnetId", "value": "subnet-0a1b2c3d4e5f67890"},
+                    {"name": "networkInterfaceId", "value": eni},
+                    {
+                        "name": "macAddress",
+                        "value": "0e:" + ":".join(uid[i : i + 2] for i in range(0, 10, 2)),
+                    },
+                    {
+                        "name": "privateDnsName",
+                        "value": f"ip-{ipv4.replace('.', '-')}.ec2.internal",
+                    },
+                    {"name": "privateIPv4Address", "value": ipv4},
+                    {"name": "ipv6Address", "value": ipv6},
+                ],
+            }
+        ],
+        "attributes": [{"name": "ecs.cpu-architecture", "value": "arm64"}],
+        "availabilityZone": f"{REGION}{'abc'[int(uid[-1], 16) % 3]}",
+        "capacityProviderName": "FARGATE",
+        "clusterArn": b.cluster,
+        "connectivity": "CONNECTED",
+        "connectivityAt": _iso(created + timedelta(seconds=4)),
+        "containers": containers,
+        "cpu": "1024",
+        "createdAt": _iso(created),
+        "desiredStatus": "RUNNING",
+        "enableExecuteCommand": True,
+        "ephemeralStorage": {"sizeInGiB": 20},
+        "group": f"service:{family}",
+        "launchType": "FARGATE",
+        "lastStatus": "RUNNING",
+        "memory": "2048",
+        "overrides": {
+            "containerOverrides": [{"name": name} for name, *_ in _FARGATE_CONTAINERS],
+            "inferenceAcceleratorOverrides": [],
+        },
+        "platformVersion": "1.4.0",
+        "platformFamily": "Linux",
+        "pullStartedAt": _iso(created + timedelta(seconds=9)),
+        "pullStoppedAt": _iso(created + timedelta(seconds=24)),
+        "startedAt": _iso(created + timedelta(seconds=31)),
+        "startedBy": f"ecs-svc/{int(uid[:15], 16):019d}",
+        "tags": [
+            {"key": "aws:ecs:serviceName", "value": family},
+            {"key": "aws:ecs:clusterName", "value": b.cluster.rsplit("/", 1)[-1]},
+            {"key": "team", "value": "payments"},
+        ],
+        "taskArn": arn,
+        "taskDefinitionArn": f"{_ARN}:task-definition/{family}:42",
+        "updatedAt": _iso(at),
+        "version": version,
+    }
+
+
 def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = None) -> Fleet:
     """Generate a fleet's events in true order, with its ground truth."""
     rng = random.Random(seed)
@@ -327,6 +459,10 @@ def deliver(
     return [event for _, event in slots], duplicates
 
 
+#: The event shapes of `steady_stream`.
+STREAM_SHAPES = ("simulator", "fargate")
+
+
 def steady_stream(
     tasks: int = 3000,
     rounds: int = 5,
@@ -335,13 +471,18 @@ def steady_stream(
     interval: timedelta = timedelta(minutes=10),
     seed: int = 11,
     start: datetime | None = None,
+    shape: str = "simulator",
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """A busy shard as production sees it: long-lived RUNNING tasks, each advancing one
     version per round (health, IP, container status changes), rounds `interval` apart. A
     batch covering a fraction of a round sees each task at most once, so almost every event
     is a state write, unlike a demo whose lifecycles fit in one batch. `redelivery_rate` of
     the events are delivered again up to 2,000 places later (EventBridge's at-least-once).
-    Returns the delivered events and each task's final version."""
+    `shape`: `simulator` (1-container tasks, ~1.6 KB) or `fargate` (4-container Fargate
+    service tasks with sidecars, ~5 KB: `fargate_task_detail`). Returns the delivered
+    events and each task's final version."""
+    if shape not in STREAM_SHAPES:
+        raise ValueError(f"unknown event shape {shape!r}; one of {STREAM_SHAPES}")
     rng = random.Random(seed)
     start = start or datetime(2026, 3, 1, tzinfo=UTC)
     b = _Builder(rng, f"{_ARN}:cluster/busy")
@@ -359,7 +500,10 @@ def steady_stream(
             arn, family, created, first_version = fleet[n]
             at = start + r * interval + interval * position / tasks
             version = first_version + r
-            detail = _task_detail(b, arn, None, "RUNNING", version, at, created, family)
+            if shape == "fargate":
+                detail = fargate_task_detail(b, arn, version, at, created, family)
+            else:
+                detail = _task_detail(b, arn, None, "RUNNING", version, at, created, family)
             b.emit(at, "ECS Task State Change", arn, detail)
             final[arn] = version
     events = [event for _, _, event in b.timed]

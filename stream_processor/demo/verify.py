@@ -12,6 +12,7 @@ from stream_processor.adapters.clients import dynamodb_client, s3_client
 from stream_processor.adapters.history_store import S3HistoryStore
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.items import EVENT_ID, item_json
 
 
 def _scan(settings: Settings, table: str) -> Iterator[dict[str, Any]]:
@@ -35,7 +36,7 @@ def verify_state(
             key = (dataset.value, item[key_field]["S"])
             seen.add(key)
             expected = truth.get(key)
-            if expected is None or item.get("_eventId", {}).get("S") != expected["id"]:
+            if expected is None or item_json(item).get(EVENT_ID) != expected["id"]:
                 mismatches += 1
     mismatches += len(set(truth) - seen)
     return items, mismatches

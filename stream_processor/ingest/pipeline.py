@@ -7,7 +7,9 @@ Order of effects, and why:
   3. Write the state, one version-guarded conditional put per key, concurrently (one
      PutItem each, or 100 per TransactWriteItems: see `adapters.dynamodb_state`). A failed
      condition is a stale event (fine); a write DynamoDB refuses for good is quarantined
-     (step 3b) instead of blocking the shard forever.
+     (step 3b) instead of blocking the shard forever. A key whose stored order this process
+     already knows to be at least the winner's is not sent at all (`core.known`: the guard
+     would refuse it, at the price of a write).
   4. Report the lowest sequence number not fully processed (`failed_from`): the earliest
      record of any key whose state write failed (not only the key's winner: the older
      records of that key are not reflected in the state either). The caller may checkpoint /
@@ -40,6 +42,7 @@ from stream_processor.core.history import (
     quarantine_object_key,
 )
 from stream_processor.core.items import StateWrite, build_state_write
+from stream_processor.core.known import KnownOrders
 from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, StateSink
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import reduce_batch
@@ -104,6 +107,8 @@ class BatchOutcome:
     history_objects: int
     state_written: int = 0
     state_stale: int = 0
+    #: Of the stale ones, those not sent: known to be stored already (`core.known`).
+    state_skipped: int = 0
     state_failed: int = 0
     #: Rounds the state writes took (1: no retry was needed).
     state_rounds: int = 0
@@ -145,6 +150,7 @@ class Pipeline:
         self._quarantine = quarantine
         self._gap_filler = gap_filler
         self._clock = clock
+        self._known = KnownOrders(settings.known_keys)
 
     @property
     def settings(self) -> Settings:
@@ -191,10 +197,16 @@ class Pipeline:
 
         # 3. State.
         ingested_at = self._clock()
-        oversized = numbers_as_text = 0
+        oversized = numbers_as_text = skipped = 0
+        known = self._known
         for event in plan.state:
+            order = event.order()
+            if known.covers(event.dataset, event.key, order):
+                skipped += 1
+                continue
             write = build_state_write(
                 event,
+                order=order,
                 ingested_at=ingested_at,
                 # Only an oversized item needs it: computed on demand.
                 snapshot_uri=partial(self._snapshot_uri, event, shard, first, last),
@@ -205,10 +217,13 @@ class Pipeline:
             numbers_as_text += write.numbers_as_text
             self._state.add(write)
         report = self._state.flush(deadline)
+        for write in (*report.written, *report.stale):
+            known.record(write.event.dataset, write.event.key, write.order)
         outcome = replace(
             outcome,
             state_written=len(report.written),
-            state_stale=len(report.stale),
+            state_stale=len(report.stale) + skipped,
+            state_skipped=skipped,
             state_failed=len(report.failed),
             state_rounds=report.rounds,
             oversized=oversized,

@@ -7,7 +7,7 @@ from stream_processor.adapters.dynamodb_checkpoints import SHARD_KEY, STREAM_KEY
 from stream_processor.adapters.provisioning import ensure_bucket, ensure_stream, ensure_table
 from stream_processor.config import Settings
 from stream_processor.core.events import SPECS
-from stream_processor.core.indexes import indexes_of
+from stream_processor.core.indexes import LEGACY_INDEXES, indexes_of
 
 
 def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> dict[str, object]:
@@ -19,7 +19,13 @@ def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> 
     for dataset, table in tables.items():
         key_field = SPECS[dataset].key_field
         assert key_field is not None
-        ensure_table(ddb, table, key_field, indexes=[i.definition() for i in indexes_of(dataset)])
+        ensure_table(
+            ddb,
+            table,
+            key_field,
+            indexes=[i.definition() for i in indexes_of(dataset)],
+            retired=LEGACY_INDEXES[dataset],
+        )
     ensure_table(ddb, settings.checkpoint_table, STREAM_KEY, SHARD_KEY)
     ensure_bucket(s3_client(settings), bucket, region)
     names = sorted([*tables.values(), settings.checkpoint_table])

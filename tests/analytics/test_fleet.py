@@ -15,10 +15,10 @@ from typing import Any
 import boto3
 import pytest
 
-from stream_processor.analytics.fleet import FleetState
+from stream_processor.analytics.fleet import ROW_ATTRIBUTES, FleetState
 from stream_processor.cli import main
 from stream_processor.config import Settings
-from stream_processor.core.events import TASK_STATUSES
+from stream_processor.core.events import TASK_STATUSES, Dataset
 from stream_processor.core.indexes import indexes_of
 from stream_processor.ingest.wiring import build_pipeline
 from tests.conftest import instance_event, load_fixture, record, task_event
@@ -156,8 +156,19 @@ def test_every_command_returns_exactly_the_truth_through_queries_only(
     row = _json(capsys, "get", task, "--format", "json")
     assert row["taskArn"] == task and row["lastStatus"] == "STOPPED"
     assert isinstance(row["containers"], list)  # the whole item, nested attributes too
+    rows = _json(
+        capsys, "tasks", "--cluster", "prod", "--service", "web", "--status", "stopped",
+        "--format", "json",
+    )  # fmt: skip
+    assert {r["taskArn"] for r in rows} == _tasks(
+        written, cluster="prod", group="service:web", status="STOPPED"
+    ) and rows
+    # A row holds what the index projected before it became KEYS_ONLY, nothing more.
+    assert set(rows[0]) <= {"taskArn", *ROW_ATTRIBUTES[Dataset.TASK]}
+    assert {"taskArn", "version", "lastStatus", "group", "_eventTime"} <= set(rows[0])
     dynamodb = {k for k in counted.forwarded if k.startswith("dynamodb:")}
-    assert dynamodb == {"dynamodb:Query", "dynamodb:GetItem"}  # never a Scan
+    # Keys from the indexes, items by key: never a Scan.
+    assert dynamodb == {"dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:GetItem"}
 
     # The table format reads like `kubectl get pods`.
     assert main(["tasks", "--cluster", "prod", "--status", "RUNNING"]) == 0

@@ -12,21 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_processor.core.events import EcsEvent, decode_event
-from stream_processor.core.indexes import (
-    CLUSTER,
-    INDEX_SHARDS,
-    ORDER_ATTRIBUTE,
-    SERVICE,
-    STATUS,
-    shard_of,
-)
+from stream_processor.core.indexes import CLUSTER, INDEX_SHARDS, PHASE, shard_of
 from stream_processor.core.items import (
     DETAIL,
     DETAIL_ZLIB,
+    EVENT_ID,
+    EVENT_TIME,
     MAX_ITEM_BYTES,
     ORDER,
     OVERSIZED,
     SNAPSHOT,
+    SUB_SEQUENCE_NUMBER,
     build_state_write,
     item_json,
     item_size,
@@ -66,8 +62,9 @@ def test_native_item_holds_every_detail_attribute_by_name_nested_as_maps_and_lis
     assert item["containers"]["L"][0]["M"]["name"] == {
         "S": source["detail"]["containers"][0]["name"]
     }
-    assert item["_eventId"] == {"S": source["id"]}
-    assert item["_eventTime"] == {"S": "2020-01-23T17:57:58Z"}
+    # Fields of `_order`, not stored twice; every reader gets them back.
+    assert item_json(item)["_eventId"] == source["id"]
+    assert item_json(item)["_eventTime"] == "2020-01-23T17:57:58Z"
     assert item["_shardId"] == {"S": "shardId-000000000000"}
     assert item["_sequenceNumber"] == {"S": "1"}
     assert item["_ingestedAt"] == {"S": "2026-01-01T00:00:00.000Z"}
@@ -162,17 +159,39 @@ def test_items_of_the_previous_shape_and_of_the_reference_lambda_read_back() -> 
     assert item_json(reference) == _detail(source)
 
 
-def test_index_attributes_shard_the_cluster_and_lead_with_the_status() -> None:
+def test_index_attributes_shard_the_cluster_and_split_live_from_ended() -> None:
     source = task_event(version=3, status="PENDING", group="service:web")
     item = build_state_write(_event(source), ingested_at="t", snapshot_uri="s").item
     arn, cluster = source["detail"]["taskArn"], source["detail"]["clusterArn"]
     shard = shard_of(arn)
     assert 0 <= shard < INDEX_SHARDS
     assert item[CLUSTER] == {"S": f"{cluster}#{shard}"}
-    assert item[SERVICE] == {"S": f"{cluster}#service:web#{shard}"}
-    assert item[STATUS] == {"S": f"PENDING#{arn}"}
-    assert CLUSTER not in item_json(item) and STATUS not in item_json(item)
-    assert ORDER_ATTRIBUTE == ORDER  # deployments' index sorts on the guard's order string
+    assert item[PHASE] == {"S": "live#service:web"}
+    assert CLUSTER not in item_json(item) and PHASE not in item_json(item)
+    # The keys do not change with the status while the task lives (no index write), and
+    # move once when it stops.
+    running = task_event(version=4, status="RUNNING", group="service:web")
+    stopped = task_event(version=9, status="STOPPED", group="service:web")
+    running_item = build_state_write(_event(running), ingested_at="t", snapshot_uri="s").item
+    stopped_item = build_state_write(_event(stopped), ingested_at="t", snapshot_uri="s").item
+    assert running_item[PHASE] == item[PHASE] and running_item[CLUSTER] == item[CLUSTER]
+    assert stopped_item[PHASE] == {"S": "ended#service:web"}
+    instance = build_state_write(_event(instance_event(version=2)), ingested_at="t", snapshot_uri="s")
+    assert instance.item[PHASE] == {"S": "live#"}
+
+
+def test_event_id_and_time_are_read_from_the_order_not_stored() -> None:
+    source = task_event(version=3, status="PENDING")
+    source["time"] = "2026-01-01T12:00:01.250Z"
+    item = build_state_write(_event(source), ingested_at="t", snapshot_uri="s").item
+    assert EVENT_ID not in item and EVENT_TIME not in item and SUB_SEQUENCE_NUMBER not in item
+    row = item_json(item)
+    assert row[EVENT_ID] == source["id"]
+    assert row[EVENT_TIME] == "2026-01-01T12:00:01.250000Z"
+    assert row[SUB_SEQUENCE_NUMBER] == 0
+    # An item written before keeps what it stored.
+    item[EVENT_TIME] = {"S": "2026-01-01T12:00:01.25Z"}
+    assert item_json(item)[EVENT_TIME] == "2026-01-01T12:00:01.25Z"
 
 
 def test_oversized_item_keeps_key_version_status_index_keys_and_a_pointer() -> None:
@@ -189,7 +208,7 @@ def test_oversized_item_keeps_key_version_status_index_keys_and_a_pointer() -> N
     assert write.item["lastStatus"] == {"S": "STOPPED"}
     assert write.item[OVERSIZED] == {"BOOL": True}
     assert write.item[SNAPSHOT] == {"S": "s3://bucket/history/k"}
-    assert STATUS in write.item and CLUSTER in write.item
+    assert write.item[PHASE]["S"].startswith("ended#") and CLUSTER in write.item
     assert "containers" not in write.item and DETAIL not in write.item
 
 
