@@ -29,7 +29,7 @@ from stream_processor.core.catalog import (
     snapshot_columns,
 )
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.indexes import indexes_of
+from stream_processor.core.indexes import LEGACY_INDEXES, indexes_of
 
 TEMPLATE_PATH = Path(__file__).parents[2] / "infra" / "template.yaml"
 TEMPLATE: dict[str, Any] = yaml.safe_load(TEMPLATE_PATH.read_text())
@@ -41,6 +41,39 @@ def _of_type(kind: str) -> dict[str, dict[str, Any]]:
 
 
 FUNCTION = _of_type("AWS::Lambda::Function")["ProcessorFunction"]
+_DATASET_RESOURCES = {
+    Dataset.TASK: "TaskStateTable",
+    Dataset.CONTAINER_INSTANCE: "ContainerInstanceStateTable",
+    Dataset.DEPLOYMENT: "DeploymentStateTable",
+}
+#: The state tables' indexes as the template declared them before issue 19 (a stack to
+#: upgrade has exactly these).
+OLD_TABLES = (Path(__file__).parent / "state_indexes_before_19.yaml").read_text()
+
+
+def test_index_layout_steps_change_one_index_per_table_from_the_old_layout() -> None:
+    """CloudFormation takes one GSI creation or deletion per table per update: each step of
+    StateIndexLayout, starting from the indexes before issue 19, is one such change, the old
+    indexes stay byte for byte what they were (a changed GSI would be a replacement), and
+    every step defines exactly the attributes its indexes use."""
+    before = yaml.safe_load(OLD_TABLES)
+    for resource, old in before.items():
+        table = _of_type("AWS::DynamoDB::Table")[resource]
+        previous = {i["IndexName"]: i for i in old["GlobalSecondaryIndexes"]}
+        retired = LEGACY_INDEXES[{v: k for k, v in _DATASET_RESOURCES.items()}[resource]]
+        assert set(previous) == set(retired)
+        for layout in LAYOUTS:
+            step = _resolve(table, layout)
+            now = {i["IndexName"]: i for i in step["GlobalSecondaryIndexes"]}
+            changed = set(now).symmetric_difference(previous)
+            assert len(changed) <= 1, (resource, layout, changed)
+            for name in set(now) & set(previous):
+                assert now[name] == previous[name]
+            used = {k["AttributeName"] for i in now.values() for k in i["KeySchema"]}
+            used |= {k["AttributeName"] for k in step["KeySchema"]}
+            assert {a["AttributeName"] for a in step["AttributeDefinitions"]} == used
+            previous = now
+        assert not set(previous) & set(retired)  # `current` keeps none of the old ones
 
 
 def test_handler_path_points_at_the_real_handler() -> None:
@@ -63,8 +96,30 @@ def test_environment_is_exactly_what_the_lambda_reads() -> None:
     assert parameters["ReconcileGaps"]["Default"] == str(Settings().reconcile_gaps).lower()
 
 
+LAYOUTS = ("migrate-add", "migrate-retire", "current")
+
+
+def _resolve(value: Any, layout: str) -> Any:
+    """The template value with its index-layout conditions decided for `layout`."""
+    truth = {
+        "IndexLayoutCurrent": layout == "current",
+        "IndexLayoutAdd": layout == "migrate-add",
+        "IndexLayoutRetire": layout == "migrate-retire",
+    }
+    if isinstance(value, dict) and "Fn::If" in value and value["Fn::If"][0] in truth:
+        condition, then, otherwise = value["Fn::If"]
+        return _resolve(then if truth[condition] else otherwise, layout)
+    if isinstance(value, dict):
+        return {k: _resolve(v, layout) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, layout) for v in value]
+    return value
+
+
 def test_state_tables_match_the_code_names_and_keys() -> None:
-    tables = {p["TableName"]: p for p in _of_type("AWS::DynamoDB::Table").values()}
+    tables = {
+        p["TableName"]: _resolve(p, "current") for p in _of_type("AWS::DynamoDB::Table").values()
+    }
     defaults = Settings()
     expected = {
         defaults.task_state_table: SPECS[Dataset.TASK].key_field,
@@ -76,6 +131,10 @@ def test_state_tables_match_the_code_names_and_keys() -> None:
         defaults.container_instance_state_table: Dataset.CONTAINER_INSTANCE,
         defaults.deployment_state_table: Dataset.DEPLOYMENT,
     }
+    assert TEMPLATE["Parameters"]["StateIndexLayout"]["Default"] == "current"
+    assert TEMPLATE["Parameters"]["StateIndexLayout"]["AllowedValues"] == sorted(
+        LAYOUTS, key=lambda layout: layout != "current"
+    )
     for name, key in expected.items():
         assert tables[name]["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
         indexes = [i.definition() for i in indexes_of(datasets[name])]
