@@ -1,4 +1,4 @@
-"""Commands of the write side: `setup`, `consume`, `reconcile`."""
+"""Commands of the write side: `setup`, `consume`, `reconcile`, `reindex`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stream_processor.errors import ConfigError
 
 
 def add_commands(sub: Any) -> None:
-    """Register `consume`, `reconcile` and `setup`."""
+    """Register `consume`, `reconcile`, `reindex` and `setup`."""
     consume = sub.add_parser(
         "consume", help="read every shard of a stream through the pipeline, with checkpoints"
     )
@@ -127,6 +127,24 @@ def add_commands(sub: Any) -> None:
     setup.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")
     setup.set_defaults(run=run_setup)
 
+    reindex = sub.add_parser(
+        "reindex",
+        help="bring state items written before the current index layout into it "
+        "(bounded, resumable, safe beside the live pipeline)",
+    )
+    reindex.add_argument(
+        "--table",
+        choices=("task", "instance", "deployment", "all"),
+        default="all",
+        help="which state table (all)",
+    )
+    reindex.add_argument(
+        "--limit", type=positive, default=None, help="stop after reading this many items"
+    )
+    reindex.add_argument("--page-size", type=positive, default=500, help="items per Scan page")
+    reindex.add_argument("--resume", metavar="TOKEN", help="continue where a run stopped")
+    reindex.set_defaults(run=run_reindex)
+
 
 def run_setup(args: argparse.Namespace) -> int:
     from stream_processor.ingest.setup import ensure_all
@@ -135,6 +153,54 @@ def run_setup(args: argparse.Namespace) -> int:
     region = boto3.Session().region_name or "us-east-1"
     created = ensure_all(settings, stream=args.stream, shards=args.shards, region=region)
     print(json.dumps(created))
+    return 0
+
+
+def run_reindex(args: argparse.Namespace) -> int:
+    from stream_processor.adapters.clients import dynamodb_client
+    from stream_processor.adapters.dynamodb_reindex import DynamoDBReindexer
+    from stream_processor.core.events import Dataset
+    from stream_processor.ingest.reindex import ReindexReport, decode_token, reindex
+    from stream_processor.progress import Progress
+
+    settings = Settings.from_env(os.environ)
+    tables = {
+        "task": [Dataset.TASK],
+        "instance": [Dataset.CONTAINER_INSTANCE],
+        "deployment": [Dataset.DEPLOYMENT],
+        "all": [Dataset.TASK, Dataset.CONTAINER_INSTANCE, Dataset.DEPLOYMENT],
+    }
+    datasets, start = tables[args.table], None
+    if args.resume:
+        datasets, start = decode_token(args.resume)
+    progress = Progress(sys.stderr)
+
+    def show(report: ReindexReport) -> None:
+        progress.step(
+            f"reindex: {report.scanned:,} items read, {report.updated:,} updated, "
+            f"{report.raced:,} rewritten meanwhile"
+        )
+
+    store = DynamoDBReindexer(dynamodb_client(settings), settings.state_tables())
+    report = reindex(
+        store, datasets, start=start, limit=args.limit, page_size=args.page_size, progress=show
+    )
+    progress.done(
+        f"reindex: {report.scanned:,} items read, {report.updated:,} updated "
+        f"({', '.join(f'{k} {v:,}' for k, v in report.per_dataset.items()) or 'none needed'}), "
+        f"{report.raced:,} rewritten meanwhile"
+        + (f"; resume with --resume {report.resume}" if report.resume else "; done")
+    )
+    print(
+        json.dumps(
+            {
+                "scanned": report.scanned,
+                "updated": report.updated,
+                "raced": report.raced,
+                "resume": report.resume,
+            }
+        )
+    )
     return 0
 
 

@@ -153,3 +153,23 @@ def index_attributes(event: EcsEvent) -> dict[str, dict[str, str]]:
             out[CLUSTER] = {"S": f"{cluster}#{shard_of(event.key)}"}
             out[PHASE] = {"S": phase_value(phase_of(event.dataset, status), group)}
     return out
+
+
+def reindexed(dataset: Dataset, item: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """What an item stored before this layout needs to join it (attributes to set, from the
+    item's own status, group and cluster) and what it holds of the old one (to remove).
+    Both empty: the item is already where it belongs."""
+    key_field = "taskArn" if dataset is Dataset.TASK else "containerInstanceArn"
+    updates: dict[str, str] = {}
+    if dataset in (Dataset.TASK, Dataset.CONTAINER_INSTANCE):
+        cluster = item.get("clusterArn", {}).get("S")
+        key = item.get(key_field, {}).get("S")
+        if isinstance(cluster, str) and cluster and isinstance(key, str):
+            status = item.get(TERMINAL[dataset][0], {}).get("S")
+            group = item.get("group", {}).get("S") if dataset is Dataset.TASK else ""
+            wanted = {
+                CLUSTER: f"{cluster}#{shard_of(key)}",
+                PHASE: phase_value(phase_of(dataset, status), _text(group)),
+            }
+            updates = {k: v for k, v in wanted.items() if item.get(k, {}).get("S") != v}
+    return updates, [name for name in LEGACY_INDEX_ATTRIBUTES if name in item]
