@@ -176,7 +176,9 @@ def test_index_attributes_shard_the_cluster_and_split_live_from_ended() -> None:
     stopped_item = build_state_write(_event(stopped), ingested_at="t", snapshot_uri="s").item
     assert running_item[PHASE] == item[PHASE] and running_item[CLUSTER] == item[CLUSTER]
     assert stopped_item[PHASE] == {"S": "ended#service:web"}
-    instance = build_state_write(_event(instance_event(version=2)), ingested_at="t", snapshot_uri="s")
+    instance = build_state_write(
+        _event(instance_event(version=2)), ingested_at="t", snapshot_uri="s"
+    )
     assert instance.item[PHASE] == {"S": "live#"}
 
 
