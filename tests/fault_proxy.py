@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -113,6 +114,9 @@ class FaultPolicy:
     deny: list[tuple[bytes, Fault]] = field(default_factory=list)
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: Counter[str] = field(default_factory=Counter)
+    #: Called with (service, operation, request body, status, answer body) for every
+    #: forwarded request (a bill meter reads the wire through it).
+    observe: Callable[[str, str, bytes, int, bytes], None] | None = None
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -216,6 +220,8 @@ class FaultProxy:
                     self.wfile.write(fault.body)
                     return
                 status, reason, response_headers, payload = self._forward(body)
+                if proxy.policy.observe is not None:
+                    proxy.policy.observe(service, operation, body, status, payload)
                 self.send_response(status, reason)
                 for key, value in response_headers:
                     if key.lower() not in (
