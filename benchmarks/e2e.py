@@ -46,16 +46,20 @@ from stream_processor.demo.simulation import deliver, partition_key, simulate_fl
 from stream_processor.ingest.setup import ensure_all  # noqa: E402
 
 
-def reference_handler(event: dict[str, Any], _context: object) -> None:
+def reference_handler(
+    event: dict[str, Any],
+    _context: object,
+    tables: tuple[str, str] = ("ECSTaskState", "ECSCtrInstanceState"),
+) -> None:
     """AWS's sample: per record, decode, get_item, compare versions, put_item. The floats
     crash its resource layer, so ours parses them as Decimal to be able to run at all."""
     for record in event["Records"]:
         payload = json.loads(base64.b64decode(record["kinesis"]["data"]), parse_float=Decimal)
         detail = payload["detail"]
         if payload["detail-type"] == "ECS Task State Change":
-            table, key = "ECSTaskState", "taskArn"
+            table, key = tables[0], "taskArn"
         elif payload["detail-type"] == "ECS Container Instance State Change":
-            table, key = "ECSCtrInstanceState", "containerInstanceArn"
+            table, key = tables[1], "containerInstanceArn"
         else:
             continue
         dynamodb = boto3.resource("dynamodb")  # as the sample: a new resource per call

@@ -1,13 +1,7 @@
 """The current-state questions: `tasks --cluster` on a 10,000-task cluster through the
-sharded index, against the full `Scan` it replaces; and the write units per item of both
-item shapes on real events.
-
-moto's server runs in another process behind a counting proxy (no added latency), so the
-times are moto's (it evaluates a `Query` by walking the index in Python); the request
-counts and the items read are what DynamoDB would see. The tables are filled with compact
-items (`STATE_ITEM_FORMAT=compact`): moto serializes nested native items slowly, and a
-`Scan` of native items would only read more bytes, so the comparison is, if anything,
-kind to the `Scan`.
+sharded KEYS_ONLY index and `BatchGetItem`, against the full `Scan` it replaces, in read
+units from the wire (dynalite behind the bill meter, `benchmarks/meter.py`); and the write
+units per item of both item shapes on real events.
 
 Usage: python benchmarks/state.py [--tasks 10000] [--other-tasks 5000]
 """
@@ -17,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import math
 import os
 import sys
 import time
@@ -29,11 +22,11 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.e2e import counts, local_environment, print_table  # noqa: E402
-from benchmarks.steady import endpoint, item_sizes, write_units  # noqa: E402
+from benchmarks.bill import fetch_json, metered  # noqa: E402
+from benchmarks.e2e import local_environment, print_table  # noqa: E402
+from benchmarks.steady import dynalite, item_sizes, write_units  # noqa: E402
 from stream_processor.cli import main as cli  # noqa: E402
 from stream_processor.config import Settings  # noqa: E402
-from stream_processor.core.items import item_size  # noqa: E402
 from stream_processor.core.records import KinesisRecord  # noqa: E402
 from stream_processor.demo.simulation import simulate_fleet, steady_stream  # noqa: E402
 from stream_processor.ingest.setup import ensure_all  # noqa: E402
@@ -68,39 +61,6 @@ def _write(events: list[dict[str, Any]], settings: Settings) -> None:
         built.close()
 
 
-def _read_units(size: int) -> float:
-    """Eventually consistent reads: half a unit per 4 KB read (a whole page's items are
-    summed before rounding, so this is per byte, rounded once)."""
-    return math.ceil(size / 4096) * 0.5
-
-
-def _index_bytes(settings: Settings, argv: list[str]) -> int:
-    """The size of the index entries a `tasks` command reads, summed the way DynamoDB sizes
-    items."""
-    import boto3
-
-    from stream_processor.core.indexes import partitions
-
-    client = boto3.client("dynamodb")
-    cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{argv[argv.index('--cluster') + 1]}"
-    status = argv[argv.index("--status") + 1] if "--status" in argv else None
-    total = 0
-    for partition in partitions(cluster):
-        kwargs: dict[str, Any] = {
-            "TableName": settings.task_state_table,
-            "IndexName": "cluster-status",
-            "KeyConditionExpression": "#p = :p" + (" AND begins_with(#s, :s)" if status else ""),
-            "ExpressionAttributeNames": {"#p": "_cluster", **({"#s": "_status"} if status else {})},
-            "ExpressionAttributeValues": {
-                ":p": {"S": partition},
-                **({":s": {"S": f"{status}#"}} if status else {}),
-            },
-        }
-        for page in client.get_paginator("query").paginate(**kwargs):
-            total += sum(item_size(i) for i in page["Items"])
-    return total
-
-
 def shape_units(shape: str) -> dict[str, float]:
     """Mean item KB and WRU of each kind of event, in one shape."""
     sizes = item_sizes(simulate_fleet(200, seed=9).events, shape)
@@ -118,41 +78,48 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--other-tasks", type=int, default=5_000)
+    parser.add_argument("--item-format", choices=("native", "compact"), default="native")
     args = parser.parse_args()
-    with endpoint(0.0) as (url, control):
+    with dynalite() as dynamodb, metered(dynamodb) as (url, control, dynamodb_url):
         local_environment(url)  # region us-east-1, as REGION
-        settings = Settings.from_env(os.environ, state_item_format="compact")
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_url
+        settings = Settings.from_env(os.environ, state_item_format=args.item_format)
         ensure_all(settings, stream="bench", shards=1, region=REGION)
+        fetch_json(f"{control}/tables")
         print(f"writing {args.tasks:,} + {args.other_tasks:,} tasks ...", file=sys.stderr)
         _write(_cluster_events(args.tasks, "big", seed=1), settings)
         _write(_cluster_events(args.other_tasks, "other", seed=2), settings)
 
         rows = []
         for name, argv in (
-            ("`tasks --cluster big` (8 index shards)", ["tasks", "--cluster", "big"]),
+            ("`tasks --cluster big`", ["tasks", "--cluster", "big"]),
             (
                 "`tasks --cluster big --status RUNNING`",
                 ["tasks", "--cluster", "big", "--status", "RUNNING"],
             ),
+            (
+                "`tasks --cluster big --status STOPPED`",
+                ["tasks", "--cluster", "big", "--status", "STOPPED"],
+            ),
+            (
+                "`tasks --cluster big --service web`",
+                ["tasks", "--cluster", "big", "--service", "web"],
+            ),
         ):
-            counts(control, reset=True)
+            fetch_json(f"{control}/bill")
             started = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()) as out:
                 assert cli([*argv, "--format", "json"]) == 0
             took = time.perf_counter() - started
             found = len(msgspec.json.decode(out.getvalue()))
-            requests = counts(control)
-            # What the Query reads: the index entries (key attributes + projection) it
-            # returns. Measured on the index through the same boto3 reads the command makes.
-            read = _index_bytes(settings, argv)
+            bill = fetch_json(f"{control}/bill")
+            requests = bill["requests"]
             rows.append(
                 [
                     name,
                     f"{found:,}",
-                    f"{found:,}",
-                    f"{read / 1e6:.1f}",
-                    f"{_read_units(read):,.0f}",
-                    str(requests.get("dynamodb:Query", 0)),
+                    f"{bill['rru']:,.0f}",
+                    f"{requests.get('Query', 0)} + {requests.get('BatchGetItem', 0)}",
                     f"{took:.2f}",
                 ]
             )
@@ -160,40 +127,31 @@ def main() -> int:
         import boto3
 
         client = boto3.client("dynamodb")
-        counts(control, reset=True)
+        fetch_json(f"{control}/bill")
         started = time.perf_counter()
-        found = scanned = read = 0
+        found = 0
         for page in client.get_paginator("scan").paginate(TableName=settings.task_state_table):
-            scanned += page["ScannedCount"]
-            read += sum(item_size(i) for i in page["Items"])
             found += sum(1 for i in page["Items"] if "/big" in i["clusterArn"]["S"])
         took = time.perf_counter() - started
+        bill = fetch_json(f"{control}/bill")
         rows.append(
             [
                 "full `Scan` of the table, filtered on the client",
                 f"{found:,}",
-                f"{scanned:,}",
-                f"{read / 1e6:.1f}",
-                f"{_read_units(read):,.0f}",
-                str(counts(control).get("dynamodb:Scan", 0)),
+                f"{bill['rru']:,.0f}",
+                f"{bill['requests'].get('Scan', 0)} Scan",
                 f"{took:.2f}",
             ]
         )
+        del os.environ["AWS_ENDPOINT_URL_DYNAMODB"]
     print(
         f"Command: `python benchmarks/state.py --tasks {args.tasks} --other-tasks "
-        f"{args.other_tasks}`: {args.tasks:,} tasks in cluster `big`, {args.other_tasks:,} "
-        "in another (compact items), moto in its own process.\n"
+        f"{args.other_tasks}`: {args.tasks:,} tasks in cluster `big` (80% RUNNING, 10% "
+        f"PENDING, 10% STOPPED), {args.other_tasks:,} in another, {args.item_format} items; "
+        "dynalite behind the bill meter (benchmarks/meter.py).\n"
     )
     print_table(
-        [
-            "question",
-            "tasks returned",
-            "items read",
-            "MB read",
-            "read units",
-            "requests",
-            "seconds (moto)",
-        ],
+        ["question", "tasks returned", "read units", "Query + BatchGetItem requests", "seconds"],
         rows,
     )
     print("Write units per state item, by shape (200 simulated tasks' events):\n")

@@ -57,8 +57,9 @@ from stream_processor.core.records import KinesisRecord  # noqa: E402
 from stream_processor.demo.simulation import steady_stream  # noqa: E402
 from stream_processor.ingest.setup import ensure_all  # noqa: E402
 
-#: List prices, us-east-1, as published by AWS in 2025 (not fetched live: check the
-#: pricing pages before relying on them).
+#: List prices, us-east-1, as AWS published them (DynamoDB on-demand since 2024-11-01;
+#: the rest 2025) and as this project knew them on 2026-12-02: not fetched live, check the
+#: pricing pages before relying on them.
 PRICES = {
     "dynamodb_per_million_wru": 0.625,  # on-demand write request units
     "dynamodb_per_million_rru": 0.125,  # on-demand read request units
@@ -67,8 +68,12 @@ PRICES = {
     "s3_per_thousand_puts": 0.005,  # S3 Standard PUT
     "kinesis_per_gb_in": 0.08,  # on-demand data ingested
     "kinesis_per_gb_out": 0.04,  # on-demand data retrieved
+    "kinesis_per_shard_hour": 0.015,  # provisioned
+    "kinesis_per_million_put_units": 0.014,  # provisioned, 25 KB payload units
 }
-PRICES_AS_OF = "2025 list prices, us-east-1"
+PRICES_AS_OF = (
+    "us-east-1 list prices as of 2026-12-02 (DynamoDB on-demand $0.625/M WRU, $0.125/M RRU)"
+)
 #: Lambda gives a function one full vCPU at 1,769 MB: CPU seconds cost at least this.
 GB_PER_VCPU = 1.769
 
