@@ -283,7 +283,9 @@ def main() -> int:
             )
     print(
         f"\nCost per million events ({PRICES_AS_OF}; DynamoDB on-demand at ⌈item KB⌉ WRU per "
-        "write, 2x in a transaction, and the reference's reads; Lambda arm64 CPU time at one "
+        "write, items only: no index writes, no failed conditions (benchmarks/bill.py meters "
+        "the whole bill off the wire), 2x in a transaction, and the reference's reads; "
+        "Lambda arm64 CPU time at one "
         f"vCPU = {GB_PER_VCPU} GB, a lower bound of billed duration; S3 PUTs; Kinesis "
         "on-demand in + out):\n"
     )

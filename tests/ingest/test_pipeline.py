@@ -79,3 +79,25 @@ def test_outcome_log_has_counts_and_no_payloads() -> None:
     )
     assert secret not in json.dumps(outcome.as_log())
     assert outcome.quarantined == 1
+
+
+def test_a_redelivery_in_a_later_batch_is_not_sent_but_counted_stale() -> None:
+    """A failed conditional put costs a whole write: what the consumer knows is stored
+    already is skipped before it is sent (`core.known`), and the state ends the same."""
+    for known_keys, sent in ((20_000, 2), (0, 3)):
+        store = InMemoryStateStore()
+        pipeline = Pipeline(
+            Settings(history_bucket="b", known_keys=known_keys),
+            state=store,
+            history=InMemoryHistory(),
+            quarantine=InMemoryQuarantine(),
+        )
+        first, newer = task_event(version=3), task_event(version=4)
+        assert pipeline.process([record(first, 1)]).state_written == 1
+        again = pipeline.process([record(first, 2)])  # the same event, delivered again
+        assert (again.state_written, again.state_stale) == (0, 1)
+        assert again.state_skipped == (1 if known_keys else 0)
+        assert pipeline.process([record(newer, 3)]).state_written == 1
+        assert store.writes == sent
+        (item,) = store.items[Dataset.TASK].values()
+        assert item["version"] == {"N": "4"}
