@@ -177,6 +177,20 @@ def dollars(row: dict[str, Any], event_bytes: float) -> dict[str, float]:
     return out
 
 
+def kinesis_break_even(event_bytes: float, shards: int) -> float:
+    """The average load (a fraction of `shards` provisioned shards' capacity) below which
+    on-demand costs less than provisioned shards sized for the peak: on-demand pays a
+    stream-hour and per GB; provisioned pays shard-hours whatever the load, plus PUT
+    payload units."""
+    rate = min(SHARD_RECORDS_S, SHARD_BYTES_S / event_bytes)  # events/s of one full shard
+    gigabytes_h = rate * 3600 * math.ceil(event_bytes / KB) * KB / 1e9
+    on_demand_h = gigabytes_h * (PRICES["kinesis_per_gb_in"] + PRICES["kinesis_per_gb_out"])
+    put_units_h = rate * 3600 * math.ceil(event_bytes / (25 * KB)) / 1e6
+    provisioned_h = put_units_h * PRICES["kinesis_per_million_put_units"]
+    fixed = shards * PRICES["kinesis_per_shard_hour"] - PRICES["kinesis_per_stream_hour"]
+    return max(0.0, fixed / (shards * (on_demand_h - provisioned_h)))
+
+
 def metadata_crossings(events: list[dict[str, Any]], item_format: str) -> tuple[float, float]:
     """Mean bytes of our attributes per item, and the share of items whose write units
     they raise (the detail alone would fit in fewer KB)."""
@@ -359,8 +373,17 @@ def main() -> int:
              "whole $/M (on-demand)", "whole $/M (provisioned)", "vs sample's whole bill"],
             costs,
         )  # fmt: skip
+        print(
+            "- Kinesis: on-demand costs less than provisioned shards sized for the peak only "
+            "while the average load stays below "
+            + ", ".join(
+                f"{kinesis_break_even(sizes[shape], n):.1%} of {n} shard{'s' * (n > 1)}"
+                for n in (1, 4, 16)
+            )
+            + " (a stream-hour costs more than a shard-hour; then every GB is billed)"
+        )
         for (s, item_format), (extra, crossed) in crossings.items():
-            if s == shape:
+            if s == shape and item_format == "native":
                 print(
                     f"- {item_format} items: our attributes {extra:,.0f} bytes per item; "
                     f"{crossed:.0%} of items take one more write unit because of them"

@@ -68,6 +68,7 @@ PRICES = {
     "s3_per_thousand_puts": 0.005,  # S3 Standard PUT
     "kinesis_per_gb_in": 0.08,  # on-demand data ingested
     "kinesis_per_gb_out": 0.04,  # on-demand data retrieved
+    "kinesis_per_stream_hour": 0.04,  # on-demand
     "kinesis_per_shard_hour": 0.015,  # provisioned
     "kinesis_per_million_put_units": 0.014,  # provisioned, 25 KB payload units
 }

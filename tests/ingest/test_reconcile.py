@@ -145,6 +145,9 @@ def test_every_outcome_class_and_repair_never_regresses(settings: Settings) -> N
     orphan = item("ECSTaskState", "taskArn", _task_arn("orphan"))
     assert orphan["lastStatus"] == {"S": "STOPPED"} and orphan["version"] == {"N": "4"}
     assert "not returned by the ECS API" in orphan["_reconcileReason"]["S"]
+    # Marked STOPPED, it leaves the live tasks of its index for the ended ones, group kept.
+    group = orphan["group"]["S"]
+    assert orphan["_phase"] == {"S": f"ended#{group}"}
     ci = item("ECSCtrInstanceState", "containerInstanceArn", ci_arn)
     assert ci["version"] == {"N": "6"} and ci["status"] == {"S": "DRAINING"}
     assert ci["clusterArn"] == {"S": CLUSTER}
