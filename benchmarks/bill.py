@@ -19,7 +19,7 @@ Then the batching window as a cost dial: the simulator's whole task lifecycles, 
 meter rules applied to what is written: writes and write units per event, and how stale
 the state is (event time to the batch's end) on average.
 
-Usage: python benchmarks/bill.py [--tasks 1000] [--rounds 6] [--batch 1000]
+Usage: python benchmarks/bill.py [--tasks 2000] [--rounds 5] [--batch 1000]
 """
 
 from __future__ import annotations
@@ -277,8 +277,8 @@ def window_dial(windows: list[float], tasks: int) -> list[list[str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
     if args.rounds < 2:
