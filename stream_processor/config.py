@@ -30,6 +30,7 @@ class Settings:
     task_state_table: str = "ECSTaskState"
     container_instance_state_table: str = "ECSCtrInstanceState"
     deployment_state_table: str = "ECSDeploymentState"
+    daemon_deployment_state_table: str = "ECSDaemonDeploymentState"
     checkpoint_table: str = "stream-processor-checkpoints"
     history_bucket: str = ""
     history_prefix: str = "ecs-history/"
@@ -62,6 +63,7 @@ class Settings:
             "task_state_table",
             "container_instance_state_table",
             "deployment_state_table",
+            "daemon_deployment_state_table",
         ):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must not be empty")
@@ -101,6 +103,7 @@ class Settings:
             Dataset.TASK: self.task_state_table,
             Dataset.CONTAINER_INSTANCE: self.container_instance_state_table,
             Dataset.DEPLOYMENT: self.deployment_state_table,
+            Dataset.DAEMON_DEPLOYMENT: self.daemon_deployment_state_table,
         }
 
     def require_bucket(self) -> str:
@@ -148,6 +151,7 @@ ENV_NAMES: dict[str, str] = {
     "task_state_table": "TASK_STATE_TABLE",
     "container_instance_state_table": "CONTAINER_INSTANCE_STATE_TABLE",
     "deployment_state_table": "DEPLOYMENT_STATE_TABLE",
+    "daemon_deployment_state_table": "DAEMON_DEPLOYMENT_STATE_TABLE",
     "checkpoint_table": "CHECKPOINT_TABLE",
     "history_bucket": "HISTORY_BUCKET",
     "history_prefix": "HISTORY_PREFIX",

@@ -207,14 +207,18 @@ class FleetState:
         return [{k: v for k, v in item_json(item).items() if k in kept} for item in items]
 
     def get(self, key: str) -> Row | None:
-        """One item, whatever its kind: a task or container-instance ARN, or a deployment
-        id. None when the state has no such item."""
+        """One item, whatever its kind: a task, container-instance or daemon-deployment ARN,
+        or a deployment id. None when the state has no such item."""
         if ":task/" in key:
             dataset = Dataset.TASK
         elif ":container-instance/" in key:
             dataset = Dataset.CONTAINER_INSTANCE
+        elif ":daemon-deployment/" in key:
+            dataset = Dataset.DAEMON_DEPLOYMENT
         elif _is_arn(key):
-            raise ConfigError(f"{key} is neither a task nor a container-instance ARN")
+            raise ConfigError(
+                f"{key} is neither a task, a container-instance nor a daemon-deployment ARN"
+            )
         else:
             dataset = Dataset.DEPLOYMENT
         item = self._queries.get(dataset, key)

@@ -18,7 +18,7 @@ from stream_processor.cli.options import (
     print_rows,
 )
 from stream_processor.config import Settings
-from stream_processor.core.events import Dataset
+from stream_processor.core.events import SPECS, Dataset
 
 
 def add_commands(sub: Any) -> None:
@@ -34,7 +34,7 @@ def add_commands(sub: Any) -> None:
     state.add_argument(
         "--dataset",
         default="task_state_change",
-        choices=("task_state_change", "container_instance_state_change", "deployment_state_change"),
+        choices=[d.value for d in Dataset if SPECS[d].has_state],
     )
     state.add_argument("--cluster", help="only this cluster (ARN or name)")
     state.add_argument(

@@ -44,12 +44,17 @@ TASK_STATUSES = (
 
 
 class Dataset(enum.Enum):
-    """The four kinds of ECS events we keep, named like their history datasets."""
+    """The kinds of ECS events we keep, named like their history datasets. `OTHER` holds
+    every well-formed `aws.ecs` event of a detail type this code does not know yet: ECS adds
+    event types, and a new one is data, not a reason to quarantine."""
 
     TASK = "task_state_change"
     CONTAINER_INSTANCE = "container_instance_state_change"
     DEPLOYMENT = "deployment_state_change"
     SERVICE_ACTION = "service_action"
+    DAEMON_SERVICE_ACTION = "daemon_service_action"
+    DAEMON_DEPLOYMENT = "daemon_deployment_state_change"
+    OTHER = "other_event"
 
     # Members are singletons compared by identity; Enum's own __hash__ is Python code and
     # runs several times per event (dict keys everywhere).
@@ -82,8 +87,22 @@ SPECS: dict[Dataset, DatasetSpec] = {
     Dataset.SERVICE_ACTION: DatasetSpec(
         Dataset.SERVICE_ACTION, "ECS Service Action", None, False, False
     ),
+    Dataset.DAEMON_SERVICE_ACTION: DatasetSpec(
+        Dataset.DAEMON_SERVICE_ACTION, "ECS Daemon Service Action", None, False, False
+    ),
+    Dataset.DAEMON_DEPLOYMENT: DatasetSpec(
+        Dataset.DAEMON_DEPLOYMENT,
+        "ECS Daemon Deployment State Change",
+        "daemonDeploymentArn",
+        False,
+        True,
+    ),
+    # Any other detail type: matched by elimination, never by this name.
+    Dataset.OTHER: DatasetSpec(Dataset.OTHER, "", None, False, False),
 }
-_BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values()}
+_BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values() if spec.detail_type}
+#: The detail types this code knows by name (the catch-all rule routes every other one).
+KNOWN_DETAIL_TYPES = tuple(_BY_DETAIL_TYPE)
 
 
 class _Envelope(msgspec.Struct):
@@ -157,7 +176,46 @@ class ServiceActionDetail(msgspec.Struct, gc=False):
     createdAt: Any = None
 
 
-Detail = TaskDetail | ContainerInstanceDetail | DeploymentDetail | ServiceActionDetail
+class DaemonServiceActionDetail(msgspec.Struct, gc=False):
+    eventType: Any = None
+    eventName: Any = None
+    clusterArn: Any = None
+    containerInstanceArn: Any = None
+    # Absent when the daemon task could not be created (failureType TASK_CREATION_FAILED).
+    taskArn: Any = None
+    daemonArn: Any = None
+    daemonRevisionArn: Any = None
+    daemonTaskDefinitionArn: Any = None
+    capacityProviderName: Any = None
+    failureType: Any = None
+    reason: Any = None
+    createdAt: Any = None
+
+
+class DaemonDeploymentDetail(msgspec.Struct, gc=False):
+    daemonDeploymentArn: NonEmptyStr
+    # Nanoseconds in the docs' example: read to the microsecond, ties broken as usual.
+    updatedAt: datetime
+    eventType: Any = None
+    eventName: Any = None
+    clusterArn: Any = None
+    daemonArn: Any = None
+    targetDaemonRevisionArn: Any = None
+
+
+class OtherDetail(msgspec.Struct, gc=False):
+    """A detail type this code does not know: nothing is read from it (it is kept whole)."""
+
+
+Detail = (
+    TaskDetail
+    | ContainerInstanceDetail
+    | DeploymentDetail
+    | ServiceActionDetail
+    | DaemonServiceActionDetail
+    | DaemonDeploymentDetail
+    | OtherDetail
+)
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _DETAIL_DECODERS: dict[Dataset, msgspec.json.Decoder[Any]] = {
@@ -165,7 +223,12 @@ _DETAIL_DECODERS: dict[Dataset, msgspec.json.Decoder[Any]] = {
     Dataset.CONTAINER_INSTANCE: msgspec.json.Decoder(ContainerInstanceDetail),
     Dataset.DEPLOYMENT: msgspec.json.Decoder(DeploymentDetail),
     Dataset.SERVICE_ACTION: msgspec.json.Decoder(ServiceActionDetail),
+    Dataset.DAEMON_SERVICE_ACTION: msgspec.json.Decoder(DaemonServiceActionDetail),
+    Dataset.DAEMON_DEPLOYMENT: msgspec.json.Decoder(DaemonDeploymentDetail),
 }
+_OTHER_DETAIL = OtherDetail()
+#: Any JSON value (an unknown detail type's detail need not even be an object).
+_ANY_JSON = msgspec.json.Decoder()
 
 
 class EcsEvent(msgspec.Struct, frozen=True, gc=False):
@@ -286,14 +349,18 @@ def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Re
         return Rejected.of(record, "payload is not JSON we accept: nested too deeply")
     if env.source != "aws.ecs":
         return Rejected.of(record, f"unsupported source {_short(env.source)}")
-    spec = _BY_DETAIL_TYPE.get(env.detail_type)
-    if spec is None:
-        return Rejected.of(record, f"unsupported detail-type {_short(env.detail_type)}")
+    spec = _BY_DETAIL_TYPE.get(env.detail_type) or SPECS[Dataset.OTHER]
+    if not env.detail_type.strip():
+        return Rejected.of(record, "event without a detail-type")
     if env.time.tzinfo is None or not _EPOCH <= env.time < _LATEST:
         return Rejected.of(record, "event time must be a UTC instant in 1970..2099")
     detail_raw = bytes(env.detail)
     try:
-        detail = _DETAIL_DECODERS[spec.dataset].decode(detail_raw)
+        if spec.dataset is Dataset.OTHER:
+            _ANY_JSON.decode(detail_raw)  # well-formed is all we ask of what we do not know
+            detail: Detail = _OTHER_DETAIL
+        else:
+            detail = _DETAIL_DECODERS[spec.dataset].decode(detail_raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return Rejected.of(record, _reason("invalid detail", exc).replace("`$", "`$.detail", 1))
     except RecursionError:
@@ -312,10 +379,25 @@ def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Re
     elif isinstance(detail, ContainerInstanceDetail):
         key, version = detail.containerInstanceArn, detail.version
         primary = version
-    elif isinstance(detail, DeploymentDetail):
+    elif isinstance(detail, DeploymentDetail | DaemonDeploymentDetail):
         if detail.updatedAt.tzinfo is None or not _EPOCH <= detail.updatedAt < _LATEST:
             return Rejected.of(record, "detail.updatedAt must be a UTC instant in 1970..2099")
-        key, primary = detail.deploymentId, micros_since_epoch(detail.updatedAt)
+        key = (
+            detail.deploymentId
+            if isinstance(detail, DeploymentDetail)
+            else detail.daemonDeploymentArn
+        )
+        primary = micros_since_epoch(detail.updatedAt)
+    elif isinstance(detail, DaemonServiceActionDetail):
+        # No task when it could not be created (and then `resources` is empty): the
+        # instance it failed on is the subject.
+        subjects = (subject_arn, detail.taskArn, detail.containerInstanceArn, detail.daemonArn)
+        found = next((s for s in subjects if isinstance(s, str) and s), None)
+        if found is None:
+            return Rejected.of(record, "daemon service action naming no task, instance or daemon")
+        key, primary = found, 0
+    elif isinstance(detail, OtherDetail):
+        key, primary = subject_arn or env.id, 0
     elif subject_arn is None:
         return Rejected.of(record, "service action without a resources[0] ARN")
     else:

@@ -89,6 +89,30 @@ _COLUMNS: dict[Dataset, list[tuple[str, pa.DataType, str]]] = {
         ("reason", pa.string(), "reason"),
         ("created_at", TIMESTAMP, "createdAt"),
     ],
+    Dataset.DAEMON_SERVICE_ACTION: [
+        ("event_type", pa.string(), "eventType"),
+        ("event_name", pa.string(), "eventName"),
+        ("cluster_arn", pa.string(), "clusterArn"),
+        ("container_instance_arn", pa.string(), "containerInstanceArn"),
+        ("task_arn", pa.string(), "taskArn"),
+        ("daemon_arn", pa.string(), "daemonArn"),
+        ("daemon_revision_arn", pa.string(), "daemonRevisionArn"),
+        ("daemon_task_definition_arn", pa.string(), "daemonTaskDefinitionArn"),
+        ("capacity_provider_name", pa.string(), "capacityProviderName"),
+        ("failure_type", pa.string(), "failureType"),
+        ("reason", pa.string(), "reason"),
+        ("created_at", TIMESTAMP, "createdAt"),
+    ],
+    Dataset.DAEMON_DEPLOYMENT: [
+        ("event_type", pa.string(), "eventType"),
+        ("event_name", pa.string(), "eventName"),
+        ("cluster_arn", pa.string(), "clusterArn"),
+        ("daemon_arn", pa.string(), "daemonArn"),
+        ("target_daemon_revision_arn", pa.string(), "targetDaemonRevisionArn"),
+        ("updated_at", TIMESTAMP, "updatedAt"),
+    ],
+    # The envelope columns and the detail as JSON: nothing more is known about it.
+    Dataset.OTHER: [],
 }
 
 #: Datasets whose rows carry the envelope's `resources[0]` (the service) beside the key.

@@ -53,6 +53,7 @@ LEGACY_INDEXES: dict[Dataset, tuple[str, ...]] = {
     Dataset.TASK: ("cluster-status", "service-status"),
     Dataset.CONTAINER_INSTANCE: ("cluster-status",),
     Dataset.DEPLOYMENT: ("service-order",),
+    Dataset.DAEMON_DEPLOYMENT: (),
 }
 
 #: The two phases of a resource's life in its index.
@@ -66,6 +67,17 @@ TERMINAL: dict[Dataset, tuple[str, frozenset[str]]] = {
     Dataset.DEPLOYMENT: (
         "eventName",
         frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
+    ),
+    Dataset.DAEMON_DEPLOYMENT: (
+        "eventName",
+        frozenset(
+            {
+                "DAEMON_DEPLOYMENT_SUCCESSFUL",
+                "DAEMON_DEPLOYMENT_STOPPED",
+                "DAEMON_DEPLOYMENT_ROLLBACK_SUCCESSFUL",
+                "DAEMON_DEPLOYMENT_ROLLBACK_FAILED",
+            }
+        ),
     ),
 }
 

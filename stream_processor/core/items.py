@@ -37,6 +37,8 @@ import msgspec
 from stream_processor.core.events import (
     SPECS,
     ContainerInstanceDetail,
+    DaemonDeploymentDetail,
+    DaemonServiceActionDetail,
     Dataset,
     DeploymentDetail,
     EcsEvent,
@@ -101,7 +103,14 @@ _METADATA = (SHARD_ID, SEQUENCE_NUMBER, SUB_SEQUENCE_NUMBER, INGESTED_AT, ORDER)
 #: history has as columns), not `overrides`, which stays raw for redaction.
 _NAMED: dict[type, tuple[str, ...]] = {
     kind: tuple(f for f in kind.__struct_fields__ if f != "overrides")
-    for kind in (TaskDetail, ContainerInstanceDetail, DeploymentDetail, ServiceActionDetail)
+    for kind in (
+        TaskDetail,
+        ContainerInstanceDetail,
+        DeploymentDetail,
+        ServiceActionDetail,
+        DaemonServiceActionDetail,
+        DaemonDeploymentDetail,
+    )
 }
 _FETCH: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     kind: operator.attrgetter(*names) for kind, names in _NAMED.items()

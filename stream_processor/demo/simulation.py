@@ -47,6 +47,7 @@ def partition_key(event: dict[str, Any]) -> str:
         detail.get("taskArn")
         or detail.get("containerInstanceArn")
         or detail.get("deploymentId")
+        or detail.get("daemonDeploymentArn")
         or event["resources"][0]
     )
 
@@ -414,12 +415,21 @@ def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = 
         },
     )
 
+    _daemon_events(b, rng, start, instances)
+    # A detail type ECS does not send today: the catch-all keeps it (`other_event`).
+    b.emit(
+        start + timedelta(seconds=60),
+        "ECS Simulated Future Event",
+        cluster,
+        {"eventType": "INFO", "eventName": "SIMULATED_FUTURE_EVENT", "clusterArn": cluster},
+    )
+
     fleet = Fleet()
     for _, _, event in sorted(b.timed, key=lambda t: (t[0], t[1])):
         fleet.events.append(event)
-        dataset = _DATASETS[event["detail-type"]]
+        dataset = _DATASETS.get(event["detail-type"], "other_event")
         version = event["detail"].get("version")
-        if dataset != "service_action":
+        if dataset not in ("service_action", "daemon_service_action", "other_event"):
             fleet.final[(dataset, partition_key(event))] = event
         if version is not None:
             fleet.history.add((dataset, partition_key(event), version))
@@ -433,7 +443,62 @@ _DATASETS = {
     "ECS Container Instance State Change": "container_instance_state_change",
     "ECS Deployment State Change": "deployment_state_change",
     "ECS Service Action": "service_action",
+    "ECS Daemon Service Action": "daemon_service_action",
+    "ECS Daemon Deployment State Change": "daemon_deployment_state_change",
 }
+
+
+def _daemon_events(b: _Builder, rng: random.Random, start: datetime, instances: list[str]) -> None:
+    """An ECS Managed Daemon's rollout (PENDING → IN_PROGRESS → SUCCESSFUL) and two daemon
+    tasks that would not start, one of each failure type (shapes of the docs' examples)."""
+    cluster = b.cluster
+    daemon = f"{_ARN}:daemon/demo/log-agent"
+    deployment = f"{_ARN}:daemon-deployment/demo/log-agent/{b.uid().replace('-', '')[:21]}"
+    revision = f"{_ARN}:daemon-revision/demo/log-agent/{b.uid()}"
+    for offset, name in ((20, "PENDING"), (25, "IN_PROGRESS"), (140, "SUCCESSFUL")):
+        at = start + timedelta(seconds=offset, microseconds=rng.randrange(10**6))
+        b.emit(
+            at,
+            "ECS Daemon Deployment State Change",
+            daemon,
+            {
+                "eventType": "INFO",
+                "eventName": f"DAEMON_DEPLOYMENT_{name}",
+                "clusterArn": cluster,
+                "daemonArn": daemon,
+                "daemonDeploymentArn": deployment,
+                "targetDaemonRevisionArn": revision,
+                # ECS sends nanoseconds here.
+                "updatedAt": at.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{rng.randrange(1000):03d}Z",
+            },
+        )
+    for n, failure in enumerate(("TASK_FAILED_TO_RUN", "TASK_CREATION_FAILED")):
+        at = start + timedelta(seconds=40 + n * 30)
+        instance = instances[n % len(instances)]
+        detail: dict[str, Any] = {
+            "eventType": "WARNING",
+            "eventName": "DAEMON_TASK_START_IMPAIRED",
+            "clusterArn": cluster,
+            "containerInstanceArn": instance,
+            "daemonRevisionArn": revision,
+            "capacityProviderName": "managed-instances",
+            "daemonArn": daemon,
+            "daemonTaskDefinitionArn": f"{_ARN}:daemon-task-definition/log-agent:3",
+            "failureType": failure,
+            "createdAt": _iso(at),
+            "reason": (
+                "Task failed to reach RUNNING status: CannotPullContainerError"
+                if failure == "TASK_FAILED_TO_RUN"
+                else "RESOURCE:CPU - Unable to place daemon task on container instance"
+            ),
+        }
+        resources = []
+        if failure == "TASK_FAILED_TO_RUN":
+            detail["taskArn"] = f"{_ARN}:task/demo/{b.uid().replace('-', '')}"
+            resources = [detail["taskArn"]]
+        b.emit(at, "ECS Daemon Service Action", resources[0] if resources else "", detail)
+        if not resources:
+            b.timed[-1][2]["resources"] = []
 
 
 def deliver(

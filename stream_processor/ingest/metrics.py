@@ -29,6 +29,7 @@ BATCH_METRICS = {
     "oversized": "OversizedItems",
     "version_gaps": "VersionGaps",
     "gaps_filled": "GapsFilled",
+    "unknown_events": "UnknownEvents",
 }
 
 
@@ -42,6 +43,17 @@ def add_batch_metrics(metrics: Metrics, outcome: BatchOutcome) -> None:
     metrics.add_metric(
         name="BatchLatency", unit=MetricUnit.Milliseconds, value=outcome.elapsed_s * 1000
     )
+    unknown_types(outcome)
+
+
+def unknown_types(outcome: BatchOutcome, namespace: str = NAMESPACE) -> None:
+    """`UnknownEvents` per detail type (dimension `detail_type`: new types are few)."""
+    for detail_type, count in outcome.unknown_detail_types:
+        with single_metric(
+            name="UnknownEvents", unit=MetricUnit.Count, value=count, namespace=namespace
+        ) as metric:
+            metric.add_dimension(name="service", value=SERVICE)
+            metric.add_dimension(name="detail_type", value=detail_type[:250] or "-")
 
 
 class EmfPublisher:

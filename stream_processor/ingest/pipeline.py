@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -105,6 +105,10 @@ class BatchOutcome:
     quarantined: int
     history_rows: int
     history_objects: int
+    #: Events of detail types this code does not know (kept in `other_event`), and how
+    #: many of each type: a new type is noticed the day it appears.
+    unknown_events: int = 0
+    unknown_detail_types: tuple[tuple[str, int], ...] = ()
     state_written: int = 0
     state_stale: int = 0
     #: Of the stale ones, those not sent: known to be stored already (`core.known`).
@@ -172,6 +176,13 @@ class Pipeline:
         objects = build_history(
             plan.history, prefix=settings.history_prefix, shard_id=shard, first=first, last=last
         )
+        unknown = Counter(e.detail_type for e in plan.history if e.dataset is Dataset.OTHER)
+        if unknown:
+            log.warning(
+                json.dumps(
+                    {"message": "events of unknown detail types kept", "counts": dict(unknown)}
+                )
+            )
         outcome = BatchOutcome(
             shard_id=shard,
             records_in=plan.records_in,
@@ -181,6 +192,8 @@ class Pipeline:
             quarantined=len(plan.rejected),
             history_rows=len(plan.history),
             history_objects=len(objects),
+            unknown_events=sum(unknown.values()),
+            unknown_detail_types=tuple(sorted(unknown.items())),
         )
 
         # 2. History and quarantine.

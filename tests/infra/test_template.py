@@ -30,6 +30,7 @@ from stream_processor.core.catalog import (
 )
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.indexes import LEGACY_INDEXES, indexes_of
+from stream_processor.core.routing import event_pattern, partition_key_path
 
 TEMPLATE_PATH = Path(__file__).parents[2] / "infra" / "template.yaml"
 TEMPLATE: dict[str, Any] = yaml.safe_load(TEMPLATE_PATH.read_text())
@@ -125,11 +126,13 @@ def test_state_tables_match_the_code_names_and_keys() -> None:
         defaults.task_state_table: SPECS[Dataset.TASK].key_field,
         defaults.container_instance_state_table: SPECS[Dataset.CONTAINER_INSTANCE].key_field,
         defaults.deployment_state_table: SPECS[Dataset.DEPLOYMENT].key_field,
+        defaults.daemon_deployment_state_table: SPECS[Dataset.DAEMON_DEPLOYMENT].key_field,
     }
     datasets = {
         defaults.task_state_table: Dataset.TASK,
         defaults.container_instance_state_table: Dataset.CONTAINER_INSTANCE,
         defaults.deployment_state_table: Dataset.DEPLOYMENT,
+        defaults.daemon_deployment_state_table: Dataset.DAEMON_DEPLOYMENT,
     }
     assert TEMPLATE["Parameters"]["StateIndexLayout"]["Default"] == "current"
     assert TEMPLATE["Parameters"]["StateIndexLayout"]["AllowedValues"] == sorted(
@@ -139,7 +142,7 @@ def test_state_tables_match_the_code_names_and_keys() -> None:
         assert tables[name]["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
         indexes = [i.definition() for i in indexes_of(datasets[name])]
         # The indexes `setup` creates are exactly the template's.
-        assert tables[name]["GlobalSecondaryIndexes"] == indexes
+        assert tables[name].get("GlobalSecondaryIndexes", []) == indexes
         keys = {key} | {k["AttributeName"] for i in indexes for k in i["KeySchema"]}
         assert sorted(a["AttributeName"] for a in tables[name]["AttributeDefinitions"]) == sorted(
             keys
@@ -153,26 +156,29 @@ def test_state_tables_match_the_code_names_and_keys() -> None:
     env = FUNCTION["Environment"]["Variables"]
     refs = {
         env[v]["Ref"]
-        for v in ("TASK_STATE_TABLE", "CONTAINER_INSTANCE_STATE_TABLE", "DEPLOYMENT_STATE_TABLE")
+        for v in (
+            "TASK_STATE_TABLE",
+            "CONTAINER_INSTANCE_STATE_TABLE",
+            "DEPLOYMENT_STATE_TABLE",
+            "DAEMON_DEPLOYMENT_STATE_TABLE",
+        )
     }
     assert {RESOURCES[r]["Properties"]["TableName"] for r in refs} == set(expected)
 
 
-def test_one_rule_per_detail_type_keyed_like_the_decoder() -> None:
+def test_one_rule_per_dataset_keyed_like_the_decoder() -> None:
+    """Every dataset's rule, pattern and partition key as `core.routing` has them."""
     rules = _of_type("AWS::Events::Rule").values()
-    paths = {}
+    found = []
     for rule in rules:
-        assert rule["EventPattern"]["source"] == ["aws.ecs"]
-        (detail_type,) = rule["EventPattern"]["detail-type"]
+        if "EventBusName" in rule:
+            continue  # the central bus's twins: see the organization test
         (target,) = rule["Targets"]
         assert target["Arn"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
         assert "DeadLetterConfig" in target and "RetryPolicy" in target
-        paths[detail_type] = target["KinesisParameters"]["PartitionKeyPath"]
-    expected = {
-        spec.detail_type: f"$.detail.{spec.key_field}" if spec.key_field else "$.resources[0]"
-        for spec in SPECS.values()
-    }
-    assert paths == expected
+        found.append((rule["EventPattern"], target["KinesisParameters"]["PartitionKeyPath"]))
+    expected = [(event_pattern(d), partition_key_path(d)) for d in Dataset]
+    assert sorted(map(repr, found)) == sorted(map(repr, expected))
 
 
 @pytest.mark.parametrize("dataset", list(Dataset))
@@ -265,11 +271,13 @@ def test_event_source_mapping_reports_failures_and_bisects() -> None:
     assert "OnFailure" in mapping["DestinationConfig"]
 
 
-def test_quarantine_alarm_reads_the_metric_the_handler_publishes() -> None:
-    alarm = RESOURCES["QuarantinedRecordsAlarm"]["Properties"]
+@pytest.mark.parametrize("name", ["QuarantinedRecordsAlarm", "UnknownEventTypesAlarm"])
+def test_batch_alarms_read_metrics_the_handler_publishes(name: str) -> None:
+    alarm = RESOURCES[name]["Properties"]
     assert alarm["Namespace"] == lambda_function.METRICS_NAMESPACE
     assert alarm["MetricName"] in lambda_function.BATCH_METRICS.values()
     assert alarm["Dimensions"] == [{"Name": "service", "Value": lambda_function.METRICS_SERVICE}]
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
 
 
 # --- security ---------------------------------------------------------------------------
@@ -435,16 +443,14 @@ def _member_of_type(kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_member_rules_forward_every_detail_type_to_the_central_bus() -> None:
-    forwarded = set()
+    patterns = []
     for rule in _member_of_type("AWS::Events::Rule").values():
-        assert rule["EventPattern"]["source"] == ["aws.ecs"]
-        (detail_type,) = rule["EventPattern"]["detail-type"]
         (target,) = rule["Targets"]
         assert target["Arn"] == {"Ref": "CentralEventBusArn"}
         assert target["RoleArn"] == {"Fn::GetAtt": ["ForwardToCentralBusRole", "Arn"]}
         assert "DeadLetterConfig" in target and "RetryPolicy" in target
-        forwarded.add(detail_type)
-    assert forwarded == {spec.detail_type for spec in SPECS.values()}
+        patterns.append(rule["EventPattern"])
+    assert sorted(map(repr, patterns)) == sorted(repr(event_pattern(d)) for d in Dataset)
     # StackSet-ready: no account id anywhere (the central one comes from the bus ARN).
     import re
 
@@ -488,7 +494,7 @@ def test_central_bus_admits_only_the_organization_and_aws_ecs() -> None:
     local_rules = {
         name: r for name, r in _of_type("AWS::Events::Rule").items() if name not in org_rules
     }
-    assert len(org_rules) == len(local_rules) == len(SPECS)
+    assert len(org_rules) == len(local_rules) == len(Dataset)
     for name, rule in org_rules.items():
         assert RESOURCES[name]["Condition"] == "OrgWide"
         twin = local_rules[name.removeprefix("Org")]
