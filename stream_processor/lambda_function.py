@@ -95,49 +95,38 @@ MAINTENANCE_RESERVE_S = 120.0
 
 @metrics.log_metrics
 def maintenance_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    """Scheduled (EventBridge Scheduler, daily): compact the last `days` days (default 2:
-    yesterday's late events land there too), fold pending closures, bring the snapshots up
-    to date. Every step is idempotent and durable on its own, so a run cut short by the
-    deadline is finished by the next; `SnapshotLagDays` (newest history day minus newest
+    """Scheduled (EventBridge Scheduler, daily): `analytics.maintenance.maintain` (compact
+    the last `days` days, default 2, and the days late history was written to; fold
+    closures; bring the snapshots up to date), stopping in time for its deadline; the next
+    run finishes what this one did not. `SnapshotLagDays` (newest history day minus newest
     snapshot day) feeds the alarm that says maintenance is falling behind."""
-    from datetime import UTC, date, datetime, timedelta
+    from datetime import UTC, datetime
 
     from aws_lambda_powertools.metrics import MetricUnit
 
     from stream_processor.adapters.clients import s3_client
     from stream_processor.adapters.history_store import S3HistoryStore
-    from stream_processor.analytics.compaction import compact
-    from stream_processor.analytics.scan import partition_days
-    from stream_processor.analytics.snapshot import build_snapshots, snapshot_days
-    from stream_processor.core.catalog import SNAPSHOT_DATASETS
+    from stream_processor.analytics.maintenance import maintain
 
     settings = Settings.from_env(os.environ)
     deadline = _deadline(context, MAINTENANCE_RESERVE_S)
     store = S3HistoryStore(s3_client(settings), settings.require_bucket())
-    prefix = settings.history_prefix
-    today = datetime.now(UTC).date()
-    days = int(event.get("days", 2))
-    compacted = compact(
+    report = maintain(
         store,
-        prefix,
-        date_from=(today - timedelta(days=days)).isoformat(),
-        date_to=(today - timedelta(days=1)).isoformat(),
-        fold_all_closures=True,
+        settings.history_prefix,
+        today=datetime.now(UTC).date(),
+        days=int(event.get("days", 2)),
+        should_stop=lambda: deadline.remaining() <= 0,
     )
-    built = build_snapshots(store, prefix, should_stop=lambda: deadline.remaining() <= 0)
-    lag = 0
-    for dataset in SNAPSHOT_DATASETS:
-        history = partition_days(store, prefix, dataset.value, "event_date")
-        snapshots = snapshot_days(store, prefix, dataset)
-        if history:
-            newest = snapshots[-1] if snapshots else history[0]
-            lag = max(lag, (date.fromisoformat(history[-1]) - date.fromisoformat(newest)).days + 1)
-    metrics.add_metric("PartitionsCompacted", MetricUnit.Count, compacted.partitions_rewritten)
-    metrics.add_metric("SnapshotsBuilt", MetricUnit.Count, built.built)
-    metrics.add_metric("SnapshotLagDays", MetricUnit.Count, lag)
+    metrics.add_metric("PartitionsCompacted", MetricUnit.Count, report.partitions_compacted)
+    metrics.add_metric("SnapshotsBuilt", MetricUnit.Count, report.snapshots_built)
+    metrics.add_metric("SnapshotLagDays", MetricUnit.Count, report.snapshot_lag_days)
+    metrics.add_metric("LateDaysSettled", MetricUnit.Count, report.late_days_settled)
     return {
-        "partitions_compacted": compacted.partitions_rewritten,
-        "closures_written": compacted.closures_written,
-        "snapshots_built": built.built,
-        "snapshot_lag_days": lag,
+        "partitions_compacted": report.partitions_compacted,
+        "closures_written": report.closures_written,
+        "snapshots_built": report.snapshots_built,
+        "snapshot_lag_days": report.snapshot_lag_days,
+        "late_days_settled": report.late_days_settled,
+        "finished": report.finished,
     }

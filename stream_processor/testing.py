@@ -70,20 +70,27 @@ class InMemoryHistory:
     """History sink keeping the latest table per object key (so retries overwrite)."""
 
     objects: dict[str, HistoryObject] = field(default_factory=dict)
+    markers: set[str] = field(default_factory=set)
     fail: bool = False
     _buffer: list[HistoryObject] = field(default_factory=list)
+    _marks: list[str] = field(default_factory=list)
 
     def add(self, obj: HistoryObject) -> None:
         self._buffer.append(obj)
 
+    def mark(self, key: str) -> None:
+        self._marks.append(key)
+
     def flush(self, deadline: Deadline | None = None) -> None:
         try:
-            if self.fail and self._buffer:
+            if self.fail and (self._buffer or self._marks):
                 raise HistoryWriteError("history sink failing (test double)", code="SlowDown")
             for obj in self._buffer:
                 self.objects[obj.key] = obj
+            self.markers.update(self._marks)
         finally:
             self._buffer.clear()
+            self._marks.clear()
 
 
 @dataclass

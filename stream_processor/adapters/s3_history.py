@@ -64,6 +64,7 @@ class _S3Writer:
         self._policy = policy or RetryPolicy()
         self._rng = random.Random()  # noqa: S311 - jitter, not secrets
         self._buffer: list[Any] = []
+        self._marks: list[str] = []
 
     def _put_all(self, objects: Sequence[tuple[str, bytes, str]], deadline: Deadline) -> None:
         """PUT every (key, body, content type), retrying failures in rounds; raise a
@@ -113,12 +114,17 @@ class _S3Writer:
 
 
 class S3ParquetHistory(_S3Writer):
-    """History sink: one Parquet object per (dataset, event date) of a batch."""
+    """History sink: one Parquet object per (dataset, event date) of a batch, and the empty
+    late markers beside those written for old days."""
 
     _buffer: list[HistoryObject]
+    _marks: list[str]
 
     def add(self, obj: HistoryObject) -> None:
         self._buffer.append(obj)
+
+    def mark(self, key: str) -> None:
+        self._marks.append(key)
 
     def flush(self, deadline: Deadline | None = None) -> None:
         try:
@@ -126,11 +132,13 @@ class S3ParquetHistory(_S3Writer):
                 [
                     (obj.key, parquet_bytes(obj), "application/vnd.apache.parquet")
                     for obj in self._buffer
-                ],
+                ]
+                + [(key, b"", "application/octet-stream") for key in self._marks],
                 deadline or Deadline.none(),
             )
         finally:
             self._buffer.clear()
+            self._marks.clear()
 
 
 class S3Quarantine(_S3Writer):

@@ -23,12 +23,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stream_processor.adapters.history_store import HistoryStore, read_objects
+from stream_processor.adapters.history_store import HistoryStore, read_objects, read_tables
 from stream_processor.analytics.scan import DayRange, partition_days, partition_keys
 from stream_processor.analytics.snapshot import build_snapshots, read_snapshot, snapshot_days
 from stream_processor.core.catalog import DUPLICATE_ORDER, dedupe_key
@@ -245,3 +247,71 @@ def compact(
                 todo = [d for d in compactor.closure_days() if fold_all_closures or d in scope]
     report.duplicates_removed = report.rows_in - report.rows_out
     return report
+
+
+def close_from_later_days(store: HistoryStore, prefix: str, dataset: Dataset, day: str) -> int:
+    """Closures for the versions of `day` whose successor lives in a later day that was
+    compacted before they existed (history written late): their `valid_to` is the
+    successor's time. Candidates are the day's rows with no `valid_to`; the snapshots after
+    the day say in which day each one's successor first appears (the first snapshot holding
+    a higher version: its day's predecessor), and only those days are read. Returns the
+    closures written, folded by the next compaction of `day`."""
+    keys = partition_keys(store, prefix, dataset.value, "event_date", [day])
+    columns = ["resource_arn", "version", "event_time", "valid_to"]
+    tables = [conform(t, COMPACTED_SCHEMAS[dataset]) for t in read_tables(store, keys, columns)]
+    if not tables:
+        return 0
+    open_rows = pa.concat_tables(tables).filter(pc.is_null(pc.field("valid_to")))
+    pending: dict[str, int] = {}
+    for arn, version in zip(
+        open_rows["resource_arn"].to_pylist(), open_rows["version"].to_pylist(), strict=True
+    ):
+        if version is not None:
+            pending[arn] = max(version, pending.get(arn, version))
+    opened = dict(pending)  # the open version per resource
+    successor_day: dict[str, list[str]] = defaultdict(list)
+    for later in (d for d in snapshot_days(store, prefix, dataset) if d > day):
+        if not pending:
+            break
+        snapshot = read_snapshot(store, prefix, dataset, later, ["resource_arn", "version"])
+        for arn, version in zip(
+            snapshot["resource_arn"].to_pylist(), snapshot["version"].to_pylist(), strict=True
+        ):
+            if arn in pending and version is not None and version > pending[arn]:
+                before = (date.fromisoformat(later) - timedelta(days=1)).isoformat()
+                successor_day[before].append(arn)
+                del pending[arn]
+    written = 0
+    for later, arns in sorted(successor_day.items()):
+        wanted = set(arns)
+        later_keys = partition_keys(store, prefix, dataset.value, "event_date", [later])
+        rows = pa.concat_tables(
+            conform(t, COMPACTED_SCHEMAS[dataset]).select(["resource_arn", "version", "event_time"])
+            for t in read_tables(store, later_keys, ["resource_arn", "version", "event_time"])
+        )
+        successor: dict[str, tuple[int, object]] = {}
+        for arn, version, moment in zip(
+            rows["resource_arn"].to_pylist(),
+            rows["version"].to_pylist(),
+            rows["event_time"].to_pylist(),
+            strict=True,
+        ):
+            newer = arn in wanted and version is not None and version > opened[arn]
+            if newer and (arn not in successor or version < successor[arn][0]):
+                successor[arn] = (version, moment)
+        closure = pa.table(
+            {
+                "resource_arn": list(successor),
+                "version": [opened[arn] for arn in successor],
+                "valid_to": [moment for _, moment in successor.values()],
+            },
+            schema=CLOSURE_SCHEMA,
+        )
+        if closure.num_rows:
+            store.write(
+                f"{prefix}{dataset.value}{VALIDITY_SUFFIX}/event_date={day}/"
+                f"closed-by-{later}-late.parquet",
+                to_parquet(closure),
+            )
+            written += 1
+    return written

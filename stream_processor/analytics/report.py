@@ -180,6 +180,34 @@ def agent_disconnects(query: HistoryQuery, out: Path) -> Chart:
     )
 
 
+def daemon_failures(query: HistoryQuery, out: Path) -> Chart:
+    """ECS Managed Daemons' tasks that would not start, by failure type and instance."""
+    rows = query.run(
+        "SELECT coalesce(failure_type, '(none)'), container_instance_arn, count(*), "
+        "max(event_time) FROM daemon_service_action "
+        "WHERE event_name = 'DAEMON_TASK_START_IMPAIRED' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+    ).rows
+    by_type: dict[str, int] = {}
+    for failure, _, count, _ in rows:
+        by_type[failure] = by_type.get(failure, 0) + count
+    fig, ax = plt.subplots(figsize=(9, 2.8))
+    ax.barh(list(by_type)[::-1], list(by_type.values())[::-1], color="#c0504d")
+    ax.set_title("Daemon tasks that failed to start")
+    ax.set_xlabel("DAEMON_TASK_START_IMPAIRED events")
+    if not rows:
+        ax.text(0.5, 0.5, "no daemon failures", ha="center", va="center", transform=ax.transAxes)
+    table = [
+        {"failure type": r[0], "container instance": _short(r[1]), "events": r[2], "last": r[3]}
+        for r in rows
+    ]
+    return Chart(
+        "daemon_failures",
+        "Daemon tasks that failed to start",
+        _save(fig, out / "daemon_failures.png"),
+        table,
+    )
+
+
 def accounts(query: HistoryQuery, out: Path) -> Chart:
     """Tasks and task state changes per account and region (an organization's fleet)."""
     rows = query.run(
@@ -230,6 +258,7 @@ def write_report(query: HistoryQuery, out: Path, source: str) -> Path:
         stop_reasons(query, out),
         start_latency(query, out),
         agent_disconnects(query, out),
+        daemon_failures(query, out),
         accounts(query, out),
     ]
     counts = query.run(

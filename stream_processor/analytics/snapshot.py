@@ -27,6 +27,7 @@ import duckdb
 import pyarrow as pa
 
 from stream_processor.adapters.history_store import HistoryStore, read_tables
+from stream_processor.analytics.late import late_markers
 from stream_processor.analytics.scan import partition_days, partition_keys
 from stream_processor.core.catalog import SNAPSHOT_DATASETS, SNAPSHOT_PARTITION
 from stream_processor.core.events import Dataset
@@ -66,8 +67,10 @@ def latest_rows(
         con.close()
 
 
-#: Days a partition may still change after it ends (Kinesis retention is 24 h by default,
-#: at most 7 days in the template, plus the event source mapping's retries).
+#: Days before the newest one whose partitions a routine run lists. Older days change only
+#: through late writes, and those leave a marker (`analytics.late`) that makes the run list
+#: them too: lateness itself is unbounded (Kinesis keeps records up to 365 days, and an
+#: EventBridge archive replays months-old events).
 LOOKBACK_DAYS = 8
 
 
@@ -149,11 +152,14 @@ def build_snapshots(
 
     A snapshot exists for each day after a day with history; each run reads only the
     snapshots and days that changed since the last. Days older than `lookback_days` before
-    the newest one can no longer receive events (the stream's retention and the event
-    source mapping's record age bound lateness), so their existing snapshots are trusted
-    without listing them: a routine run costs the same however long the history. None
-    verifies every day (after a replay or a manual change to old partitions)."""
+    the newest one are settled, and their existing snapshots trusted without listing them
+    (a routine run costs the same however long the history), unless the writer left a late
+    marker there (`analytics.late`): from the earliest marked day on, every day is listed
+    and its snapshot rebuilt if its inputs changed, so history written for any old day
+    reaches the snapshots. None verifies every day (after a manual change to old
+    partitions)."""
     report = SnapshotReport()
+    marked = late_markers(store, prefix) if lookback_days is not None else {}
     for dataset in datasets:
         name = SNAPSHOT_DATASETS[dataset]
         existing: dict[str, list[str]] = {}
@@ -169,6 +175,7 @@ def build_snapshots(
         if lookback_days is not None and history_days:
             newest = date.fromisoformat(history_days[-1])
             settled = (newest - timedelta(days=lookback_days)).isoformat()
+            settled = min([settled, *marked.get(dataset, {})])
         for done, source_day in enumerate(history_days, 1):
             day = _next_day(source_day)
             if through is not None and day > through:

@@ -230,6 +230,26 @@ def history_object_key(
     return f"{prefix}{dataset.value}/event_date={event_date}/{shard_id}-{first}-{last}.parquet"
 
 
+#: Where the writer leaves a marker (an empty object) beside history written for a day that
+#: routine maintenance no longer looks at: `<prefix>_late/<dataset>/event_date=D/<file>.late`.
+LATE_PREFIX = "_late/"
+#: Routine maintenance compacts yesterday and the day before (and snapshots look back a
+#: week), so a write for the day before yesterday or earlier is late: any lateness, from a
+#: consumer that was down to an EventBridge archive replay months later.
+LATE_AFTER_DAYS = 2
+
+
+def is_late(event_date: str, today: str) -> bool:
+    """Whether history written on `today` for `event_date` needs a late marker."""
+    cutoff = date.fromisoformat(today) - timedelta(days=LATE_AFTER_DAYS)
+    return event_date <= cutoff.isoformat()
+
+
+def late_marker_key(prefix: str, object_key: str) -> str:
+    """The marker of a history object written late (derived from its key: idempotent)."""
+    return f"{prefix}{LATE_PREFIX}{object_key.removeprefix(prefix)}.late"
+
+
 _DAY_US = 86_400 * 1_000_000
 
 

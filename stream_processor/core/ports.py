@@ -48,6 +48,10 @@ class GapFiller(Protocol):
 class HistorySink(Protocol):
     def add(self, obj: HistoryObject) -> None: ...
 
+    def mark(self, key: str) -> None:
+        """Buffer an empty marker object, written with the next flush (`core.history`'s
+        late markers)."""
+
     def flush(self, deadline: Deadline | None = None) -> None:
         """Write every buffered object; raise `HistoryWriteError` if any could not be."""
 

@@ -30,16 +30,22 @@ def write_local_history(
     batch: int,
     first_sequence: int = 1,
     state: StateSink | None = None,
+    now: str | None = None,
 ) -> int:
     """Deliver `events` (in this order, as one shard's records numbered from
-    `first_sequence`) in batches of `batch`, writing each batch's history objects under
-    `root`; return the next sequence number. State goes to `state` (in memory if None)."""
+    `first_sequence`) in batches of `batch`, writing each batch's history objects (and late
+    markers) under `root`; return the next sequence number. State goes to `state` (in
+    memory if None). The pipeline's clock is `now` (ISO 8601) if given, else each batch's
+    earliest event time: the stream delivered as it happened (a batch of a sparse simulated
+    stream spans hours; in production it closes within seconds), so nothing is late."""
     history = InMemoryHistory()
+    clock = [now or ""]
     pipeline = Pipeline(
         Settings(history_bucket="local"),
         state=state if state is not None else InMemoryStateStore(),
         history=history,
         quarantine=InMemoryQuarantine(),
+        clock=lambda: clock[0],
     )
     store = LocalHistoryStore(root)
     sequence = first_sequence
@@ -49,10 +55,15 @@ def write_local_history(
             for i, e in enumerate(events[start : start + batch])
         ]
         sequence += len(records)
+        if now is None:
+            clock[0] = min(str(e.get("time", "")) for e in events[start : start + batch])
         outcome = pipeline.process(records)
         if outcome.failed_from is not None:
             raise StreamProcessorError(f"batch from {outcome.failed_from} not processed")
         for obj in history.objects.values():
             store.write(obj.key, parquet_bytes(obj))
+        for key in history.markers:
+            store.write(key, b"")
         history.objects.clear()
+        history.markers.clear()
     return sequence

@@ -46,7 +46,10 @@ def history_rows(settings: Settings) -> set[tuple[str, str, int | str]]:
     """Distinct history rows on S3: (dataset, key, version) or (dataset, event id, "")."""
     store = S3HistoryStore(s3_client(settings), settings.history_bucket)
     found: set[tuple[str, str, int | str]] = set()
+    datasets = {d.value for d in Dataset}
     for key in store.keys(settings.history_prefix):
+        if key[len(settings.history_prefix) :].split("/", 1)[0] not in datasets:
+            continue  # late markers (`_late/`), not history
         table = pq.read_table(
             io.BytesIO(store.read(key)), columns=["resource_arn", "version", "event_id"]
         )

@@ -3,7 +3,9 @@
 Order of effects, and why:
   1. Reduce the batch (pure): decode, dedupe, pick state winners and history rows.
   2. Write the history objects and the quarantine file to S3. Keys come from the input,
-     so a retry overwrites. If this fails, nothing of the batch counts as processed.
+     so a retry overwrites. If this fails, nothing of the batch counts as processed. An
+     object for a day routine maintenance no longer looks at gets a late marker beside it
+     (`core.history.is_late`), which the next maintenance consumes.
   3. Write the state, one version-guarded conditional put per key, concurrently (one
      PutItem each, or 100 per TransactWriteItems: see `adapters.dynamodb_state`). A failed
      condition is a stale event (fine); a write DynamoDB refuses for good is quarantined
@@ -38,6 +40,8 @@ from stream_processor.core.history import (
     build_history,
     event_date,
     history_object_key,
+    is_late,
+    late_marker_key,
     quarantine_lines,
     quarantine_object_key,
 )
@@ -196,10 +200,14 @@ class Pipeline:
             unknown_detail_types=tuple(sorted(unknown.items())),
         )
 
-        # 2. History and quarantine.
+        # 2. History (with late markers) and quarantine.
+        now = self._clock()
+        today = now[:10]
         try:
             for obj in objects:
                 self._history.add(obj)
+                if is_late(obj.event_date, today):
+                    self._history.mark(late_marker_key(settings.history_prefix, obj.key))
             self._history.flush(deadline)
             if plan.rejected:
                 key = quarantine_object_key(settings.quarantine_prefix, shard, first, last)
@@ -209,7 +217,7 @@ class Pipeline:
             return self._done(outcome, started, failed_from=first, error=str(exc))
 
         # 3. State.
-        ingested_at = self._clock()
+        ingested_at = now
         oversized = numbers_as_text = skipped = 0
         known = self._known
         for event in plan.state:

@@ -251,11 +251,19 @@ def test_report_from_a_demo_run_contains_the_charts(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert main(["report", "--history", str(history), "--out", str(out)]) == 0
     page = (out / "report.html").read_text()
-    charts = ("tasks_by_status", "stop_reasons", "start_latency", "agent_disconnects", "accounts")
+    charts = (
+        "tasks_by_status",
+        "stop_reasons",
+        "start_latency",
+        "agent_disconnects",
+        "daemon_failures",
+        "accounts",
+    )
     for chart in charts:
         assert (out / f"{chart}.png").stat().st_size > 5000
         assert f'<section id="{chart}">' in page
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == len(charts)
+    assert "TASK_CREATION_FAILED" in page  # the demo's daemon that could not start
     assert "demo-secret-do-not-log" not in page
 
 

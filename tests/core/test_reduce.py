@@ -197,7 +197,7 @@ def test_processing_a_batch_twice_changes_nothing(events: list[dict[str, Any]]) 
         state=state,
         history=history,
         quarantine=InMemoryQuarantine(),
-        clock=lambda: "t",
+        clock=lambda: "2026-01-01T00:00:00.000Z",
     )
     first = pipeline.process(batch)
     snapshot = (

@@ -87,3 +87,37 @@ def test_daemon_deployments_have_a_state_and_the_history_answers(
     (other,) = json.loads(capsys.readouterr().out)
     assert other["detail_type"] == "ECS Capacity Reservation State Change"
     assert json.loads(other["detail"])["reservedVcpus"] == 512.5  # the detail, whole
+
+
+def test_a_late_event_leaves_a_marker_that_maintenance_settles(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On moto's server: the handler writes a month-old event with a marker beside it; the
+    scheduled maintenance compacts that day, rebuilds the snapshots and deletes the marker."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import task_event
+
+    monkeypatch.setenv("HISTORY_BUCKET", BUCKET)
+    old = (datetime.now(UTC) - timedelta(days=30)).replace(microsecond=0)
+    event = task_event(version=3, time=old.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    lambda_function.reset()
+    try:
+        assert lambda_function.lambda_handler(lambda_event([event]), None) == {
+            "batchItemFailures": []
+        }
+    finally:
+        lambda_function.reset()
+    day = old.date().isoformat()
+    (marker,) = _keys("ecs-history/_late/")
+    assert marker.startswith(f"ecs-history/_late/task_state_change/event_date={day}/")
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 900_000
+
+    result = lambda_function.maintenance_handler({"days": 2}, Context())
+    assert result["late_days_settled"] == 1 and result["finished"]
+    assert _keys("ecs-history/_late/") == []
+    snapshot = f"ecs-history/task_state_snapshot/snapshot_date={(old + timedelta(days=1)).date()}/"
+    assert _keys(snapshot)  # the late day's successor snapshot exists
