@@ -7,8 +7,11 @@ and stopping every day; `history_stream`) go through the real pipeline in small 
 over 90 days), delivered at least once and out of order, into a local history laid out as
 on S3 (the same code reads a bucket). At half the days and at all of them it measures, for
 the newest day: `compact` of that day, `query` of that day, `state --as-of` in that day, and
-counts the objects each read (the whole history is what the earlier code read for each).
-Answers are checked against a brute force over the events.
+counts the objects each read (the whole history is what the earlier code read for each),
+and the daily maintenance. Then 24 events of day 30 arrive 60 days late (a consumer that
+was down, an archive replay): the maintenance that settles them, and the one after, are
+measured, and `state --as-of` in the late day's week is checked. Answers are checked
+against a brute force over the events.
 
 Usage: python benchmarks/history.py [--days 90] [--services 1000] [--churn 100] [--batch 4]
 """
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.run import markdown_table  # noqa: E402
 from stream_processor.adapters.history_store import LocalHistoryStore  # noqa: E402
 from stream_processor.analytics.compaction import compact  # noqa: E402
+from stream_processor.analytics.maintenance import maintain  # noqa: E402
 from stream_processor.analytics.query import HistoryQuery  # noqa: E402
 from stream_processor.analytics.snapshot import build_snapshots  # noqa: E402
 from stream_processor.demo.history import write_local_history  # noqa: E402
@@ -81,6 +85,10 @@ def checkpoint(
     newest = (START + timedelta(days=days - 1)).date().isoformat()
     objects = sum(1 for _ in store.root.rglob("*.parquet"))
     build_snapshots(store, PREFIX)  # the schedule keeps them current; not measured
+    yesterday = (START + timedelta(days=days - 1)).date()
+    maintain(store, PREFIX, today=yesterday)  # the previous day's run; not measured
+    read, seconds, _ = measure(store, lambda: build_snapshots(store, PREFIX))
+    rows.append([days, objects, "snapshot (routine: nothing late)", read, f"{seconds:.2f}"])
     read, seconds, report = measure(
         store, lambda: compact(store, PREFIX, date_from=newest, date_to=newest)
     )
@@ -119,6 +127,39 @@ def checkpoint(
     read, seconds, state = measure(store, as_of)
     assert state == brute_state(events, moment), "state --as-of differs from the brute force"
     rows.append([days, objects, f"state --as-of {moment:%Y-%m-%dT%H:%MZ}", read, f"{seconds:.2f}"])
+    routine(store, days, objects, "daily maintenance, nothing late", rows)
+
+
+def routine(store: CountingStore, days: int, objects: int, what: str, rows: list[list[Any]]) -> Any:
+    """The scheduled maintenance of the day after the newest."""
+    today = (START + timedelta(days=days)).date()
+    read, seconds, report = measure(store, lambda: maintain(store, PREFIX, today=today))
+    rows.append([days, objects, what, read, f"{seconds:.2f}"])
+    return report
+
+
+def as_of_matches(store: CountingStore, events: list[dict[str, Any]], moment: datetime) -> None:
+    engine = HistoryQuery(store, PREFIX)
+    try:
+        got = {r["resource_arn"]: r["version"] for r in engine.state_as_of(moment).records()}
+    finally:
+        engine.close()
+    assert got == brute_state(events, moment), f"state --as-of {moment} differs"
+
+
+def withheld(events: list[dict[str, Any]], day: str) -> list[dict[str, Any]]:
+    """24 events of `day`: whole short tasks and single versions of long-lived ones."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        if e["time"][:10] == day:
+            by_task.setdefault(e["detail"]["taskArn"], []).append(e)
+    late: list[dict[str, Any]] = []
+    for evs in sorted(by_task.values(), key=len, reverse=True):
+        take = evs[: 24 - len(late)]
+        late.extend(take)
+        if len(late) == 24:
+            break
+    return late
 
 
 def main() -> None:
@@ -133,9 +174,13 @@ def main() -> None:
     if args.days < 2 or args.batch < 1:
         parser.error("--days must be >= 2 and --batch >= 1")
     events = history_stream(args.days, services=args.services, churn_per_day=args.churn)
+    late_day = (START + timedelta(days=args.days // 3)).isoformat()[:10]
+    late = withheld(events, late_day)
+    late_ids = {e["id"] for e in late}
+    on_time = [e for e in events if e["id"] not in late_ids]
     half = (START + timedelta(days=args.days // 2)).isoformat()[:10]
-    first = [e for e in events if e["time"][:10] < half]
-    rest = [e for e in events if e["time"][:10] >= half]
+    first = [e for e in on_time if e["time"][:10] < half]
+    rest = [e for e in on_time if e["time"][:10] >= half]
     work = Path(tempfile.mkdtemp(prefix="history-bench-"))
     rows: list[list[Any]] = []
     try:
@@ -148,18 +193,38 @@ def main() -> None:
         store = CountingStore(work)
         checkpoint(store, first, args.days // 2, rows)
         started = time.perf_counter()
-        ingest(rest, work, args.batch, sequence)
+        sequence = ingest(rest, work, args.batch, sequence)
         print(
             f"ingested {len(rest)} more in {time.perf_counter() - started:.0f} s", file=sys.stderr
         )
-        checkpoint(store, events, args.days, rows)
+        checkpoint(store, on_time, args.days, rows)
+        # The late events: written with the clock of the newest day.
+        newest = (START + timedelta(days=args.days - 1)).isoformat()[:10]
+        write_local_history(late, work, batch=args.batch, first_sequence=sequence,
+                            now=f"{newest}T12:00:00Z")  # fmt: skip
+        objects = sum(1 for _ in store.root.rglob("*.parquet"))
+        lateness = args.days - 1 - args.days // 3
+        read, seconds, _ = measure(store, lambda: build_snapshots(store, PREFIX))
+        rows.append([args.days, objects, f"snapshot, late history in {late_day}", read,
+                     f"{seconds:.2f}"])  # fmt: skip
+        read, seconds, _ = measure(store, lambda: build_snapshots(store, PREFIX))
+        rows.append([args.days, objects, "snapshot, the run after", read, f"{seconds:.2f}"])
+        report = routine(
+            store, args.days, objects, f"daily maintenance, 24 events of {late_day} "
+            f"written {lateness} days late", rows,
+        )  # fmt: skip
+        assert report.late_days_settled == 1
+        for offset in (0.5, 3, 10):
+            as_of_matches(store, events, START + timedelta(days=args.days // 3 + offset))
+        routine(store, args.days, objects, "daily maintenance, the run after", rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     header = ["history days", "objects in history", "command (newest day)", "objects read", "s"]
     print("\n".join(markdown_table(header, [[str(c) for c in row] for row in rows])))
     print(
         f"\n{len(events)} events; before this change each command read every object of the "
-        "history (the 'objects in history' column). Answers checked against a brute force."
+        "history (the 'objects in history' column). Answers checked against a brute force, "
+        "state --as-of in the late day's week too."
     )
 
 

@@ -20,6 +20,7 @@ def test_setup_creates_everything_and_can_run_twice(
     assert created["bucket"] == "setup-bucket"
     assert created["tables"] == [
         "ECSCtrInstanceState",
+        "ECSDaemonDeploymentState",
         "ECSDeploymentState",
         "ECSTaskState",
         "stream-processor-checkpoints",
