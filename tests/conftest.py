@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,6 +215,39 @@ def kinesalite(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         assert server.stdout is not None
         url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
         monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", url)
+        yield url
+    finally:
+        server.kill()
+        server.wait()
+
+
+DYNALITE = Path(__file__).parents[1] / "node_modules" / ".bin" / "dynalite"
+
+
+@pytest.fixture
+def dynalite(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh dynalite (npm, in memory) for one test, and boto3's DynamoDB pointed at it
+    through `AWS_ENDPOINT_URL_DYNAMODB`: it keeps connections alive and answers conditional
+    writes in a millisecond, where moto's server is slow enough to distort lease timing.
+    Request it before `settings`, so the tables are created there."""
+    if shutil.which("node") is None or not DYNALITE.exists():
+        pytest.fail("dynalite is missing: `make test` installs it (needs Node.js and npm)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(DYNALITE), "--host", "127.0.0.1", "--port", str(port), "--createTableMs", "0",
+         "--deleteTableMs", "0", "--updateTableMs", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", url)
         yield url
     finally:
         server.kill()

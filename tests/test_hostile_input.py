@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from stream_processor import lambda_function
 from stream_processor.config import Settings
-from stream_processor.core.events import EcsEvent, decode_event
+from stream_processor.core.events import SPECS, EcsEvent, decode_event
 from stream_processor.core.items import build_state_write
 from stream_processor.core.records import KinesisRecord, Rejected, deaggregate, from_lambda_event
 from stream_processor.ingest.pipeline import Pipeline
@@ -117,7 +117,7 @@ def _never_raises(data: bytes) -> None:
     for item in deaggregate(record):
         outcome = decode_event(item) if isinstance(item, KinesisRecord) else item
         assert isinstance(outcome, EcsEvent | Rejected)
-        if isinstance(outcome, EcsEvent) and outcome.dataset.value != "service_action":
+        if isinstance(outcome, EcsEvent) and SPECS[outcome.dataset].has_state:
             build_state_write(outcome, ingested_at="t", snapshot_uri="s")
 
 
@@ -149,6 +149,8 @@ _json = st.recursive(
             "ECS Container Instance State Change",
             "ECS Deployment State Change",
             "ECS Service Action",
+            "ECS Daemon Service Action",
+            "ECS Daemon Deployment State Change",
             "Other",
         ]
     ),
@@ -170,6 +172,7 @@ def test_fuzz_arbitrary_json_in_and_around_the_envelope(value: Any, detail_type:
             ("taskArn", "arn:t"),
             ("containerInstanceArn", "arn:c"),
             ("deploymentId", "d"),
+            ("daemonDeploymentArn", "arn:d"),
             ("version", 3),
             ("updatedAt", "2020-01-01T00:00:00Z"),
         ):

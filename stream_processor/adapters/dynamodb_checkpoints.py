@@ -2,9 +2,11 @@
 
 One item per (stream, shard): the last sequence number whose batch is durable in both
 sinks, whether the shard is finished (SHARD_END), and the lease: an owner id and an expiry
-the owner keeps renewing. Every write is conditional on owning the lease, and a checkpoint
-can only move forward, so a second consumer started by mistake can neither double-process
-a shard nor move another owner's checkpoint.
+the owner keeps renewing, and a handoff request (`pendingOwner`, with its own expiry) from
+a worker that wants the shard (`core.leases`). Every write is conditional on owning the
+lease, and a checkpoint can only move forward, so a second consumer can neither
+double-process a shard nor move another owner's checkpoint. One more item per live worker,
+`shardId = "worker#<id>"`, is its heartbeat: how workers count each other.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 #: Key schema of the checkpoint table.
 STREAM_KEY = "streamName"
 SHARD_KEY = "shardId"
+#: Heartbeat items' sort key prefix (never a Kinesis shard id).
+WORKER_PREFIX = "worker#"
 
 # Sequence numbers are decimal strings of up to 129 digits: too long for a DynamoDB number,
 # so comparisons use a zero-padded copy, which orders like the integers.
@@ -48,6 +52,11 @@ class Checkpoint:
     ended: bool = False
     owner: str | None = None
     lease_expires_ms: int = 0
+    #: A worker that asked for this shard, and until when the request stands.
+    pending_owner: str | None = None
+    pending_expires_ms: int = 0
+    #: The owner's last `MillisBehindLatest` for the shard, when it checkpointed.
+    millis_behind: int | None = None
 
 
 def sequence_key(sequence_number: str) -> str:
@@ -62,6 +71,9 @@ def _checkpoint(item: dict[str, Any]) -> Checkpoint:
         ended=bool(item.get("ended", {}).get("BOOL", False)),
         owner=item.get("owner", {}).get("S"),
         lease_expires_ms=int(item.get("leaseExpiresAt", {}).get("N", "0")),
+        pending_owner=item.get("pendingOwner", {}).get("S"),
+        pending_expires_ms=int(item.get("pendingExpiresAt", {}).get("N", "0")),
+        millis_behind=int(item["millisBehind"]["N"]) if "millisBehind" in item else None,
     )
 
 
@@ -91,9 +103,9 @@ class DynamoDBCheckpointStore:
     def _key(self, shard_id: str) -> dict[str, Any]:
         return {STREAM_KEY: {"S": self._stream}, SHARD_KEY: {"S": shard_id}}
 
-    def load_all(self) -> dict[str, Checkpoint]:
-        """Every shard's checkpoint of this stream."""
-        out: dict[str, Checkpoint] = {}
+    def _items(self) -> list[dict[str, Any]]:
+        """Every item of this stream: shard leases and worker heartbeats."""
+        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "#s = :s",
@@ -103,12 +115,51 @@ class DynamoDBCheckpointStore:
         }
         while True:
             page = self._call(self._client.query, **kwargs)
-            for item in page.get("Items", []):
-                checkpoint = _checkpoint(item)
-                out[checkpoint.shard_id] = checkpoint
+            items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return out
+                return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def load_all(self) -> dict[str, Checkpoint]:
+        """Every shard's checkpoint of this stream."""
+        return self.view()[0]
+
+    def view(self) -> tuple[dict[str, Checkpoint], dict[str, int]]:
+        """The shards' checkpoints and leases, and the live workers with their heartbeat
+        expiries (epoch ms), in one read."""
+        checkpoints: dict[str, Checkpoint] = {}
+        workers: dict[str, int] = {}
+        now = self._now_ms()
+        for item in self._items():
+            key = item[SHARD_KEY]["S"]
+            if key.startswith(WORKER_PREFIX):
+                expires = int(item.get("heartbeatExpiresAt", {}).get("N", "0"))
+                if expires > now:
+                    workers[key.removeprefix(WORKER_PREFIX)] = expires
+                continue
+            checkpoint = _checkpoint(item)
+            checkpoints[checkpoint.shard_id] = checkpoint
+        return checkpoints, workers
+
+    def heartbeat(self, worker: str, ttl_s: float) -> None:
+        """This worker is alive for `ttl_s` more seconds."""
+        self._call(
+            self._client.put_item,
+            TableName=self._table,
+            Item={
+                **self._key(WORKER_PREFIX + worker),
+                "heartbeatExpiresAt": {"N": str(self._now_ms() + int(ttl_s * 1000))},
+            },
+        )
+
+    def leave(self, worker: str) -> None:
+        """Remove this worker's heartbeat (clean shutdown): the others rebalance at once."""
+        with contextlib.suppress(CheckpointError):
+            self._call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key=self._key(WORKER_PREFIX + worker),
+            )
 
     def get(self, shard_id: str) -> Checkpoint | None:
         item = self._call(
@@ -127,9 +178,14 @@ class DynamoDBCheckpointStore:
             result = self._client.update_item(
                 TableName=self._table,
                 Key=self._key(shard_id),
-                UpdateExpression="SET #o = :me, leaseExpiresAt = :exp",
+                # A standing handoff request reserves the shard for its requester.
+                UpdateExpression=(
+                    "SET #o = :me, leaseExpiresAt = :exp REMOVE pendingOwner, pendingExpiresAt"
+                ),
                 ConditionExpression=(
-                    "attribute_not_exists(#o) OR #o = :me OR leaseExpiresAt < :now"
+                    "(attribute_not_exists(#o) OR #o = :me OR leaseExpiresAt < :now) AND "
+                    "(attribute_not_exists(pendingOwner) OR pendingOwner = :me "
+                    "OR pendingExpiresAt < :now)"
                 ),
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={
@@ -147,14 +203,47 @@ class DynamoDBCheckpointStore:
             raise CheckpointError(f"acquiring lease of {shard_id}: {exc}") from exc
         return _checkpoint(result["Attributes"])
 
-    def renew(self, shard_id: str, owner: str, lease_s: float) -> None:
-        """Extend our lease; `LeaseLost` if someone else took it."""
-        self._owned_update(
+    def renew(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint:
+        """Extend our lease and return the item (a handoff request shows there);
+        `LeaseLost` if someone else took it."""
+        item = self._owned_update(
             shard_id,
             owner,
             "SET leaseExpiresAt = :exp",
             {":exp": {"N": str(self._now_ms() + int(lease_s * 1000))}},
+            returns=True,
         )
+        assert item is not None
+        return _checkpoint(item)
+
+    def request(self, shard_id: str, requester: str, owner: str, lease_s: float) -> bool:
+        """Ask `owner` to hand the shard over to `requester` (it must still hold it, and no
+        other request may stand); the request lapses after `lease_s`. True if recorded."""
+        now = self._now_ms()
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(shard_id),
+                UpdateExpression="SET pendingOwner = :r, pendingExpiresAt = :pexp",
+                ConditionExpression=(
+                    "#o = :owner AND leaseExpiresAt > :now AND "
+                    "(attribute_not_exists(pendingOwner) OR pendingExpiresAt < :now)"
+                ),
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={
+                    ":r": {"S": requester},
+                    ":owner": {"S": owner},
+                    ":now": {"N": str(now)},
+                    ":pexp": {"N": str(now + int(lease_s * 1000))},
+                },
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise CheckpointError(f"requesting {shard_id}: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise CheckpointError(f"requesting {shard_id}: {exc}") from exc
+        return True
 
     def save(
         self,
@@ -164,6 +253,7 @@ class DynamoDBCheckpointStore:
         lease_s: float,
         *,
         ended: bool = False,
+        millis_behind: int | None = None,
     ) -> None:
         """Checkpoint `sequence_number` (and renew the lease). Refuses, loudly, to move a
         checkpoint backwards or to write without owning the lease."""
@@ -173,6 +263,9 @@ class DynamoDBCheckpointStore:
             ":at": {"N": str(self._now_ms())},
         }
         update = "SET leaseExpiresAt = :exp, ended = :ended, checkpointedAt = :at"
+        if millis_behind is not None:
+            values[":behind"] = {"N": str(millis_behind)}
+            update += ", millisBehind = :behind"
         condition = None
         if sequence_number is not None:
             values[":seq"] = {"S": sequence_number}
@@ -194,16 +287,19 @@ class DynamoDBCheckpointStore:
         values: dict[str, Any],
         extra_condition: str | None = None,
         sequence_number: str | None = None,
-    ) -> None:
+        *,
+        returns: bool = False,
+    ) -> dict[str, Any] | None:
         condition = "#o = :me" + (f" AND {extra_condition}" if extra_condition else "")
         try:
-            self._client.update_item(
+            result = self._client.update_item(
                 TableName=self._table,
                 Key=self._key(shard_id),
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={**values, ":me": {"S": owner}},
+                ReturnValues="ALL_NEW" if returns else "NONE",
             )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
@@ -218,6 +314,8 @@ class DynamoDBCheckpointStore:
             ) from None
         except BotoCoreError as exc:
             raise CheckpointError(f"checkpoint of {shard_id}: {exc}") from exc
+        attributes: dict[str, Any] | None = result.get("Attributes")
+        return attributes
 
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:

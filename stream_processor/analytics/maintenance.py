@@ -21,11 +21,16 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from stream_processor.adapters.history_store import HistoryStore
-from stream_processor.analytics.compaction import close_from_later_days, compact
+from stream_processor.analytics.compaction import (
+    CompactionReport,
+    close_from_later_days,
+    compact,
+)
 from stream_processor.analytics.late import late_markers
 from stream_processor.analytics.scan import partition_days
 from stream_processor.analytics.snapshot import build_snapshots, snapshot_days
 from stream_processor.core.catalog import SNAPSHOT_DATASETS
+from stream_processor.core.events import Dataset
 from stream_processor.core.history import VALIDITY_DATASETS
 
 
@@ -61,21 +66,18 @@ def maintain(
         date_to=(today - timedelta(days=1)).isoformat(),
         fold_all_closures=True,
     )
+
+    def compact_day(dataset: Dataset, day: str) -> CompactionReport:
+        return compact(
+            store, prefix, datasets=[dataset], date_from=day, date_to=day, fold_all_closures=True
+        )
+
     for dataset, marked in markers.items():
         for day in sorted(marked):
             if should_stop():
                 report.finished = False
                 break
-            compaction.add(
-                compact(
-                    store,
-                    prefix,
-                    datasets=[dataset],
-                    date_from=day,
-                    date_to=day,
-                    fold_all_closures=True,
-                )
-            )
+            compaction.add(compact_day(dataset, day))
     report.partitions_compacted = compaction.partitions_rewritten
     report.closures_written = compaction.closures_written
     snapshots = build_snapshots(store, prefix, should_stop=should_stop)  # 3.
@@ -86,14 +88,7 @@ def maintain(
             if should_stop():
                 break
             if close_from_later_days(store, prefix, dataset, day):
-                folded = compact(
-                    store,
-                    prefix,
-                    datasets=[dataset],
-                    date_from=day,
-                    date_to=day,
-                    fold_all_closures=True,
-                )
+                folded = compact_day(dataset, day)
                 report.closures_written += 1
                 report.partitions_compacted += folded.partitions_rewritten
     if report.finished and not should_stop():  # 4.

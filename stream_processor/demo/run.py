@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import time
@@ -145,6 +146,9 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
     unexpected = found - fleet.history
     quarantined = quarantine_lines(settings)
     if options.keep_history:
+        for folder in (settings.history_prefix, settings.quarantine_prefix):
+            # An earlier run's files (another seed, older code) must not mix with this one's.
+            shutil.rmtree(Path(options.keep_history) / folder, ignore_errors=True)
         target = LocalHistoryStore(Path(options.keep_history))
         source = S3HistoryStore(s3_client(settings), settings.history_bucket)
         for key in source.keys(""):

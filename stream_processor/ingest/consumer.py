@@ -1,7 +1,11 @@
 """`stream-processor consume`: read every shard of a stream through the pipeline.
 
 One worker thread per shard we hold the lease of; a coordinator discovers shards, starts
-children only after their parents are finished, reports progress, and stops cleanly.
+children only after their parents are finished, takes its fair share of the shards when
+several `consume` processes share the stream (`core.leases`: free and expired leases
+first, then one shard at a time asked of the most loaded worker), reports progress, and
+stops cleanly. A lease keeper renews every lease we hold and our heartbeat on its own
+thread, whatever the batches are doing; it passes handoff requests to the workers.
 
 A worker's loop, in order:
   1. Read with GetRecords (≤ 5 calls/s per shard; gentle polling when idle) into a buffer.
@@ -11,6 +15,9 @@ A worker's loop, in order:
      and run the same batch again: writes are idempotent, object keys come from the input.
   4. Only then checkpoint the batch's last sequence number, conditional on our lease and
      never backwards. At shard end, mark the shard finished so its children can start.
+  5. Asked to hand the shard over: after step 4 for the batch in flight, release the lease
+     to the requester and exit. Lease lost, or about to expire unrenewed: exit at once,
+     without checkpointing (what was not checkpointed is read again by the next owner).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from stream_processor.adapters.kinesis_stream import (
     KinesisThrottled,
     ShardInfo,
 )
+from stream_processor.core.leases import Lease, plan
 from stream_processor.core.records import from_get_records
 from stream_processor.errors import ConfigError, StreamProcessorError
 from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
@@ -139,13 +147,17 @@ class ShardWorker(threading.Thread):
         # throttled or expired read proves nothing, however long its backoff lasts.
         self.caught_up = False
         self.error: str | None = None
+        #: Until when (monotonic) our lease is known to be valid: the keeper moves it on.
+        self.lease_valid_until = time.monotonic() + options.lease_s
+        #: Set by the lease keeper: another worker asked for the shard / took it.
+        self.handoff = threading.Event()
+        self.lost = threading.Event()
         self._checkpoint = checkpoint.sequence_number
         self._options = options
         self._source = source
         self._store = store
         self._pipeline = pipeline
         self._stopping = stop
-        self._renewed = time.monotonic()
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
 
     @property
@@ -166,6 +178,16 @@ class ShardWorker(threading.Thread):
             log.warning(
                 json.dumps({"message": "lease lost", "shard_id": shard_id, "reason": str(exc)})
             )
+        except _LeaseExpiring:
+            self.stats.state = "lease expiring"
+            log.warning(
+                json.dumps(
+                    {
+                        "message": "lease not renewed in time: stopped before it expired",
+                        "shard_id": shard_id,
+                    }
+                )
+            )
         except StreamProcessorError as exc:
             self.error = str(exc)
             self.stats.state = "error"
@@ -183,8 +205,10 @@ class ShardWorker(threading.Thread):
             self.stats.state = "error"
             log.exception("shard worker %s crashed: %s", shard_id, type(exc).__name__)
         finally:
-            if not self.finished and self.stats.state != "lease lost":
+            if not self.finished and self.stats.state not in ("lease lost", "lease expiring"):
                 self._store.release(shard_id, self._options.worker_id)
+                if self.stats.state == "handed over":
+                    log.info(json.dumps({"message": "shard handed over", "shard_id": shard_id}))
 
     def _new_iterator(self) -> str:
         if self._checkpoint is not None:
@@ -206,8 +230,9 @@ class ShardWorker(threading.Thread):
         backoff = MIN_GET_INTERVAL_S
         self.stats.state = "reading"
         while True:
-            self._maybe_renew()
-            stopping = self._stopping.is_set()
+            self._check_lease()
+            handing_over = self.handoff.is_set()
+            stopping = self._stopping.is_set() or handing_over
             at_end = iterator is None
             if buffer and (
                 stopping
@@ -238,7 +263,7 @@ class ShardWorker(threading.Thread):
                 )
                 return
             if stopping:
-                self.stats.state = "stopped"
+                self.stats.state = "handed over" if handing_over else "stopped"
                 return
 
             wait = last_get + MIN_GET_INTERVAL_S - time.monotonic()
@@ -279,6 +304,7 @@ class ShardWorker(threading.Thread):
         records = from_get_records(self.shard.shard_id, buffer)
         delay = 0.5
         while True:
+            self._check_lease()
             outcome = self._pipeline.process(records)
             if outcome.failed_from is None:
                 break
@@ -288,24 +314,38 @@ class ShardWorker(threading.Thread):
                 raise _Stopped
             self._stopping.wait(self._rng.uniform(delay / 2, delay))
             delay = min(delay * 2, 30.0)
-            self._maybe_renew()
         self.stats.add(outcome)
         if self._on_batch is not None:
             self._on_batch(self.shard.shard_id, outcome, self.stats.millis_behind)
         last = str(buffer[-1]["SequenceNumber"])
-        self._store.save(self.shard.shard_id, options.worker_id, last, options.lease_s)
+        self._check_lease()
+        saved_at = time.monotonic()
+        self._store.save(
+            self.shard.shard_id,
+            options.worker_id,
+            last,
+            options.lease_s,
+            millis_behind=self.stats.millis_behind,
+        )
+        self.lease_valid_until = saved_at + options.lease_s
         self._checkpoint = last
         self.stats.checkpoint = last
-        self._renewed = time.monotonic()
 
-    def _maybe_renew(self) -> None:
-        if time.monotonic() - self._renewed >= self._options.lease_s / 3:
-            self._store.renew(self.shard.shard_id, self._options.worker_id, self._options.lease_s)
-            self._renewed = time.monotonic()
+    def _check_lease(self) -> None:
+        """Stop at once when the lease is gone, or will expire before the keeper could
+        renew it again (a third of the lease is kept in hand)."""
+        if self.lost.is_set():
+            raise LeaseLost(f"lease of {self.shard.shard_id} was taken over")
+        if time.monotonic() > self.lease_valid_until - self._options.lease_s / 3:
+            raise _LeaseExpiring
 
 
 class _Stopped(Exception):
     """Internal: shutdown while a batch was still failing; its checkpoint stays put."""
+
+
+class _LeaseExpiring(Exception):
+    """Internal: the lease could not be renewed in time; stop before it expires."""
 
 
 class Consumer:
@@ -335,6 +375,11 @@ class Consumer:
         self._foreign: dict[str, tuple[str | None, int]] = {}  # shard → (owner, expiry seen)
         self._foreign_alive: set[str] = set()
         self._started = time.monotonic()
+        #: Our standing handoff request: (shard, until epoch ms).
+        self._requested: tuple[str, int] | None = None
+        self.target = 0
+        self.live_workers = 1
+        self._keeper = threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True)
 
     def stop(self) -> None:
         """Ask every worker to finish its batch in flight, checkpoint it, and exit."""
@@ -348,6 +393,8 @@ class Consumer:
             sync_every = min(sync_every, 1.0)
         next_sync = 0.0
         next_report = time.monotonic() + options.report_interval_s
+        self._store.heartbeat(options.worker_id, options.lease_s)
+        self._keeper.start()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -375,58 +422,152 @@ class Consumer:
             self._stop.set()
             for worker in self.workers.values():
                 worker.join()
+            self._keeper.join()
+            self._store.leave(options.worker_id)
             self._report()
         return {shard: w.stats for shard, w in self.workers.items()}
 
+    def _keep_leases(self) -> None:
+        """Renew our heartbeat and every lease we hold, a third of a lease apart, on this
+        thread alone: a batch longer than the lease never loses it while we are alive."""
+        options = self.options
+        while not self._stop.wait(options.lease_s / 3):
+            try:
+                self._store.heartbeat(options.worker_id, options.lease_s)
+            except StreamProcessorError as exc:
+                log.warning(json.dumps({"message": "heartbeat failed", "reason": str(exc)[:300]}))
+            for shard_id, worker in list(self.workers.items()):
+                if not worker.is_alive() or worker.finished:
+                    continue
+                started = time.monotonic()
+                try:
+                    lease = self._store.renew(shard_id, options.worker_id, options.lease_s)
+                except LeaseLost:
+                    worker.lost.set()
+                    continue
+                except StreamProcessorError as exc:
+                    # Not renewed: the worker stops itself before the lease expires.
+                    log.warning(
+                        json.dumps(
+                            {
+                                "message": "lease renewal failed",
+                                "shard_id": shard_id,
+                                "reason": str(exc)[:300],
+                            }
+                        )
+                    )
+                    continue
+                worker.lease_valid_until = started + options.lease_s
+                pending = lease.pending_owner
+                if (
+                    pending
+                    and pending != options.worker_id
+                    and lease.pending_expires_ms > (time.time() * 1000)
+                ):
+                    worker.handoff.set()
+
     def _sync(self) -> None:
-        """Discover shards; start a worker for each readable shard whose lease we get."""
+        """Discover shards; take our fair share of the readable ones (`core.leases`): free
+        and expired leases, shards handed over to us, and at most one request at a time
+        for a shard of the most loaded worker."""
+        options = self.options
         shards = self._shards = self._source.shards()
         listed = {s.shard_id for s in shards}
-        checkpoints = self._store.load_all()
+        checkpoints, live = self._store.view()
         for shard_id, worker in list(self.workers.items()):
             if worker.finished:
                 self._finished.add(shard_id)
             if not worker.is_alive() and not worker.finished:
-                del self.workers[shard_id]  # lease lost or failed: try again on a later sync
+                del self.workers[shard_id]  # lease lost, handed over or failed
         for shard_id, checkpoint in checkpoints.items():
             if checkpoint.ended:
                 self._finished.add(shard_id)
-        for shard in shards:
-            if shard.shard_id in self._finished or shard.shard_id in self.workers:
-                continue
+        readable = [
+            shard
+            for shard in shards
+            if shard.shard_id not in self._finished
             # Parents that the stream no longer retains were finished long ago.
-            if any(p in listed and p not in self._finished for p in shard.parents):
-                continue
-            acquired = self._store.acquire(
-                shard.shard_id, self.options.worker_id, self.options.lease_s
-            )
-            if acquired is None:
-                self._note_foreign(checkpoints.get(shard.shard_id), shard.shard_id)
-                continue
-            checkpoint = acquired
-            self._foreign.pop(shard.shard_id, None)
-            self._foreign_alive.discard(shard.shard_id)
-            worker = ShardWorker(
-                shard,
-                checkpoint,
-                options=self.options,
-                source=self._source,
-                store=self._store,
-                pipeline=self._pipeline_factory(),
-                stop=self._stop,
-                on_batch=self._on_batch,
-            )
-            self.workers[shard.shard_id] = worker
-            worker.start()
-            log.info(
-                json.dumps(
-                    {
-                        "message": "shard acquired",
-                        "shard_id": shard.shard_id,
-                        "checkpoint": checkpoint.sequence_number,
-                    }
+            and not any(p in listed and p not in self._finished for p in shard.parents)
+        ]
+        now_ms = int(time.time() * 1000)
+        leases = []
+        for shard in readable:
+            known = checkpoints.get(shard.shard_id)
+            if known is None:
+                leases.append(Lease(shard.shard_id, None, 0))
+            else:
+                leases.append(
+                    Lease(
+                        shard.shard_id,
+                        known.owner,
+                        known.lease_expires_ms,
+                        known.pending_owner,
+                        known.pending_expires_ms,
+                    )
                 )
+        if self._requested and (self._requested[1] <= now_ms or self._requested[0] in self.workers):
+            self._requested = None
+        step = plan(
+            options.worker_id,
+            leases,
+            live,
+            now_ms,
+            requesting=self._requested is not None,
+        )
+        self.target, self.live_workers = step.target, len(set(live) | {options.worker_id})
+        by_id = {shard.shard_id: shard for shard in readable}
+        for shard_id in step.take:
+            if shard_id not in self.workers:
+                self._start(by_id[shard_id])
+        for shard in readable:
+            if shard.shard_id not in self.workers:
+                self._note_foreign(checkpoints.get(shard.shard_id), shard.shard_id)
+        if step.request is not None:
+            owner = next(lease.owner for lease in leases if lease.shard_id == step.request)
+            if owner and self._store.request(
+                step.request, options.worker_id, owner, options.lease_s
+            ):
+                self._requested = (step.request, now_ms + int(options.lease_s * 1000))
+                log.info(
+                    json.dumps(
+                        {
+                            "message": "shard requested",
+                            "shard_id": step.request,
+                            "owner": owner,
+                            "target": step.target,
+                        }
+                    )
+                )
+
+    def _start(self, shard: ShardInfo) -> None:
+        """Take the shard's lease and start its worker (no-op if someone was faster)."""
+        options = self.options
+        acquired = self._store.acquire(shard.shard_id, options.worker_id, options.lease_s)
+        if acquired is None:
+            return
+        self._foreign.pop(shard.shard_id, None)
+        self._foreign_alive.discard(shard.shard_id)
+        worker = ShardWorker(
+            shard,
+            acquired,
+            options=options,
+            source=self._source,
+            store=self._store,
+            pipeline=self._pipeline_factory(),
+            stop=self._stop,
+            on_batch=self._on_batch,
+        )
+        self.workers[shard.shard_id] = worker
+        worker.start()
+        log.info(
+            json.dumps(
+                {
+                    "message": "shard acquired",
+                    "shard_id": shard.shard_id,
+                    "checkpoint": acquired.sequence_number,
+                }
             )
+        )
 
     def _note_foreign(self, checkpoint: Checkpoint | None, shard_id: str) -> None:
         """Track a shard another owner holds: a renewed lease proves the owner is alive."""
@@ -464,11 +605,16 @@ class Consumer:
             "max_millis_behind": max((s.millis_behind for s in stats), default=0),
         }
 
+    def held(self) -> int:
+        """Leases this worker holds now (shards it is reading)."""
+        return len([w for w in self.workers.values() if w.is_alive() and not w.finished])
+
     def progress_line(self) -> str:
         totals = self.totals()
         elapsed = max(time.monotonic() - self._started, 1e-9)
         return (
-            f"{len([w for w in self.workers.values() if w.is_alive()])} shards reading, "
+            f"{self.held()} shards reading (target {self.target}, "
+            f"{self.live_workers} workers), "
             f"{len(self._finished)} finished | {totals['records']} records "
             f"({totals['records'] / elapsed:.0f}/s) in {totals['batches']} batches | "
             f"lag {totals['max_millis_behind']} ms | duplicates {totals['duplicates']} | "
@@ -483,6 +629,9 @@ class Consumer:
                 {
                     "message": "consumer progress",
                     "worker_id": self.options.worker_id,
+                    "leases_held": self.held(),
+                    "lease_target": self.target,
+                    "live_workers": self.live_workers,
                     "records_per_s": round(totals["records"] / elapsed, 1),
                     **totals,
                     "shards": {

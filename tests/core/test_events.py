@@ -29,6 +29,28 @@ EXPECTED = {
         "arn:aws:ecs:us-west-2:111122223333:task/FargateCluster/c13b4cb40f1f4fe4a2971f76ae5a47ad",
         4,
     ),
+    "daemon_service_action__docs_task_failed_to_run.json": (
+        Dataset.DAEMON_SERVICE_ACTION,
+        "arn:aws:ecs:us-west-2:123456789012:task/my-cluster/a1b2c3d4e5f6",
+        None,
+    ),
+    # No task was created, `resources` is empty: the instance it failed on.
+    "daemon_service_action__docs_task_creation_failed.json": (
+        Dataset.DAEMON_SERVICE_ACTION,
+        "arn:aws:ecs:us-west-2:123456789012:container-instance/my-cluster/b2c3d4e5f6a7",
+        None,
+    ),
+    "daemon_deployment_state_change__docs_pending.json": (
+        Dataset.DAEMON_DEPLOYMENT,
+        "arn:aws:ecs:us-west-2:111122223333:daemon-deployment/my-cluster/my-daemon/"
+        "0EYSiB0qap8xf0N76FsbE",
+        None,
+    ),
+    "other_event__made_up_detail_type.json": (
+        Dataset.OTHER,
+        "arn:aws:ecs:us-east-1:111122223333:capacity-reservation/prod/cr-0a1b2c3d",
+        None,
+    ),
 }
 
 
@@ -119,7 +141,7 @@ _DELETE = object()
         (b"12", "invalid event envelope: Expected `object`, got `int`"),
         (b'{"a": ', "payload is not JSON"),
         (_with("source", "aws.ec2"), "unsupported source 'aws.ec2'"),
-        (_with("detail-type", "EC2 Instance State-change Notification"), "unsupported detail-type"),
+        (_with("detail-type", " "), "event without a detail-type"),
         (
             _with("detail", _DELETE),
             "invalid event envelope: Object missing required field `detail`",

@@ -70,6 +70,8 @@ def _history() -> set[tuple[str, int]]:
     s3 = boto3.client("s3")
     rows: set[tuple[str, int]] = set()
     for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix="ecs-history/").get("Contents", []):
+        if not obj["Key"].endswith(".parquet"):
+            continue  # `_late/` markers: these 2020 events are late, and marked so
         body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
         table = pq.read_table(io.BytesIO(body))
         rows.update(

@@ -77,7 +77,8 @@ def old_state(aws: str) -> tuple[Settings, dict[str, dict[str, Any]]]:
     for dataset, table in settings.state_tables().items():
         key = SPECS[dataset].key_field
         assert key is not None
-        ensure_table(client, table, key, indexes=OLD[RESOURCES[dataset]]["GlobalSecondaryIndexes"])
+        old = OLD[RESOURCES[dataset]]["GlobalSecondaryIndexes"] if dataset in RESOURCES else []
+        ensure_table(client, table, key, indexes=old)
     events = {}
     for n in range(40):
         event = _task(n, 3, "STOPPED" if n % 5 == 0 else "RUNNING")
