@@ -1,4 +1,4 @@
-"""Commands of the write side: `setup`, `consume`, `reconcile`, `reindex`."""
+"""Commands of the write side: `setup`, `consume`, `leases`, `reconcile`, `reindex`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stream_processor.errors import ConfigError
 
 
 def add_commands(sub: Any) -> None:
-    """Register `consume`, `reconcile`, `reindex` and `setup`."""
+    """Register `consume`, `leases`, `reconcile`, `reindex` and `setup`."""
     consume = sub.add_parser(
         "consume", help="read every shard of a stream through the pipeline, with checkpoints"
     )
@@ -127,6 +127,13 @@ def add_commands(sub: Any) -> None:
     setup.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")
     setup.set_defaults(run=run_setup)
 
+    leases = sub.add_parser(
+        "leases", help="the lease table of a stream: who reads which shard, how far, who lives"
+    )
+    leases.add_argument("--stream", required=True, help="Kinesis stream name")
+    leases.add_argument("--format", choices=("table", "json"), default="table")
+    leases.set_defaults(run=run_leases)
+
     reindex = sub.add_parser(
         "reindex",
         help="bring state items written before the current index layout into it "
@@ -153,6 +160,83 @@ def run_setup(args: argparse.Namespace) -> int:
     region = boto3.Session().region_name or "us-east-1"
     created = ensure_all(settings, stream=args.stream, shards=args.shards, region=region)
     print(json.dumps(created))
+    return 0
+
+
+def run_leases(args: argparse.Namespace) -> int:
+    import time
+
+    from stream_processor.adapters.clients import dynamodb_client
+    from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
+    from stream_processor.cli.options import print_table
+    from stream_processor.core.leases import Lease, counts, fair_share
+
+    settings = Settings.from_env(os.environ)
+    store = DynamoDBCheckpointStore(
+        dynamodb_client(settings), settings.checkpoint_table, args.stream
+    )
+    checkpoints, workers = store.view()
+    now_ms = int(time.time() * 1000)
+    leases = [
+        Lease(c.shard_id, c.owner, c.lease_expires_ms, c.pending_owner, c.pending_expires_ms)
+        for c in checkpoints.values()
+        if not c.ended
+    ]
+    held = counts(leases, now_ms)
+    target = fair_share(len(leases), len(workers))
+    shards = [
+        {
+            "shard_id": c.shard_id,
+            "owner": c.owner if c.lease_expires_ms > now_ms and not c.ended else None,
+            "lease_expires_in_s": round((c.lease_expires_ms - now_ms) / 1000, 1),
+            "pending_owner": c.pending_owner if c.pending_expires_ms > now_ms else None,
+            "checkpoint": c.sequence_number,
+            "millis_behind_latest": c.millis_behind,
+            "ended": c.ended,
+        }
+        for c in sorted(checkpoints.values(), key=lambda c: c.shard_id)
+    ]
+    live = [
+        {
+            "worker_id": worker,
+            "heartbeat_expires_in_s": round((expires - now_ms) / 1000, 1),
+            "leases": held.get(worker, 0),
+            "target": target,
+        }
+        for worker, expires in sorted(workers.items())
+    ]
+    if args.format == "json":
+        print(json.dumps({"shards": shards, "workers": live}))
+        return 0
+    print_table(
+        ["SHARD", "OWNER", "LEASE", "PENDING", "BEHIND", "CHECKPOINT"],
+        [
+            [
+                str(row["shard_id"]),
+                "(ended)" if row["ended"] else str(row["owner"] or "(free)"),
+                "" if row["ended"] else f"{row['lease_expires_in_s']:+.0f}s",
+                str(row["pending_owner"] or ""),
+                "" if row["millis_behind_latest"] is None else f"{row['millis_behind_latest']}ms",
+                str(row["checkpoint"] or "")[-20:],
+            ]
+            for row in shards
+        ],
+        f"{len(shards)} shards",
+    )
+    print()
+    print_table(
+        ["WORKER", "LEASES", "TARGET", "HEARTBEAT"],
+        [
+            [
+                str(w["worker_id"]),
+                str(w["leases"]),
+                str(w["target"]),
+                f"{w['heartbeat_expires_in_s']:+.0f}s",
+            ]
+            for w in live
+        ],
+        f"{len(live)} live workers",
+    )
     return 0
 
 

@@ -146,6 +146,7 @@ class ShardWorker(threading.Thread):
         # Only a read that returned nothing at the tip proves the shard is caught up; a
         # throttled or expired read proves nothing, however long its backoff lasts.
         self.caught_up = False
+        self.busy = False  # a batch in flight
         self.error: str | None = None
         #: Until when (monotonic) our lease is known to be valid: the keeper moves it on.
         self.lease_valid_until = time.monotonic() + options.lease_s
@@ -162,8 +163,9 @@ class ShardWorker(threading.Thread):
 
     @property
     def caught_up_idle_s(self) -> float:
-        """Seconds since this shard last returned records (0 while it has work)."""
-        if not self.caught_up or self.stats.millis_behind > 0:
+        """Seconds since this shard last returned records (0 while it has work, or a batch
+        in flight)."""
+        if not self.caught_up or self.stats.millis_behind > 0 or self.busy:
             return 0.0
         return time.monotonic() - self.idle_since
 
@@ -240,7 +242,12 @@ class ShardWorker(threading.Thread):
                 or len(buffer) >= options.max_records
                 or time.monotonic() - batch_opened >= options.max_wait_s
             ):
-                self._process(buffer)
+                self.busy = True
+                try:
+                    self._process(buffer)
+                finally:
+                    self.busy = False
+                    self.idle_since = time.monotonic()
                 buffer = []
             if at_end:
                 self._store.save(
@@ -379,6 +386,8 @@ class Consumer:
         self._requested: tuple[str, int] | None = None
         self.target = 0
         self.live_workers = 1
+        # The keeper outlives `_stop`: workers finishing their last batch still need leases.
+        self._keeper_stop = threading.Event()
         self._keeper = threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True)
 
     def stop(self) -> None:
@@ -422,6 +431,7 @@ class Consumer:
             self._stop.set()
             for worker in self.workers.values():
                 worker.join()
+            self._keeper_stop.set()
             self._keeper.join()
             self._store.leave(options.worker_id)
             self._report()
@@ -431,7 +441,7 @@ class Consumer:
         """Renew our heartbeat and every lease we hold, a third of a lease apart, on this
         thread alone: a batch longer than the lease never loses it while we are alive."""
         options = self.options
-        while not self._stop.wait(options.lease_s / 3):
+        while not self._keeper_stop.wait(options.lease_s / 3):
             try:
                 self._store.heartbeat(options.worker_id, options.lease_s)
             except StreamProcessorError as exc:

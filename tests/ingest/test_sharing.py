@@ -5,6 +5,7 @@ owner lives, and state and history end exact. kinesalite for Kinesis, dynalite f
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,15 +14,24 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import boto3
+import pytest
 
 from stream_processor.adapters.clients import kinesis_client
-from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
+from stream_processor.adapters.dynamodb_checkpoints import (
+    CheckpointError,
+    DynamoDBCheckpointStore,
+)
+from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.provisioning import ensure_stream
+from stream_processor.cli import main
 from stream_processor.config import Settings
 from stream_processor.demo.simulation import deliver, simulate_fleet
-from tests.conftest import assert_converged, cli, publish
+from stream_processor.ingest.consumer import Consumer
+from stream_processor.ingest.wiring import AwsClients, build_pipeline
+from tests.conftest import assert_converged, cli, consumer_options, publish
 
 LEASE_S = 4.0
 SHARDS = 6
@@ -62,7 +72,11 @@ def _wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> float:
 
 
 def test_three_workers_share_six_shards_and_rebalance_on_death_and_join(
-    kinesalite: str, dynalite: str, settings: Settings, tmp_path: Path
+    kinesalite: str,
+    dynalite: str,
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     stream = "shared-six"
     ensure_stream(kinesis_client(settings), stream, SHARDS)
@@ -86,6 +100,16 @@ def test_three_workers_share_six_shards_and_rebalance_on_death_and_join(
         # Balanced stays balanced: no bouncing of leases between equals.
         time.sleep(LEASE_S)
         assert sorted(_owners(store).values()) == [2, 2, 2]
+        # `leases` shows it: every shard's owner, every live worker's share and target.
+        capsys.readouterr()
+        assert main(["leases", "--stream", stream, "--format", "json"]) == 0
+        table = json.loads(capsys.readouterr().out)
+        assert [(w["worker_id"], w["leases"], w["target"]) for w in table["workers"]] == [
+            ("w1", 2, 2),
+            ("w2", 2, 2),
+            ("w3", 2, 2),
+        ]
+        assert len(table["shards"]) == SHARDS and all(r["owner"] for r in table["shards"])
 
         workers["w3"].send_signal(signal.SIGKILL)
         workers["w3"].wait(timeout=10)
@@ -131,3 +155,69 @@ def _caught_up(settings: Settings, fleet: object) -> bool:
     except AssertionError:
         return False
     return True
+
+
+class SlowPipeline:
+    """A pipeline whose batches take longer than a lease."""
+
+    def __init__(self, pipeline: Any, seconds: float) -> None:
+        self._pipeline, self._seconds = pipeline, seconds
+
+    def process(self, records: Any) -> Any:
+        time.sleep(self._seconds)
+        return self._pipeline.process(records)
+
+
+def _slow_consumer(settings: Settings, stream: str, store: Any, seconds: float) -> Consumer:
+    clients = AwsClients.create(settings)
+    return Consumer(
+        consumer_options(stream, worker_id="slow", lease_s=1.5, max_records=500),
+        source=KinesisShardSource(clients.kinesis, stream),
+        store=store,
+        pipeline_factory=lambda: SlowPipeline(build_pipeline(settings, clients).pipeline, seconds),  # type: ignore[arg-type,return-value]
+    )
+
+
+def test_a_batch_longer_than_the_lease_keeps_it(
+    kinesalite: str, dynalite: str, settings: Settings
+) -> None:
+    """The lease keeper renews on its own thread: a 3 s batch under a 1.5 s lease is
+    checkpointed by the worker that ran it."""
+    ensure_stream(kinesis_client(settings), "slow", 1)
+    fleet = simulate_fleet(10, seed=4)
+    publish(settings, "slow", fleet.events)
+    store = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, "slow")
+    stats = _slow_consumer(settings, "slow", store, 3.0).run()
+    (shard,) = stats.values()
+    assert shard.state == "stopped" and shard.records == len(fleet.events)
+    assert store.load_all()[next(iter(stats))].sequence_number == shard.checkpoint
+    assert_converged(settings, fleet)
+
+
+def test_a_worker_that_cannot_renew_stops_before_its_lease_expires(
+    kinesalite: str, dynalite: str, settings: Settings
+) -> None:
+    ensure_stream(kinesis_client(settings), "unrenewed", 1)
+    publish(settings, "unrenewed", simulate_fleet(5, seed=5).events)
+    real = DynamoDBCheckpointStore(boto3.client("dynamodb"), settings.checkpoint_table, "unrenewed")
+
+    class Unrenewable(DynamoDBCheckpointStore):
+        def renew(self, shard_id: str, owner: str, lease_s: float) -> Any:
+            raise CheckpointError("renewal refused (test)")
+
+    store = Unrenewable(boto3.client("dynamodb"), settings.checkpoint_table, "unrenewed")
+    consumer = _slow_consumer(settings, "unrenewed", store, 2.0)
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        _wait_for(
+            "the worker stops itself",
+            lambda: any(w.stats.state == "lease expiring" for w in consumer.workers.values()),
+            30,
+        )
+    finally:
+        consumer.stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    (saved,) = real.load_all().values()
+    assert saved.sequence_number is None  # stopped without checkpointing the batch
