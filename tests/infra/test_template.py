@@ -551,3 +551,29 @@ def test_central_stack_with_an_organization_creates_its_bus_on_moto(aws: str) ->
     events = boto3.client("events")
     on_bus = events.list_rules(EventBusName="central-ecs-events")["Rules"]
     assert len(on_bus) == len(SPECS)
+
+
+def test_enhanced_fan_out_reads_through_a_registered_consumer_with_its_own_permissions() -> None:
+    """StreamReader=enhanced-fan-out: the mapping reads the stream consumer's ARN, which the
+    function may subscribe to; by default it reads the stream itself, as before."""
+    assert TEMPLATE["Parameters"]["StreamReader"]["Default"] == "shared-throughput"
+    assert TEMPLATE["Conditions"]["EnhancedFanOut"] == {
+        "Fn::Equals": [{"Ref": "StreamReader"}, "enhanced-fan-out"]
+    }
+    consumer = RESOURCES["StreamConsumer"]
+    assert consumer["Condition"] == "EnhancedFanOut"
+    assert consumer["Properties"]["StreamARN"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
+    (mapping,) = _of_type("AWS::Lambda::EventSourceMapping").values()
+    assert mapping["EventSourceArn"] == {
+        "Fn::If": [
+            "EnhancedFanOut",
+            {"Fn::GetAtt": ["StreamConsumer", "ConsumerARN"]},
+            {"Fn::GetAtt": ["EventStream", "Arn"]},
+        ]
+    }
+    role = RESOURCES["ProcessorRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    conditional = [s["Fn::If"] for s in role["Statement"] if "Fn::If" in s]
+    (efo,) = [c for c in conditional if c[0] == "EnhancedFanOut"]
+    assert efo[1]["Resource"] == {"Fn::GetAtt": ["StreamConsumer", "ConsumerARN"]}
+    assert set(efo[1]["Action"]) == {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"}
+    assert efo[2] == {"Ref": "AWS::NoValue"}
