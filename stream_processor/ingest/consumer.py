@@ -400,7 +400,10 @@ class Consumer:
         sync_every = options.shard_sync_interval_s
         if options.stop_when_idle_s is not None:
             sync_every = min(sync_every, 1.0)
-        next_sync = 0.0
+        # Shares are rebalanced every half lease (one table read) on the shards last
+        # listed; the shards themselves are listed every sync interval.
+        balance_every = min(sync_every, options.lease_s / 2)
+        next_sync = next_balance = 0.0
         next_report = time.monotonic() + options.report_interval_s
         self._store.heartbeat(options.worker_id, options.lease_s)
         self._keeper.start()
@@ -408,17 +411,20 @@ class Consumer:
             while not self._stop.is_set():
                 now = time.monotonic()
                 ended = {s for s, w in self.workers.items() if not w.is_alive()}
-                if now >= next_sync or ended - self._ended_seen:
+                discover = now >= next_sync or bool(ended - self._ended_seen)
+                if discover or now >= next_balance:
                     self._ended_seen |= ended
                     try:
-                        self._sync()
+                        self._sync(discover)
                     except StreamProcessorError as exc:
                         # Listing shards or taking a lease failed after retries: the
                         # workers keep going; try again at the next sync.
                         log.warning(
                             json.dumps({"message": "shard sync failed", "reason": str(exc)[:300]})
                         )
-                    next_sync = now + sync_every
+                    if discover:
+                        next_sync = now + sync_every
+                    next_balance = now + balance_every
                 if self._on_progress is not None:
                     self._on_progress(self.progress_line())
                 if now >= next_report:
@@ -476,12 +482,14 @@ class Consumer:
                 ):
                     worker.handoff.set()
 
-    def _sync(self) -> None:
+    def _sync(self, discover: bool = True) -> None:
         """Discover shards; take our fair share of the readable ones (`core.leases`): free
         and expired leases, shards handed over to us, and at most one request at a time
         for a shard of the most loaded worker."""
         options = self.options
-        shards = self._shards = self._source.shards()
+        if discover or not self._shards:
+            self._shards = self._source.shards()
+        shards = self._shards
         listed = {s.shard_id for s in shards}
         checkpoints, live = self._store.view()
         for shard_id, worker in list(self.workers.items()):
