@@ -8,12 +8,13 @@ import copy
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,19 @@ def publish(settings: Settings, stream: str, events: list[dict[str, Any]]) -> No
     KinesisPublisher(kinesis_client(settings), stream).put(
         [(partition_key(e), msgspec.json.encode(e)) for e in events]
     )
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[Any]], timeout_s: float = 30) -> None:
+    """SIGTERM every process still running, wait for each, kill what does not stop."""
+    running = list(processes)
+    for process in running:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def assert_converged(settings: Settings, fleet: Fleet) -> None:

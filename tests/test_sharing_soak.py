@@ -29,7 +29,7 @@ from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointSto
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
 from stream_processor.demo.simulation import deliver, simulate_fleet
-from tests.conftest import assert_converged, cli, publish
+from tests.conftest import assert_converged, cli, publish, stop_processes
 from tests.fault_proxy import FaultPolicy, FaultProxy
 
 SECONDS = float(os.environ.get("SHARING_SOAK_S", "45"))
@@ -162,14 +162,7 @@ def test_a_long_bad_day_ends_exact(
             done.set()
             for thread in threads:
                 thread.join()
-            for process in workers.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in workers.values():
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_processes(workers.values())
     injected = Counter(k.split(":")[0] for k in faults.injected.elements())
     peak = max(max(values) for values in rss.values() if values)
     # The longest-lived process: mean RSS of the first and the last third of its life.

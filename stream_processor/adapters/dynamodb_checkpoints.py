@@ -170,38 +170,45 @@ class DynamoDBCheckpointStore:
         ).get("Item")
         return _checkpoint(item) if item else None
 
-    def acquire(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint | None:
-        """Take the shard's lease if it is free, expired or already ours; None if another
-        owner holds it."""
-        now = self._now_ms()
+    def _conditional(self, what: str, **request: Any) -> dict[str, Any] | None:
+        """An UpdateItem whose failed condition is an answer (None), not an error."""
         try:
-            result = self._client.update_item(
-                TableName=self._table,
-                Key=self._key(shard_id),
-                # A standing handoff request reserves the shard for its requester.
-                UpdateExpression=(
-                    "SET #o = :me, leaseExpiresAt = :exp REMOVE pendingOwner, pendingExpiresAt"
-                ),
-                ConditionExpression=(
-                    "(attribute_not_exists(#o) OR #o = :me OR leaseExpiresAt < :now) AND "
-                    "(attribute_not_exists(pendingOwner) OR pendingOwner = :me "
-                    "OR pendingExpiresAt < :now)"
-                ),
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={
-                    ":me": {"S": owner},
-                    ":exp": {"N": str(now + int(lease_s * 1000))},
-                    ":now": {"N": str(now)},
-                },
-                ReturnValues="ALL_NEW",
+            result: dict[str, Any] = dict(
+                self._client.update_item(TableName=self._table, **request)
             )
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
                 return None
-            raise CheckpointError(f"acquiring lease of {shard_id}: {_code(exc)}") from exc
+            raise CheckpointError(f"{what}: {_code(exc)}") from exc
         except BotoCoreError as exc:
-            raise CheckpointError(f"acquiring lease of {shard_id}: {exc}") from exc
-        return _checkpoint(result["Attributes"])
+            raise CheckpointError(f"{what}: {exc}") from exc
+        return result
+
+    def acquire(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint | None:
+        """Take the shard's lease if it is free, expired or already ours; None if another
+        owner holds it."""
+        now = self._now_ms()
+        result = self._conditional(
+            f"acquiring lease of {shard_id}",
+            Key=self._key(shard_id),
+            # A standing handoff request reserves the shard for its requester.
+            UpdateExpression=(
+                "SET #o = :me, leaseExpiresAt = :exp REMOVE pendingOwner, pendingExpiresAt"
+            ),
+            ConditionExpression=(
+                "(attribute_not_exists(#o) OR #o = :me OR leaseExpiresAt < :now) AND "
+                "(attribute_not_exists(pendingOwner) OR pendingOwner = :me "
+                "OR pendingExpiresAt < :now)"
+            ),
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={
+                ":me": {"S": owner},
+                ":exp": {"N": str(now + int(lease_s * 1000))},
+                ":now": {"N": str(now)},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return _checkpoint(result["Attributes"]) if result is not None else None
 
     def renew(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint:
         """Extend our lease and return the item (a handoff request shows there);
@@ -220,30 +227,23 @@ class DynamoDBCheckpointStore:
         """Ask `owner` to hand the shard over to `requester` (it must still hold it, and no
         other request may stand); the request lapses after `lease_s`. True if recorded."""
         now = self._now_ms()
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._key(shard_id),
-                UpdateExpression="SET pendingOwner = :r, pendingExpiresAt = :pexp",
-                ConditionExpression=(
-                    "#o = :owner AND leaseExpiresAt > :now AND "
-                    "(attribute_not_exists(pendingOwner) OR pendingExpiresAt < :now)"
-                ),
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={
-                    ":r": {"S": requester},
-                    ":owner": {"S": owner},
-                    ":now": {"N": str(now)},
-                    ":pexp": {"N": str(now + int(lease_s * 1000))},
-                },
-            )
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise CheckpointError(f"requesting {shard_id}: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise CheckpointError(f"requesting {shard_id}: {exc}") from exc
-        return True
+        result = self._conditional(
+            f"requesting {shard_id}",
+            Key=self._key(shard_id),
+            UpdateExpression="SET pendingOwner = :r, pendingExpiresAt = :pexp",
+            ConditionExpression=(
+                "#o = :owner AND leaseExpiresAt > :now AND "
+                "(attribute_not_exists(pendingOwner) OR pendingExpiresAt < :now)"
+            ),
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={
+                ":r": {"S": requester},
+                ":owner": {"S": owner},
+                ":now": {"N": str(now)},
+                ":pexp": {"N": str(now + int(lease_s * 1000))},
+            },
+        )
+        return result is not None
 
     def save(
         self,

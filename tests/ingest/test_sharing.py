@@ -31,7 +31,7 @@ from stream_processor.config import Settings
 from stream_processor.demo.simulation import deliver, simulate_fleet
 from stream_processor.ingest.consumer import Consumer
 from stream_processor.ingest.wiring import AwsClients, build_pipeline
-from tests.conftest import assert_converged, cli, consumer_options, publish
+from tests.conftest import assert_converged, cli, consumer_options, publish, stop_processes
 
 LEASE_S = 4.0
 SHARDS = 6
@@ -132,14 +132,7 @@ def test_three_workers_share_six_shards_and_rebalance_on_death_and_join(
     finally:
         publishing.set()
         publisher.join()
-        for process in workers.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in workers.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(workers.values())
     for name in ("w1", "w2", "w4"):
         assert workers[name].returncode == 0, logs[name].read_text()[-2000:]
         text = logs[name].read_text()
