@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.core.leases import Lease
 from stream_processor.errors import StreamProcessorError
 
 if TYPE_CHECKING:
@@ -57,6 +58,16 @@ class Checkpoint:
     pending_expires_ms: int = 0
     #: The owner's last `MillisBehindLatest` for the shard, when it checkpointed.
     millis_behind: int | None = None
+
+    def as_lease(self) -> Lease:
+        """The lease part, as `core.leases` reasons about it."""
+        return Lease(
+            self.shard_id,
+            self.owner,
+            self.lease_expires_ms,
+            self.pending_owner,
+            self.pending_expires_ms,
+        )
 
 
 def sequence_key(sequence_number: str) -> str:

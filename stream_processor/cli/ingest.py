@@ -169,7 +169,7 @@ def run_leases(args: argparse.Namespace) -> int:
     from stream_processor.adapters.clients import dynamodb_client
     from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
     from stream_processor.cli.options import print_table
-    from stream_processor.core.leases import Lease, counts, fair_share
+    from stream_processor.core.leases import counts, fair_share
 
     settings = Settings.from_env(os.environ)
     store = DynamoDBCheckpointStore(
@@ -177,11 +177,7 @@ def run_leases(args: argparse.Namespace) -> int:
     )
     checkpoints, workers = store.view()
     now_ms = int(time.time() * 1000)
-    leases = [
-        Lease(c.shard_id, c.owner, c.lease_expires_ms, c.pending_owner, c.pending_expires_ms)
-        for c in checkpoints.values()
-        if not c.ended
-    ]
+    leases = [c.as_lease() for c in checkpoints.values() if not c.ended]
     held = counts(leases, now_ms)
     target = fair_share(len(leases), len(workers))
     shards = [
@@ -244,6 +240,7 @@ def run_reindex(args: argparse.Namespace) -> int:
     from stream_processor.adapters.clients import dynamodb_client
     from stream_processor.adapters.dynamodb_reindex import DynamoDBReindexer
     from stream_processor.core.events import Dataset
+    from stream_processor.core.indexes import LEGACY_INDEXES
     from stream_processor.ingest.reindex import ReindexReport, decode_token, reindex
     from stream_processor.progress import Progress
 
@@ -252,7 +249,8 @@ def run_reindex(args: argparse.Namespace) -> int:
         "task": [Dataset.TASK],
         "instance": [Dataset.CONTAINER_INSTANCE],
         "deployment": [Dataset.DEPLOYMENT],
-        "all": [Dataset.TASK, Dataset.CONTAINER_INSTANCE, Dataset.DEPLOYMENT],
+        # Every table the layout before issue 19 indexed.
+        "all": [dataset for dataset, old in LEGACY_INDEXES.items() if old],
     }
     datasets, start = tables[args.table], None
     if args.resume:

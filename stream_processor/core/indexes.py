@@ -36,7 +36,13 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from stream_processor.core.events import ContainerInstanceDetail, Dataset, EcsEvent, TaskDetail
+from stream_processor.core.events import (
+    SPECS,
+    ContainerInstanceDetail,
+    Dataset,
+    EcsEvent,
+    TaskDetail,
+)
 
 #: Partitions of each sharded index key. Readers query them all; changing it needs a reindex.
 INDEX_SHARDS = 8
@@ -148,40 +154,46 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _layout(dataset: Dataset, key: str, cluster: str, status: object, group: str) -> dict[str, str]:
+    """A task's or container instance's index key values (none without a cluster)."""
+    if not cluster:
+        return {}
+    return {
+        CLUSTER: f"{cluster}#{shard_of(key)}",
+        PHASE: phase_value(phase_of(dataset, status), group),
+    }
+
+
 def index_attributes(event: EcsEvent) -> dict[str, dict[str, str]]:
     """The index key attributes of an event's item (absent keys leave it out of an index).
 
     Deployments need none of their own: their index is keyed by `_serviceArn` and
     `deploymentId`, which the item holds anyway."""
     detail = event.detail
-    out: dict[str, dict[str, str]] = {}
-    if isinstance(detail, TaskDetail | ContainerInstanceDetail):
-        cluster = _text(detail.clusterArn)
-        if cluster:
-            if isinstance(detail, TaskDetail):
-                status, group = detail.lastStatus, _text(detail.group)
-            else:
-                status, group = detail.status, ""
-            out[CLUSTER] = {"S": f"{cluster}#{shard_of(event.key)}"}
-            out[PHASE] = {"S": phase_value(phase_of(event.dataset, status), group)}
-    return out
+    if isinstance(detail, TaskDetail):
+        status, group = detail.lastStatus, _text(detail.group)
+    elif isinstance(detail, ContainerInstanceDetail):
+        status, group = detail.status, ""
+    else:
+        return {}
+    values = _layout(event.dataset, event.key, _text(detail.clusterArn), status, group)
+    return {name: {"S": value} for name, value in values.items()}
 
 
 def reindexed(dataset: Dataset, item: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """What an item stored before this layout needs to join it (attributes to set, from the
     item's own status, group and cluster) and what it holds of the old one (to remove).
     Both empty: the item is already where it belongs."""
-    key_field = "taskArn" if dataset is Dataset.TASK else "containerInstanceArn"
     updates: dict[str, str] = {}
-    if dataset in (Dataset.TASK, Dataset.CONTAINER_INSTANCE):
-        cluster = item.get("clusterArn", {}).get("S")
-        key = item.get(key_field, {}).get("S")
-        if isinstance(cluster, str) and cluster and isinstance(key, str):
-            status = item.get(TERMINAL[dataset][0], {}).get("S")
-            group = item.get("group", {}).get("S") if dataset is Dataset.TASK else ""
-            wanted = {
-                CLUSTER: f"{cluster}#{shard_of(key)}",
-                PHASE: phase_value(phase_of(dataset, status), _text(group)),
-            }
-            updates = {k: v for k, v in wanted.items() if item.get(k, {}).get("S") != v}
+    key_field = SPECS[dataset].key_field
+    if dataset in (Dataset.TASK, Dataset.CONTAINER_INSTANCE) and key_field is not None:
+
+        def text(name: str) -> str:
+            return _text(item.get(name, {}).get("S"))
+
+        key = text(key_field)
+        group = text("group") if dataset is Dataset.TASK else ""
+        status = item.get(TERMINAL[dataset][0], {}).get("S")
+        wanted = _layout(dataset, key, text("clusterArn"), status, group) if key else {}
+        updates = {k: v for k, v in wanted.items() if text(k) != v}
     return updates, [name for name in LEGACY_INDEX_ATTRIBUTES if name in item]

@@ -474,11 +474,9 @@ class Consumer:
                     )
                     continue
                 worker.lease_valid_until = started + options.lease_s
-                pending = lease.pending_owner
-                if (
-                    pending
-                    and pending != options.worker_id
-                    and lease.pending_expires_ms > (time.time() * 1000)
+                asked = lease.as_lease()
+                if asked.requested(int(time.time() * 1000)) and (
+                    asked.pending_owner != options.worker_id
                 ):
                     worker.handoff.set()
 
@@ -508,21 +506,12 @@ class Consumer:
             and not any(p in listed and p not in self._finished for p in shard.parents)
         ]
         now_ms = int(time.time() * 1000)
-        leases = []
-        for shard in readable:
-            known = checkpoints.get(shard.shard_id)
-            if known is None:
-                leases.append(Lease(shard.shard_id, None, 0))
-            else:
-                leases.append(
-                    Lease(
-                        shard.shard_id,
-                        known.owner,
-                        known.lease_expires_ms,
-                        known.pending_owner,
-                        known.pending_expires_ms,
-                    )
-                )
+        leases = [
+            checkpoints[s.shard_id].as_lease()
+            if s.shard_id in checkpoints
+            else Lease(s.shard_id, None, 0)
+            for s in readable
+        ]
         if self._requested and (self._requested[1] <= now_ms or self._requested[0] in self.workers):
             self._requested = None
         step = plan(
