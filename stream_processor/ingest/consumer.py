@@ -153,6 +153,10 @@ class ShardWorker(threading.Thread):
         #: Set by the lease keeper: another worker asked for the shard / took it.
         self.handoff = threading.Event()
         self.lost = threading.Event()
+        #: Held by the keeper while it renews and by the worker while it releases: a
+        #: renewal racing a release would otherwise extend a lease nobody reads.
+        self.lease_lock = threading.Lock()
+        self.released = False
         self._checkpoint = checkpoint.sequence_number
         self._options = options
         self._source = source
@@ -208,7 +212,9 @@ class ShardWorker(threading.Thread):
             log.exception("shard worker %s crashed: %s", shard_id, type(exc).__name__)
         finally:
             if not self.finished and self.stats.state not in ("lease lost", "lease expiring"):
-                self._store.release(shard_id, self._options.worker_id)
+                with self.lease_lock:
+                    self._store.release(shard_id, self._options.worker_id)
+                    self.released = True
                 if self.stats.state == "handed over":
                     log.info(json.dumps({"message": "shard handed over", "shard_id": shard_id}))
 
@@ -453,11 +459,12 @@ class Consumer:
             except StreamProcessorError as exc:
                 log.warning(json.dumps({"message": "heartbeat failed", "reason": str(exc)[:300]}))
             for shard_id, worker in list(self.workers.items()):
-                if not worker.is_alive() or worker.finished:
-                    continue
                 started = time.monotonic()
                 try:
-                    lease = self._store.renew(shard_id, options.worker_id, options.lease_s)
+                    with worker.lease_lock:
+                        if worker.released or worker.finished or not worker.is_alive():
+                            continue
+                        lease = self._store.renew(shard_id, options.worker_id, options.lease_s)
                 except LeaseLost:
                     worker.lost.set()
                     continue
