@@ -36,3 +36,7 @@ class SetupError(StreamProcessorError):
 
 class StateReadError(StreamProcessorError):
     """Reading the state tables failed (a missing table or index, access denied, ...)."""
+
+
+class NotFound(StreamProcessorError):
+    """What was asked for is not there (an ARN the state and the history do not know)."""

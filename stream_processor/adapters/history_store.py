@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 #: Objects fetched at once by `read_tables` (the S3 client's pool holds more connections).
 READ_CONCURRENCY = 16
@@ -34,8 +36,14 @@ READ_CONCURRENCY = 16
 class HistoryStore(Protocol):
     def keys(self, prefix: str) -> Iterator[str]: ...
     def entries(self, prefix: str) -> Iterator[tuple[str, str]]: ...
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size in bytes) of each object under `prefix`."""
+
     def children(self, prefix: str) -> list[str]: ...
     def read(self, key: str) -> bytes: ...
+    def open(self, key: str) -> io.RawIOBase:
+        """A seekable reader of one object that fetches only the byte ranges read."""
+
     def write(self, key: str, body: bytes) -> None: ...
     def delete(self, keys: list[str]) -> None: ...
     def describe(self) -> str: ...
@@ -63,6 +71,10 @@ class LocalHistoryStore:
                 stat = path.stat()
                 yield key, f"{stat.st_size}-{stat.st_mtime_ns}"
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for key, tag in self.entries(prefix):
+            yield key, int(tag.split("-", 1)[0])
+
     def children(self, prefix: str) -> list[str]:
         """Names of the 'folders' right under `prefix` (which ends with '/')."""
         base = self.root / prefix
@@ -77,6 +89,9 @@ class LocalHistoryStore:
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
+
+    def open(self, key: str) -> io.RawIOBase:
+        return io.FileIO(self.root / key)
 
     def write(self, key: str, body: bytes) -> None:
         target = self.root / key
@@ -104,15 +119,22 @@ class S3HistoryStore:
         for key, _ in self.entries(prefix):
             yield key
 
-    def entries(self, prefix: str) -> Iterator[tuple[str, str]]:
-        """(key, ETag) of each object under `prefix`."""
+    def _listing(self, prefix: str) -> Iterator[Any]:
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    yield obj["Key"], obj.get("ETag", "")
+                yield from page.get("Contents", [])
         except (ClientError, BotoCoreError) as exc:
             raise StreamProcessorError(f"listing s3://{self.bucket}/{prefix}: {exc}") from exc
+
+    def entries(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, ETag) of each object under `prefix`."""
+        for obj in self._listing(prefix):
+            yield obj["Key"], obj.get("ETag", "")
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for obj in self._listing(prefix):
+            yield obj["Key"], int(obj.get("Size", 0))
 
     def children(self, prefix: str) -> list[str]:
         """Names of the 'folders' right under `prefix`: a delimiter listing, which returns
@@ -132,6 +154,9 @@ class S3HistoryStore:
             return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             raise StreamProcessorError(f"reading s3://{self.bucket}/{key}: {exc}") from exc
+
+    def open(self, key: str) -> io.RawIOBase:
+        return _S3Range(self._client, self.bucket, key)
 
     def write(self, key: str, body: bytes) -> None:
         try:
@@ -154,7 +179,63 @@ class S3HistoryStore:
         return f"s3://{self.bucket}"
 
 
-def concurrently(function: Callable[[str], T], keys: Sequence[str]) -> list[T]:
+class _S3Range(io.RawIOBase):
+    """A seekable, read-only view of one S3 object: each read is one ranged GET, so a
+    Parquet reader fetches the footer and the row groups it wants, not the object."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str) -> None:
+        super().__init__()
+        self._client, self._bucket, self._key = client, bucket, key
+        self._position = 0
+        self._size: int | None = None
+
+    def _where(self) -> str:
+        return f"s3://{self._bucket}/{self._key}"
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            try:
+                head = self._client.head_object(Bucket=self._bucket, Key=self._key)
+            except (ClientError, BotoCoreError) as exc:
+                raise StreamProcessorError(f"reading {self._where()}: {exc}") from exc
+            self._size = int(head["ContentLength"])
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self._position + size)
+        if end <= self._position:
+            return b""
+        try:
+            body = self._client.get_object(
+                Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end - 1}"
+            )["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise StreamProcessorError(f"reading {self._where()}: {exc}") from exc
+        self._position += len(body)
+        return bytes(body)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def concurrently(function: Callable[[K], T], keys: Sequence[K]) -> list[T]:
     """`function` over `keys`, `READ_CONCURRENCY` at a time (S3 requests release the GIL,
     and so does Parquet decoding), results in the order of `keys`."""
     if len(keys) <= 1:
@@ -183,3 +264,54 @@ def read_tables(
         return source.read(columns=wanted)
 
     return concurrently(one, keys)
+
+
+#: Objects larger than this are read by byte range (footer, then the row groups wanted);
+#: smaller ones in one GET, which costs less than the two or three a ranged read takes.
+RANGED_READ_BYTES = 4 * 1024 * 1024
+
+
+def _may_hold(statistics: pq.Statistics | None, wanted: Collection[str]) -> bool:
+    if statistics is None or not statistics.has_min_max:
+        return True
+    low, high = statistics.min, statistics.max
+    return any(low <= value <= high for value in wanted)
+
+
+def read_matching(
+    store: HistoryStore,
+    keys: Sequence[tuple[str, int]],
+    column: str,
+    values: Collection[str],
+    columns: Sequence[str] | None = None,
+) -> list[pa.Table]:
+    """The rows whose `column` is one of `values`, from objects given as (key, size):
+    row groups whose statistics rule the values out are skipped, and a large object
+    (compacted, sorted by `resource_arn`) is fetched only in the byte ranges kept."""
+    wanted = sorted(set(values))
+
+    def one(entry: tuple[str, int]) -> pa.Table | None:
+        key, size = entry
+        source = store.open(key) if size > RANGED_READ_BYTES else io.BytesIO(store.read(key))
+        with source:
+            parquet = pq.ParquetFile(source, pre_buffer=True)
+            names = parquet.schema_arrow.names
+            if column not in names:
+                return None
+            position = names.index(column)
+            groups = [
+                n
+                for n in range(parquet.num_row_groups)
+                if _may_hold(parquet.metadata.row_group(n).column(position).statistics, wanted)
+            ]
+            if not groups:
+                return None
+            selected = None if columns is None else [c for c in columns if c in names]
+            if selected is not None and column not in selected:
+                selected.append(column)
+            table = parquet.read_row_groups(groups, columns=selected)
+        return table.filter(
+            pc.is_in(table[column], pa.array(wanted, table.schema.field(column).type))
+        )
+
+    return [t for t in concurrently(one, keys) if t is not None and t.num_rows]

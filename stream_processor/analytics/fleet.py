@@ -7,6 +7,10 @@
     draining = fleet.instances("prod", status="DRAINING")
     rollouts = fleet.deployments("web", cluster="prod")        # a service name or ARN
     task = fleet.get("arn:aws:ecs:...:task/prod/0123...")     # any kind, by key
+    story = fleet.timeline(task_arn, LocalHistoryStore(Path("demo-history")))
+    print(story.summary); story.as_json()["versions"]
+    for s in fleet.stuck(["prod"], now=datetime.now(UTC)):  # what made no progress
+        print(s.kind, s.arn, s.status, s.reason)
 
 Every answer is plain JSON (numbers as int or exact `Decimal`, nested lists and maps as
 such), read only through the indexes (`Query`, never `Scan`) and by key (`BatchGetItem`,
@@ -19,18 +23,33 @@ region; an ARN is used as given. Items that reached the table before the indexes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from stream_processor.core.events import SPECS, Dataset
+from stream_processor.analytics.scan import DayRange
+from stream_processor.analytics.timeline import life_days, timeline
+from stream_processor.core.events import SPECS, Dataset, service_arn
 from stream_processor.core.indexes import ENDED, LIVE, TERMINAL, partitions, phase_of, phase_value
 from stream_processor.core.items import EVENT_TIME, ORDER, item_json
 from stream_processor.core.ports import SortKey, StateQueries
-from stream_processor.errors import ConfigError
+from stream_processor.core.stuck import (
+    DEPLOYMENT_ATTRIBUTES,
+    INSTANCE_ATTRIBUTES,
+    TASK_ATTRIBUTES,
+    Stuck,
+    stuck_deployments,
+    stuck_instances,
+    stuck_tasks,
+    thresholds,
+)
+from stream_processor.core.timeline import Timeline, dataset_of
+from stream_processor.errors import ConfigError, NotFound
 
 if TYPE_CHECKING:
     import boto3
 
+    from stream_processor.adapters.history_store import HistoryStore
     from stream_processor.config import Settings
 
 Row = dict[str, Any]
@@ -209,21 +228,72 @@ class FleetState:
     def get(self, key: str) -> Row | None:
         """One item, whatever its kind: a task, container-instance or daemon-deployment ARN,
         or a deployment id. None when the state has no such item."""
-        if ":task/" in key:
-            dataset = Dataset.TASK
-        elif ":container-instance/" in key:
-            dataset = Dataset.CONTAINER_INSTANCE
-        elif ":daemon-deployment/" in key:
-            dataset = Dataset.DAEMON_DEPLOYMENT
-        elif _is_arn(key):
-            raise ConfigError(
-                f"{key} is neither a task, a container-instance nor a daemon-deployment ARN"
-            )
-        else:
-            dataset = Dataset.DEPLOYMENT
+        dataset = dataset_of(key)
         item = self._queries.get(dataset, key)
         if item is None:
             return None
         row = item_json(item)
         row.setdefault("_kind", SPECS[dataset].detail_type)
         return row
+
+    def timeline(
+        self,
+        arn: str,
+        history: HistoryStore,
+        prefix: str = "ecs-history/",
+        *,
+        days: DayRange | None = None,
+    ) -> Timeline:
+        """Every version of one resource, in order, with what changed and a summary (see
+        `analytics.timeline`). The days read are `days`, or the resource's life from its
+        state item; `NotFound` when neither says where to look."""
+        if days is None:
+            item = self.get(arn)
+            span = life_days(dataset_of(arn), item) if item is not None else None
+            if span is None:
+                raise NotFound(
+                    f"{arn} is not in the state (unknown, expired, or another account's): "
+                    "give the days to search (--from/--to YYYY-MM-DD)"
+                )
+            days = span
+        return timeline(history, prefix, arn, days)
+
+    def stuck(
+        self,
+        clusters: Sequence[str],
+        *,
+        now: datetime,
+        limits: Mapping[str, float] | None = None,
+    ) -> list[Stuck]:
+        """Live tasks, container instances and deployments of these clusters that made no
+        progress for longer than their thresholds (`core.stuck`), longest first. Keys from
+        the indexes (the live phase only), items by key with the few attributes the rules
+        read; deployments of the services the live tasks belong to."""
+        limits = dict(limits or thresholds())
+        found: list[Stuck] = []
+        live = SortKey(phase_value(LIVE), prefix=True)
+        for cluster in clusters:
+            arn = self.cluster_arn(cluster)
+            task_keys = self._queries.keys(Dataset.TASK, "cluster-phase", partitions(arn), live)
+            tasks = self._items(Dataset.TASK, task_keys, TASK_ATTRIBUTES)
+            found += stuck_tasks(tasks, arn, now, limits)
+            keys = self._queries.keys(
+                Dataset.CONTAINER_INSTANCE, "cluster-phase", partitions(arn), live
+            )
+            found += stuck_instances(
+                self._items(Dataset.CONTAINER_INSTANCE, keys, INSTANCE_ATTRIBUTES), arn, now, limits
+            )
+            services = sorted({s for t in tasks if (s := service_arn(arn, t.get("group")))})
+            deployment_keys = [
+                key
+                for service in services
+                for key in self._queries.keys(
+                    Dataset.DEPLOYMENT, "service-deployment", [service], None
+                )
+            ]
+            deployments = self._items(Dataset.DEPLOYMENT, deployment_keys, DEPLOYMENT_ATTRIBUTES)
+            found += stuck_deployments(deployments, arn, now, limits)
+        return sorted(found, key=lambda s: (-s.for_s, s.arn))
+
+    def _items(self, dataset: Dataset, keys: list[str], attributes: tuple[str, ...]) -> list[Row]:
+        return [item_json(i) for i in self._queries.get_many(dataset, keys, attributes)]

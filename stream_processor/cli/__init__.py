@@ -1,8 +1,8 @@
 """The `stream-processor` command line: a thin shell of argument parsing over the library.
 
 One module per command group: `demo`, `ingest` (setup, consume, reconcile), `state` (tasks,
-instances, deployments, get: the current state) and `analytics` (query, state, compact,
-rebuild-state, report, athena-ddl: the history).
+instances, deployments, get: the current state), `oncall` (timeline, stuck) and
+`analytics` (query, state, compact, rebuild-state, report, athena-ddl: the history).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from stream_processor.cli import analytics, demo, ingest, state
+from stream_processor.cli import analytics, demo, ingest, oncall, state
 from stream_processor.errors import StreamProcessorError
 
 
@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_commands(sub)
     ingest.add_commands(sub)
     state.add_commands(sub)
+    oncall.add_commands(sub)
     analytics.add_commands(sub)
     return top
 

@@ -13,6 +13,8 @@ from typing import Any
 from stream_processor.cli.options import (
     add_format_option,
     add_history_option,
+    day,
+    instant,
     open_history,
     positive,
     print_rows,
@@ -30,7 +32,9 @@ def add_commands(sub: Any) -> None:
     query.set_defaults(run=run_query)
 
     state = sub.add_parser("state", help="the state of every resource as of an instant")
-    state.add_argument("--as-of", required=True, help="ISO 8601 instant (UTC if no offset)")
+    state.add_argument(
+        "--as-of", required=True, type=instant, help="ISO 8601 instant (UTC if no offset)"
+    )
     state.add_argument(
         "--dataset",
         default="task_state_change",
@@ -55,8 +59,8 @@ def add_commands(sub: Any) -> None:
         choices=[d.value for d in Dataset],
         help="(repeatable; default all)",
     )
-    compact_cmd.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", type=_day)
-    compact_cmd.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", type=_day)
+    compact_cmd.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", type=day)
+    compact_cmd.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", type=day)
     compact_cmd.add_argument(
         "--target-mb", type=positive, default=128, help="target size of a compacted file (128)"
     )
@@ -82,8 +86,8 @@ def add_commands(sub: Any) -> None:
 
     report = sub.add_parser("report", help="write an HTML fleet report with PNG charts")
     report.add_argument("--out", required=True, type=Path, help="output directory")
-    report.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", type=_day)
-    report.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", type=_day)
+    report.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", type=day)
+    report.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", type=day)
     add_history_option(report)
     report.set_defaults(run=run_query)
 
@@ -93,16 +97,6 @@ def add_commands(sub: Any) -> None:
     ddl.add_argument("--bucket", help="history bucket (default: $HISTORY_BUCKET)")
     ddl.add_argument("--database", default="ecs_history", help="Glue database (ecs_history)")
     ddl.set_defaults(run=run_athena_ddl)
-
-
-def _day(text: str) -> str:
-    """A YYYY-MM-DD partition day, checked."""
-    from datetime import date
-
-    try:
-        return date.fromisoformat(text).isoformat()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD day") from exc
 
 
 def run_athena_ddl(args: argparse.Namespace) -> int:
@@ -225,11 +219,8 @@ def run_query(args: argparse.Namespace) -> int:
             print(page)
             return 0
         if args.command == "state":
-            moment = datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
             result_rows = engine.state_as_of(
-                moment, Dataset(args.dataset), args.cluster, valid_to=args.valid_to
+                args.as_of, Dataset(args.dataset), args.cluster, valid_to=args.valid_to
             )
         else:
             result_rows = engine.run(args.sql)

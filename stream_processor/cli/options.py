@@ -6,11 +6,12 @@ import argparse
 import csv
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stream_processor.config import Settings
+from stream_processor.core.tables import table_text
 from stream_processor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,6 +40,33 @@ def seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
+
+
+def day(text: str) -> str:
+    """A YYYY-MM-DD partition day, checked."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD day") from exc
+
+
+def instant(text: str) -> datetime:
+    """An ISO 8601 instant; UTC when it gives no offset."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 instant") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def duration(text: str) -> float:
+    """A duration: 90s, 15m, 1h, 2d (or 1h30m), in seconds."""
+    from stream_processor.core.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_history_option(command: argparse.ArgumentParser) -> None:
@@ -90,8 +118,5 @@ def print_rows(columns: list[str], rows: list[tuple[object, ...]], fmt: str) -> 
 
 def print_table(headers: list[str], cells: list[list[str]], count: str) -> None:
     """Aligned columns for people on stdout; `count` (e.g. "3 rows") on stderr."""
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print(table_text(headers, cells))
     print(f"({count})", file=sys.stderr)

@@ -266,6 +266,19 @@ class EcsEvent(msgspec.Struct, frozen=True, gc=False):
         return f"{self.primary:020d}.{self.time_us:020d}.{self.event_id}.{digest}"
 
 
+def service_arn(cluster_arn: str, group: object) -> str | None:
+    """The ARN of the service a task belongs to, from its group (`service:web`) and its
+    cluster's ARN; None for a task outside a service."""
+    if (
+        not isinstance(group, str)
+        or not group.startswith("service:")
+        or ":cluster/" not in cluster_arn
+    ):
+        return None
+    prefix, cluster = cluster_arn.split(":cluster/", 1)
+    return f"{prefix}:service/{cluster}/{group.split(':', 1)[1]}"
+
+
 def micros_since_epoch(moment: datetime) -> int:
     """Whole microseconds since the Unix epoch, in integer arithmetic (no float rounding)."""
     delta = moment - _EPOCH

@@ -26,7 +26,19 @@ from stream_processor.adapters.clients import kinesis_client, s3_client
 from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
 from stream_processor.adapters.kinesis_stream import KinesisPublisher
 from stream_processor.config import Settings
-from stream_processor.demo.simulation import deliver, partition_key, simulate_fleet
+from stream_processor.core.stuck import TABLE_COLUMNS as STUCK_COLUMNS
+from stream_processor.core.stuck import table_cells as stuck_cells
+from stream_processor.core.tables import table_text
+from stream_processor.core.timeline import TABLE_HEADERS as TIMELINE_HEADERS
+from stream_processor.core.timeline import table_cells as timeline_cells
+from stream_processor.demo.simulation import (
+    ACCOUNT,
+    REGION,
+    Fleet,
+    deliver,
+    partition_key,
+    simulate_fleet,
+)
 from stream_processor.demo.verify import history_rows, quarantine_lines, verify_state
 from stream_processor.ingest.consumer import ConsumerOptions
 from stream_processor.ingest.setup import ensure_all
@@ -53,6 +65,9 @@ class DemoOptions:
     reorder_rate: float = 0.2
     batch_size: int = 100
     seed: int = 7
+    #: Tasks that never get past PENDING (and a draining instance, a deployment that never
+    #: completes): what the on-call part of the demo finds.
+    stuck: int = 3
     stream: str = "ecs-events-demo"
     bucket: str = "stream-processor-demo"
     #: Copy the history here at the end (the embedded AWS goes away), for `query`/`report`.
@@ -104,7 +119,7 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
     started = time.perf_counter()
     ensure_all(settings, stream=options.stream, shards=options.shards, region="us-east-1")
 
-    fleet = simulate_fleet(options.tasks, seed=options.seed)
+    fleet = simulate_fleet(options.tasks, seed=options.seed, stuck=options.stuck)
     delivered, duplicates = deliver(
         fleet.events,
         duplicate_rate=options.duplicate_rate,
@@ -159,6 +174,7 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
             "'SELECT last_status, count(*) FROM task_state_change GROUP BY 1'\n"
             f"  stream-processor report --history {options.keep_history} --out report"
         )
+    stuck = show_on_call(settings, fleet, progress)
     elapsed = time.perf_counter() - started
     return {
         "events_emitted": len(fleet.events),
@@ -174,9 +190,55 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
         "history_missing": len(missing),
         "history_unexpected": len(unexpected),
         "quarantined": quarantined,
+        "stuck": stuck,
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round(totals["records"] / consume_s, 1) if consume_s else 0.0,
     }
+
+
+def show_on_call(settings: Settings, fleet: Fleet, progress: Progress) -> int:
+    """The on-call questions on the demo's state and history, an hour of simulated time
+    after the last event: what is stuck, and the timeline of a task that died on the
+    draining instance. Returns how many resources are stuck."""
+    from datetime import datetime, timedelta
+
+    from stream_processor.analytics.fleet import FleetState
+
+    state = FleetState.from_settings(settings, account=ACCOUNT, region=REGION)
+    last = max(datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in fleet.events)
+    now = last + timedelta(hours=1)
+    found = state.stuck(["demo"], now=now)
+    at = now.isoformat(timespec="seconds").replace("+00:00", "Z")
+    progress.done(
+        f"on call, {at}:\n$ stream-processor stuck --cluster demo --now {at}\n"
+        + table_text([c.upper() for c in STUCK_COLUMNS], stuck_cells(found))
+    )
+    # The last task to die of its container's exit on the draining instance (else anywhere).
+    draining = _draining(fleet)
+    stopped = sorted(
+        (event["detail"].get("containerInstanceArn") == draining, event["time"], key[1])
+        for key, event in fleet.final.items()
+        if key[0] == "task_state_change"
+        and event["detail"].get("stopCode") == "EssentialContainerExited"
+    )
+    if stopped:
+        arn = stopped[-1][2]
+        history = S3HistoryStore(s3_client(settings), settings.history_bucket)
+        story = state.timeline(arn, history, settings.history_prefix)
+        progress.done(
+            f"$ stream-processor timeline {arn}\n"
+            + table_text(TIMELINE_HEADERS, timeline_cells(story.versions))
+            + f"\n\n{story.summary}"
+        )
+    return len(found)
+
+
+def _draining(fleet: Fleet) -> str | None:
+    """The container instance the simulation drains, if any."""
+    for event in fleet.events:
+        if event["detail"].get("status") == "DRAINING":
+            return str(event["detail"]["containerInstanceArn"])
+    return None
 
 
 def demo_ok(summary: dict[str, Any]) -> bool:
@@ -209,6 +271,7 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
             f"{summary['history_unexpected']} unexpected)",
         ),
         ("quarantined", summary["quarantined"]),
+        ("stuck (an hour later)", summary["stuck"]),
         ("throughput", f"{summary['events_per_s']} records/s on the local endpoint"),
         ("elapsed", f"{summary['elapsed_s']} s"),
     ]

@@ -103,6 +103,14 @@ class _Builder:
         self.timed.append((at, self._seq, event))
 
 
+def _container_status(task_status: str) -> str:
+    """A container is PENDING until its task runs, RUNNING until it stops."""
+    position = TASK_STATUSES.index(task_status)
+    if position < TASK_STATUSES.index("RUNNING"):
+        return "PENDING"
+    return "STOPPED" if task_status == "STOPPED" else "RUNNING"
+
+
 def _task_detail(
     b: _Builder,
     arn: str,
@@ -135,7 +143,7 @@ def _task_detail(
         "containers": [
             {
                 "containerArn": f"{_ARN}:container/{arn[-36:]}",
-                "lastStatus": status if status in ("PENDING", "RUNNING", "STOPPED") else "PENDING",
+                "lastStatus": _container_status(status),
                 "name": "app",
                 "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{family}:latest",
                 "taskArn": arn,
@@ -177,6 +185,10 @@ def _task_detail(
         detail["stoppedReason"] = reason
     if status == "STOPPED":
         detail["stoppedAt"] = _iso(at)
+        # What the container's process returned: 137 is SIGKILL (out of memory, or the
+        # stop timeout), the usual exit behind EssentialContainerExited.
+        exit_code = 137 if detail["stopCode"] == "EssentialContainerExited" else 0
+        detail["containers"][0]["exitCode"] = exit_code
     return detail
 
 
@@ -312,8 +324,13 @@ def fargate_task_detail(
     }
 
 
-def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = None) -> Fleet:
-    """Generate a fleet's events in true order, with its ground truth."""
+def simulate_fleet(
+    tasks: int = 200, *, seed: int = 7, start: datetime | None = None, stuck: int = 0
+) -> Fleet:
+    """Generate a fleet's events in true order, with its ground truth. With `stuck`, that
+    many more tasks never get past PENDING, the second container instance starts DRAINING
+    with tasks still on it, and a deployment of service `api` never completes: what
+    `stream-processor stuck` finds."""
     rng = random.Random(seed)
     start = start or datetime(2026, 1, 1, 12, tzinfo=UTC)
     cluster = f"{_ARN}:cluster/demo"
@@ -347,6 +364,21 @@ def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = 
             if ci and status == "STOPPED":
                 placements.append((at, len(placements), ci, 256, 512))
 
+    for _ in range(stuck):
+        arn = f"{_ARN}:task/demo/{b.uid().replace('-', '')}"
+        ci = instances[0]
+        created = start + timedelta(seconds=rng.uniform(1, 30))
+        for index, status in enumerate(("PROVISIONING", "PENDING")):
+            at = created + timedelta(seconds=index * 2)
+            detail = _task_detail(b, arn, ci, status, index + 1, at, created, "api")
+            b.emit(at, "ECS Task State Change", arn, detail)
+            if status == "PENDING":
+                placements.append((at, len(placements), ci, -256, -512))
+    draining = instances[1] if stuck else None
+    drain_at = start + timedelta(seconds=tasks * 0.35)
+    if draining:
+        placements.append((drain_at, len(placements), draining, 0, 0))  # its own version
+
     # Some agents lose their connection for a while: two extra versions each.
     disconnected: dict[tuple[datetime, int], bool] = {}
     for index, ci in enumerate(instances):
@@ -364,6 +396,7 @@ def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = 
         used[ci][0] -= dcpu
         used[ci][1] -= dmem
         versions[ci] += 1
+        status = "DRAINING" if ci == draining and at >= drain_at else "ACTIVE"
         b.emit(
             at,
             "ECS Container Instance State Change",
@@ -376,7 +409,8 @@ def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = 
                 "ec2InstanceId": "i-" + ci[-17:],
                 "registeredResources": _resources(CPU_UNITS, MEMORY_MIB),
                 "remainingResources": _resources(CPU_UNITS - used[ci][0], MEMORY_MIB - used[ci][1]),
-                "status": "ACTIVE",
+                "status": status,
+                "runningTasksCount": max(0, used[ci][0] // 256),
                 "version": versions[ci],
                 "versionInfo": {"agentVersion": "1.79.0", "dockerVersion": "DockerVersion: 20.10"},
                 "updatedAt": _iso(at),
@@ -400,6 +434,21 @@ def simulate_fleet(tasks: int = 200, *, seed: int = 7, start: datetime | None = 
                 "deploymentId": deployment,
                 "updatedAt": _iso(at),
                 "reason": f"ECS deployment {deployment} {name.lower()}.",
+            },
+        )
+    if stuck:
+        at = start + timedelta(seconds=20)
+        rollout = f"ecs-svc/{rng.randrange(10**18, 10**19)}"
+        b.emit(
+            at,
+            "ECS Deployment State Change",
+            f"{_ARN}:service/demo/api",
+            {
+                "eventType": "INFO",
+                "eventName": "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                "deploymentId": rollout,
+                "updatedAt": _iso(at),
+                "reason": f"ECS deployment {rollout} in progress.",
             },
         )
     at = start + timedelta(seconds=max(120, tasks))

@@ -1,0 +1,138 @@
+"""`stream-processor timeline ARN`: one resource's history, read at the cost of its life.
+
+The days to read come from the state item (a task's `createdAt` to its last event, a
+container instance's `registeredAt` to its last event, a deployment's last event and the
+`DEPLOYMENT_DAYS` before it) or from `--from/--to`; only those days' partitions are
+listed, and within them only the row groups whose `resource_arn` statistics may hold the
+ARN are fetched (compacted files are sorted by it, and large ones are read by byte range).
+A task's timeline joins, over the same days, the container instance it ran on and the
+deployments of its service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from stream_processor.adapters.history_store import HistoryStore, read_matching
+from stream_processor.analytics.scan import DayRange
+from stream_processor.core.events import Dataset, service_arn
+from stream_processor.core.history import day_of
+from stream_processor.core.timeline import (
+    Timeline,
+    dataset_of,
+    summary,
+    task_summary,
+    versions_of,
+)
+from stream_processor.errors import ConfigError, NotFound
+
+#: Days before a deployment's last event that its timeline reads (ECS gives no start time
+#: in the state item; widen with --from).
+DEPLOYMENT_DAYS = 2
+#: Events come a little before `createdAt` and after the last stored event time (clocks,
+#: and versions stored out of order): the margin taken on both sides of a life.
+_SLACK = timedelta(minutes=10)
+_COLUMNS = ("resource_arn", "version", "event_id", "event_time", "detail")
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def life_days(dataset: Dataset, item: Mapping[str, Any]) -> DayRange | None:
+    """The days a resource's history lies in, from its state item (plain JSON)."""
+    ends = [_instant(item.get(name)) for name in ("updatedAt", "stoppedAt", "_eventTime")]
+    end = max((e for e in ends if e is not None), default=None)
+    if end is None:
+        return None
+    start_field = {Dataset.TASK: "createdAt", Dataset.CONTAINER_INSTANCE: "registeredAt"}
+    start = _instant(item.get(start_field.get(dataset, "")))
+    if start is None:
+        start = end - timedelta(days=DEPLOYMENT_DAYS)
+    return DayRange(day_of(min(start, end) - _SLACK), day_of(end + _SLACK))
+
+
+def _days(start: str, end: str) -> list[str]:
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+class TimelineReader:
+    """Reads the rows of a few resources over a few days of the history."""
+
+    def __init__(self, store: HistoryStore, prefix: str) -> None:
+        self._store = store
+        self._prefix = prefix
+        #: Objects whose rows were fetched (whole or by range): what a timeline cost.
+        self.objects_read: list[str] = []
+
+    def rows(
+        self, dataset: Dataset, days: list[str], column: str, values: set[str]
+    ) -> list[dict[str, Any]]:
+        if not values:
+            return []
+        objects = [
+            (key, size)
+            for day in days
+            for key, size in self._store.sizes(f"{self._prefix}{dataset.value}/event_date={day}/")
+            if key.endswith(".parquet")
+        ]
+        self.objects_read.extend(key for key, _ in objects)
+        columns = [*_COLUMNS, "group", "cluster_arn", "container_instance_arn", "service_arn"]
+        tables = read_matching(self._store, objects, column, values, columns)
+        return [row for table in tables for row in table.to_pylist()]
+
+
+def _service_of(rows: list[dict[str, Any]]) -> str | None:
+    """The service ARN of a task, from its group and cluster."""
+    for row in reversed(rows):
+        found = service_arn(row.get("cluster_arn") or "", row.get("group"))
+        if found:
+            return found
+    return None
+
+
+def build_timeline(reader: TimelineReader, arn: str, span: DayRange) -> Timeline:
+    """The timeline of `arn` over the days of `span`."""
+    if span.first is None or span.last is None or span.first > span.last:
+        raise ConfigError(f"no days to read for {arn}: give --from and --to (YYYY-MM-DD)")
+    dataset = dataset_of(arn)
+    days = _days(span.first, span.last)
+    rows = reader.rows(dataset, days, "resource_arn", {arn})
+    versions = versions_of(dataset, rows)
+    if dataset is not Dataset.TASK:
+        text = summary(arn, dataset, versions)
+        return Timeline(arn, dataset, versions, text, (span.first, span.last))
+    hosts = {r["container_instance_arn"] for r in rows if r.get("container_instance_arn")}
+    instance_rows = reader.rows(Dataset.CONTAINER_INSTANCE, days, "resource_arn", hosts)
+    service = _service_of(rows)
+    deployment_rows = reader.rows(
+        Dataset.DEPLOYMENT, days, "service_arn", {service} if service else set()
+    )
+    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    for row in deployment_rows:
+        by_deployment.setdefault(row["resource_arn"], []).append(row)
+    deployments = {k: versions_of(Dataset.DEPLOYMENT, v) for k, v in by_deployment.items()}
+    instance = versions_of(Dataset.CONTAINER_INSTANCE, instance_rows)
+    text = task_summary(arn, versions, instance, deployments)
+    related = {
+        "container_instance": instance,
+        **{f"deployment {k}": v for k, v in deployments.items()},
+    }
+    return Timeline(arn, dataset, versions, text, (span.first, span.last), related)
+
+
+def timeline(store: HistoryStore, prefix: str, arn: str, days: DayRange) -> Timeline:
+    """The timeline of `arn` over `days`; `NotFound` when those days hold none of it."""
+    found = build_timeline(TimelineReader(store, prefix), arn, days)
+    if not found.versions:
+        raise NotFound(f"{arn}: no history between {days.first} and {days.last}")
+    return found

@@ -1,0 +1,34 @@
+"""Durations as people type and read them: `90s`, `15m`, `1h`, `2d`; `3h12m`, `2d4h`."""
+
+from __future__ import annotations
+
+import re
+
+from stream_processor.errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+_DURATION = re.compile(r"(\d+)([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90s`, `15m`, `1h`, `2d` or a sum of them (`1h30m`)."""
+    cleaned = text.strip().lower()
+    parts = _DURATION.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise ConfigError(f"{text!r} is not a duration: use e.g. 90s, 15m, 1h, 2d or 1h30m")
+    return float(sum(int(n) * _UNITS[u] for n, u in parts))
+
+
+def format_duration(seconds: float) -> str:
+    """The two largest units, like `kubectl get`: `45s`, `12m`, `3h12m`, `2d4h`."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)]
+    for index, (unit, size) in enumerate(units):
+        if whole >= size:
+            first, rest = divmod(whole, size)
+            smaller, smaller_size = units[index + 1]
+            second = rest // smaller_size
+            return f"{first}{unit}{second}{smaller}" if second else f"{first}{unit}"
+    return f"{whole}s"  # pragma: no cover - the loop always returns

@@ -1,0 +1,214 @@
+"""What is stuck right now: pure rules over current-state rows (plain JSON items).
+
+A resource is stuck when it has made no progress for longer than its threshold:
+
+- task PROVISIONING / PENDING / ACTIVATING (15m / 15m / 10m), since `createdAt`: it has
+  been starting that long;
+- task DEACTIVATING / STOPPING / DEPROVISIONING (10m / 15m / 15m), since `stoppingAt`
+  (else `updatedAt`);
+- container instance DRAINING with running tasks (1h), since `updatedAt`: no task has
+  left since;
+- container instance with its agent disconnected (`AGENT_DISCONNECTED`, 10m), since
+  `updatedAt`;
+- deployment IN_PROGRESS (`SERVICE_DEPLOYMENT_IN_PROGRESS`, 1h), since its event's
+  `updatedAt`.
+
+Every threshold can be overridden by name (the status, `AGENT_DISCONNECTED`), or all at
+once (`--older-than`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stream_processor.core.durations import format_duration
+from stream_processor.errors import ConfigError
+
+Row = Mapping[str, Any]
+
+#: Seconds without progress after which a resource counts as stuck, by name.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "PROVISIONING": 15 * 60,
+    "PENDING": 15 * 60,
+    "ACTIVATING": 10 * 60,
+    "DEACTIVATING": 10 * 60,
+    "STOPPING": 15 * 60,
+    "DEPROVISIONING": 15 * 60,
+    "DRAINING": 60 * 60,
+    "AGENT_DISCONNECTED": 10 * 60,
+    "SERVICE_DEPLOYMENT_IN_PROGRESS": 60 * 60,
+}
+_STARTING = ("PROVISIONING", "PENDING", "ACTIVATING")
+_STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING")
+
+#: The task and instance attributes the rules read (what `stuck` fetches by key).
+TASK_ATTRIBUTES = ("lastStatus", "desiredStatus", "group", "createdAt", "stoppingAt", "updatedAt")
+INSTANCE_ATTRIBUTES = (
+    "status",
+    "agentConnected",
+    "runningTasksCount",
+    "ec2InstanceId",
+    "updatedAt",
+)
+DEPLOYMENT_ATTRIBUTES = ("eventName", "updatedAt", "_serviceArn", "reason")
+
+#: Kinds, as `stuck` prints them and the watchdog's metrics name them.
+TASK, INSTANCE, DEPLOYMENT = "task", "container_instance", "deployment"
+KINDS = (TASK, INSTANCE, DEPLOYMENT)
+
+
+def thresholds(
+    overrides: Mapping[str, float] | None = None, older_than: float | None = None
+) -> dict[str, float]:
+    """The defaults, all replaced by `older_than` when given, then the named overrides."""
+    result = {
+        name: older_than if older_than is not None else s for name, s in DEFAULT_THRESHOLDS.items()
+    }
+    for name, seconds in (overrides or {}).items():
+        if name.upper() not in result:
+            known = ", ".join(DEFAULT_THRESHOLDS)
+            raise ConfigError(f"no threshold named {name!r}; known: {known}")
+        result[name.upper()] = seconds
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """One resource that made no progress for too long."""
+
+    arn: str
+    kind: str
+    cluster: str
+    status: str
+    reason: str
+    since: datetime
+    for_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "arn": self.arn,
+            "kind": self.kind,
+            "cluster": self.cluster,
+            "status": self.status,
+            "reason": self.reason,
+            "since": self.since.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "for_s": round(self.for_s, 3),
+            "for": format_duration(self.for_s),
+        }
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def _first(row: Row, *names: str) -> datetime | None:
+    for name in names:
+        moment = _instant(row.get(name))
+        if moment is not None:
+            return moment
+    return None
+
+
+def stuck_tasks(
+    rows: Iterable[Row], cluster: str, now: datetime, limits: Mapping[str, float]
+) -> list[Stuck]:
+    found = []
+    for row in rows:
+        status = row.get("lastStatus")
+        if status in _STARTING:
+            since, why = _first(row, "createdAt", "updatedAt"), "starting"
+        elif status in _STOPPING:
+            since, why = _first(row, "stoppingAt", "updatedAt"), "stopping"
+        else:
+            continue
+        assert isinstance(status, str)
+        if since is not None and (now - since).total_seconds() > limits[status]:
+            lasted = (now - since).total_seconds()
+            found.append(
+                Stuck(
+                    row["taskArn"],
+                    TASK,
+                    cluster,
+                    status,
+                    f"{why} for {format_duration(lasted)}",
+                    since,
+                    lasted,
+                )
+            )
+    return found
+
+
+def stuck_instances(
+    rows: Iterable[Row], cluster: str, now: datetime, limits: Mapping[str, float]
+) -> list[Stuck]:
+    found = []
+    for row in rows:
+        since = _first(row, "updatedAt")
+        if since is None:
+            continue
+        lasted = (now - since).total_seconds()
+        status = str(row.get("status"))
+        running = row.get("runningTasksCount") or 0
+        reasons = []
+        if row.get("agentConnected") is False and lasted > limits["AGENT_DISCONNECTED"]:
+            reasons.append("agent disconnected")
+        if status == "DRAINING" and running and lasted > limits["DRAINING"]:
+            reasons.append(f"draining with {running} running tasks")
+        if reasons:
+            reason = "; ".join(reasons) + f" for {format_duration(lasted)}"
+            found.append(
+                Stuck(row["containerInstanceArn"], INSTANCE, cluster, status, reason, since, lasted)
+            )
+    return found
+
+
+def stuck_deployments(
+    rows: Iterable[Row], cluster: str, now: datetime, limits: Mapping[str, float]
+) -> list[Stuck]:
+    found = []
+    for row in rows:
+        if row.get("eventName") != "SERVICE_DEPLOYMENT_IN_PROGRESS":
+            continue
+        since = _first(row, "updatedAt")
+        if since is None:
+            continue
+        lasted = (now - since).total_seconds()
+        if lasted > limits["SERVICE_DEPLOYMENT_IN_PROGRESS"]:
+            service = str(row.get("_serviceArn", "")).rsplit("/", 1)[-1]
+            reason = f"in progress for {format_duration(lasted)} (service {service})"
+            found.append(
+                Stuck(
+                    row["deploymentId"], DEPLOYMENT, cluster, "IN_PROGRESS", reason, since, lasted
+                )
+            )
+    return found
+
+
+def counts(found: Iterable[Stuck]) -> dict[tuple[str, str], int]:
+    """(cluster, kind) -> how many: what the watchdog publishes (zeros included by the
+    caller for every cluster it looked at)."""
+    result: dict[tuple[str, str], int] = {}
+    for item in found:
+        result[(item.cluster, item.kind)] = result.get((item.cluster, item.kind), 0) + 1
+    return result
+
+
+TABLE_COLUMNS = ("kind", "status", "for", "since", "arn", "reason")
+
+
+def table_cells(found: Iterable[Stuck]) -> list[list[str]]:
+    """The rows `stuck --format table` prints (an ARN as its last part, the id)."""
+
+    def short(text: str) -> str:
+        return text.rsplit("/", 1)[-1] if text.startswith("arn:") else text
+
+    return [[short(str(item.as_json()[c])) for c in TABLE_COLUMNS] for item in found]
