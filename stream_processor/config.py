@@ -57,6 +57,11 @@ class Settings:
     #: Keys whose stored order a consumer remembers, to skip writes the version guard would
     #: refuse (redeliveries and late events: `core.known`); 0 = remember none.
     known_keys: int = 20_000
+    #: The watchdog's clusters, comma-separated names or ARNs; empty = every cluster ECS
+    #: lists.
+    stuck_clusters: str = ""
+    #: The watchdog's threshold overrides: `PENDING=30m,DRAINING=2h` (`core.stuck`).
+    stuck_thresholds: str = ""
 
     def __post_init__(self) -> None:
         for name in (
@@ -96,6 +101,24 @@ class Settings:
             raise ConfigError("DEADLINE_MARGIN_SECONDS must be >= 0")
         if self.known_keys < 0:
             raise ConfigError("STATE_KNOWN_KEYS must be >= 0")
+        self.stuck_limits()  # a bad STUCK_THRESHOLDS fails here, at the entry point
+
+    def stuck_limits(self) -> dict[str, float]:
+        """`core.stuck`'s thresholds with `STUCK_THRESHOLDS` applied."""
+        from stream_processor.core.durations import parse_duration
+        from stream_processor.core.stuck import thresholds
+
+        overrides = {}
+        for part in filter(None, (p.strip() for p in self.stuck_thresholds.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ConfigError(f"STUCK_THRESHOLDS: {part!r} is not NAME=DURATION")
+            overrides[name.strip()] = parse_duration(value)
+        return thresholds(overrides)
+
+    def stuck_cluster_list(self) -> list[str]:
+        """`STUCK_CLUSTERS` as a list (empty: every cluster ECS lists)."""
+        return [c.strip() for c in self.stuck_clusters.split(",") if c.strip()]
 
     def state_tables(self) -> dict[Dataset, str]:
         """Dataset → DynamoDB state table name."""
@@ -167,5 +190,7 @@ ENV_NAMES: dict[str, str] = {
     "request_timeout_s": "REQUEST_TIMEOUT_SECONDS",
     "retry_rounds": "RETRY_ROUNDS",
     "deadline_margin_s": "DEADLINE_MARGIN_SECONDS",
+    "stuck_clusters": "STUCK_CLUSTERS",
+    "stuck_thresholds": "STUCK_THRESHOLDS",
     "known_keys": "STATE_KNOWN_KEYS",
 }

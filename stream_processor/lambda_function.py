@@ -32,6 +32,7 @@ __all__ = [
     "lambda_handler",
     "maintenance_handler",
     "reset",
+    "watchdog_handler",
 ]
 
 # The pipeline logs one JSON line of counts per batch at INFO; LOG_LEVEL=WARNING keeps only
@@ -129,4 +130,52 @@ def maintenance_handler(event: dict[str, Any], context: object) -> dict[str, Any
         "snapshot_lag_days": report.snapshot_lag_days,
         "late_days_settled": report.late_days_settled,
         "finished": report.finished,
+    }
+
+
+def watchdog_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    """Scheduled (every 5 minutes by default): `FleetState.stuck` over `STUCK_CLUSTERS` (or
+    every cluster ECS lists), published as EMF metrics: `StuckResources` per cluster and
+    kind (zeros included, so a cleared alarm clears), and the total per kind and overall,
+    which the alarms read. Returns what it found (ARNs only: no payloads in logs)."""
+    from datetime import UTC, datetime
+
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    from stream_processor.adapters.clients import ecs_client
+    from stream_processor.adapters.ecs_inventory import EcsInventory
+    from stream_processor.analytics.fleet import FleetState
+    from stream_processor.core.stuck import KINDS, counts
+
+    settings = Settings.from_env(os.environ)
+    clusters = settings.stuck_cluster_list() or EcsInventory(ecs_client(settings)).clusters()
+    fleet = FleetState.from_settings(settings)
+    now = datetime.now(UTC)
+    found = fleet.stuck(clusters, now=now, limits=settings.stuck_limits())
+    by_cluster = counts(found)
+    arns = [fleet.cluster_arn(c) for c in clusters]
+
+    def publish(value: int, **dimensions: str) -> None:
+        with single_metric(
+            name="StuckResources",
+            unit=MetricUnit.Count,
+            value=value,
+            namespace=METRICS_NAMESPACE,
+            default_dimensions={"service": METRICS_SERVICE, **dimensions},
+        ):
+            pass
+
+    for arn in arns:
+        for kind in KINDS:
+            publish(by_cluster.get((arn, kind), 0), cluster=arn.rsplit("/", 1)[-1], kind=kind)
+    for kind in KINDS:
+        publish(sum(n for (_, k), n in by_cluster.items() if k == kind), kind=kind)
+    publish(len(found))
+    return {
+        "clusters": len(arns),
+        "stuck": len(found),
+        "by_cluster": {
+            f"{c.rsplit('/', 1)[-1]}/{k}": n for (c, k), n in sorted(by_cluster.items())
+        },
+        "resources": [s.as_json() for s in found[:100]],
     }

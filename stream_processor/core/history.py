@@ -196,12 +196,14 @@ def _as_millis(value: Any) -> int | None:
     return micros_since_epoch(moment) // 1000
 
 
-def to_parquet(table: pa.Table) -> bytes:
-    """Serialize a history table: zstd, INT64 millisecond timestamps (never INT96)."""
+def to_parquet(table: pa.Table, row_group_rows: int | None = None) -> bytes:
+    """Serialize a history table: zstd, INT64 millisecond timestamps (never INT96); row
+    groups of `row_group_rows` (default: one per million rows)."""
     buffer = io.BytesIO()
     pq.write_table(
         table,
         buffer,
+        row_group_size=row_group_rows,
         compression="zstd",
         # zstd already folds repeated values; dictionary pages cost ~1 ms per file and made
         # our files larger, not smaller (benchmarks/results.md).

@@ -85,7 +85,10 @@ def test_handler_path_points_at_the_real_handler() -> None:
 
 def test_environment_is_exactly_what_the_lambda_reads() -> None:
     env = FUNCTION["Environment"]["Variables"]
-    lambda_reads = (set(ENV_NAMES.values()) - {"CHECKPOINT_TABLE"}) | {"LOG_LEVEL"}
+    watchdog_only = {"STUCK_CLUSTERS", "STUCK_THRESHOLDS"}
+    lambda_reads = (set(ENV_NAMES.values()) - {"CHECKPOINT_TABLE"} - watchdog_only) | {
+        "LOG_LEVEL"
+    }
     assert set(env) == lambda_reads
     defaults = Settings()
     assert env["HISTORY_PREFIX"] == defaults.history_prefix
@@ -243,7 +246,7 @@ def test_maintenance_runs_daily_with_its_own_least_privilege() -> None:
     env = function["Environment"]["Variables"]
     assert set(env) <= set(ENV_NAMES.values())
     assert env["HISTORY_PREFIX"] == Settings().history_prefix
-    (schedule,) = _of_type("AWS::Scheduler::Schedule").values()
+    schedule = RESOURCES["MaintenanceSchedule"]["Properties"]
     assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["MaintenanceFunction", "Arn"]}
     assert schedule["ScheduleExpression"].startswith("cron(")
     invoke = RESOURCES["MaintenanceSchedulerRole"]["Properties"]["Policies"][0]
@@ -253,6 +256,37 @@ def test_maintenance_runs_daily_with_its_own_least_privilege() -> None:
     behind = RESOURCES["MaintenanceBehindAlarm"]["Properties"]
     assert behind["MetricName"] == "SnapshotLagDays"
     assert behind["Namespace"] == lambda_function.METRICS_NAMESPACE
+
+
+def test_watchdog_runs_on_its_schedule_reads_only_the_state_and_alarms_on_its_metric() -> None:
+    function = RESOURCES["WatchdogFunction"]["Properties"]
+    module, _, attribute = function["Handler"].rpartition(".")
+    assert getattr(importlib.import_module(module), attribute) is lambda_function.watchdog_handler
+    env = function["Environment"]["Variables"]
+    assert set(env) <= set(ENV_NAMES.values())
+    assert env["STUCK_CLUSTERS"] == {"Ref": "StuckClusters"}
+    assert env["STUCK_THRESHOLDS"] == {"Ref": "StuckThresholds"}
+    assert TEMPLATE["Parameters"]["WatchdogMinutes"]["Default"] == 5
+    schedule = RESOURCES["WatchdogSchedule"]["Properties"]
+    assert schedule["ScheduleExpression"] == {"Fn::Sub": "rate(${WatchdogMinutes} minutes)"}
+    assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["WatchdogFunction", "Arn"]}
+    actions = {
+        a
+        for s in _allow_statements("WatchdogRole")
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    # Reads only: keys through the indexes, items by key, the cluster list; never a Scan.
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+        "ecs:ListClusters",
+    }
+    alarm = RESOURCES["StuckResourcesAlarm"]["Properties"]
+    assert alarm["MetricName"] == "StuckResources"
+    assert alarm["Namespace"] == lambda_function.METRICS_NAMESPACE
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": lambda_function.METRICS_SERVICE}]
 
 
 def test_event_source_mapping_reports_failures_and_bisects() -> None:
@@ -339,7 +373,8 @@ def test_iam_is_least_privilege() -> None:
         assert all("*" not in action for action in actions), actions
         resources = statement["Resource"]
         resources = resources if isinstance(resources, list) else [resources]
-        assert "*" not in resources
+        # ecs:ListClusters has no resource-level permissions: "*" is the only resource.
+        assert "*" not in resources or actions == ["ecs:ListClusters"], statement
     actions = {
         a
         for s in _allow_statements("ProcessorRole")

@@ -1,0 +1,223 @@
+"""`stuck` and the watchdog, over moto's server: a cluster with tasks in every status (some
+long in a transitional one, some not yet), draining and disconnected instances, and
+deployments; exactly the stuck ones come back, through `Query` and `BatchGetItem` only, and
+the watchdog's metrics say the same."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from stream_processor import lambda_function
+from stream_processor.analytics.fleet import FleetState
+from stream_processor.cli import main
+from stream_processor.config import Settings
+from stream_processor.core.durations import format_duration, parse_duration
+from stream_processor.core.events import TASK_STATUSES
+from stream_processor.core.stuck import thresholds
+from stream_processor.errors import ConfigError
+from stream_processor.ingest.wiring import build_pipeline
+from tests.conftest import instance_event, load_fixture, record, task_event
+from tests.fault_proxy import FaultPolicy, FaultProxy
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _fleet() -> tuple[list[dict[str, Any]], set[str]]:
+    """Events of two clusters, and the resources that are stuck at NOW."""
+    events: list[dict[str, Any]] = []
+    stuck: set[str] = set()
+    n = 0
+    for cluster in ("prod", "staging"):
+        cluster_arn = f"{PREFIX}:cluster/{cluster}"
+        for status in TASK_STATUSES:
+            for age_min in (3, 300):  # a few minutes (fine) and five hours (stuck if moving)
+                for _ in range(3):
+                    n += 1
+                    arn = f"{PREFIX}:task/{cluster}/{n:032x}"
+                    created = NOW - timedelta(minutes=age_min)
+                    extra: dict[str, Any] = {
+                        "clusterArn": cluster_arn,
+                        "group": "service:web",
+                        "createdAt": _iso(created),
+                        "updatedAt": _iso(created),
+                    }
+                    if status in ("DEACTIVATING", "STOPPING", "DEPROVISIONING"):
+                        extra["stoppingAt"] = _iso(created)
+                    events.append(task_event(arn, 3, status, time=_iso(created), **extra))
+                    if age_min == 300 and status not in ("RUNNING", "STOPPED"):
+                        stuck.add(arn)
+        cases = (
+            ("DRAINING", 4, True, 300, True),  # tasks still on it for hours
+            ("DRAINING", 0, True, 300, False),  # drained
+            ("DRAINING", 4, True, 5, False),  # draining for minutes
+            ("ACTIVE", 2, False, 300, True),  # agent gone for hours
+            ("ACTIVE", 2, False, 5, False),
+            ("ACTIVE", 2, True, 300, False),
+        )
+        for status, running, connected, age_min, is_stuck in cases:
+            n += 1
+            arn = f"{PREFIX}:container-instance/{cluster}/{n:032x}"
+            event = instance_event(arn, version=7, status=status)
+            at = NOW - timedelta(minutes=age_min)
+            event["time"] = _iso(at)
+            event["detail"].update(
+                clusterArn=cluster_arn,
+                runningTasksCount=running,
+                agentConnected=connected,
+                updatedAt=_iso(at),
+            )
+            events.append(event)
+            if is_stuck:
+                stuck.add(arn)
+        base = load_fixture("ecs-events/deployment_state_change__docs_in_progress.json")
+        for name, age_min, is_stuck in (
+            ("SERVICE_DEPLOYMENT_IN_PROGRESS", 180, True),
+            ("SERVICE_DEPLOYMENT_IN_PROGRESS", 10, False),
+            ("SERVICE_DEPLOYMENT_COMPLETED", 180, False),
+        ):
+            n += 1
+            event = copy.deepcopy(base)
+            at = NOW - timedelta(minutes=age_min)
+            deployment = f"ecs-svc/{n:019d}"
+            event.update(
+                id=f"deployment-{n}", time=_iso(at), resources=[f"{PREFIX}:service/{cluster}/web"]
+            )
+            event["detail"].update(deploymentId=deployment, eventName=name, updatedAt=_iso(at))
+            events.append(event)
+            if is_stuck:
+                stuck.add(deployment)
+    return events, stuck
+
+
+@pytest.fixture
+def stuck_truth(settings: Settings) -> set[str]:
+    events, stuck = _fleet()
+    built = build_pipeline(settings)
+    try:
+        records = [record(e, i + 1) for i, e in enumerate(events)]
+        assert built.pipeline.process(records).failed_from is None
+    finally:
+        built.close()
+    return stuck
+
+
+@pytest.fixture
+def counted(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultPolicy]:
+    policy = FaultPolicy()
+    with FaultProxy(aws, policy) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        yield policy
+
+
+def test_durations_read_and_print_like_people_write_them() -> None:
+    assert [parse_duration(t) for t in ("90s", "15m", "1h", "2d", "1h30m")] == [
+        90, 900, 3600, 172800, 5400,
+    ]  # fmt: skip
+    for bad in ("", "15", "m", "1x", "-5m", "1h 30m"):
+        with pytest.raises(ConfigError, match="not a duration"):
+            parse_duration(bad)
+    assert [format_duration(s) for s in (0, 45, 720, 11520, 187200, 86400)] == [
+        "0s", "45s", "12m", "3h12m", "2d4h", "1d",
+    ]  # fmt: skip
+    assert thresholds({"pending": 60})["PENDING"] == 60
+    assert set(thresholds(older_than=5).values()) == {5}
+    with pytest.raises(ConfigError, match="no threshold named 'RUNNING'"):
+        thresholds({"RUNNING": 60})
+
+
+def test_stuck_is_exactly_the_stuck_through_queries_only(
+    stuck_truth: set[str], counted: FaultPolicy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    argv = ["stuck", "--cluster", "prod", "--cluster", f"{PREFIX}:cluster/staging"]
+    assert main([*argv, "--format", "json", "--now", _iso(NOW)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["arn"] for r in rows} == stuck_truth
+    assert Counter(r["kind"] for r in rows) == {
+        "task": 2 * 18,
+        "container_instance": 4,
+        "deployment": 2,
+    }
+    for row in rows:
+        assert row["for_s"] > 60 * 60 and row["for"].startswith(("5h", "3h"))
+    assert [r["for_s"] for r in rows] == sorted((r["for_s"] for r in rows), reverse=True)
+    dynamodb = {k for k in counted.forwarded if k.startswith("dynamodb:")}
+    assert dynamodb == {"dynamodb:Query", "dynamodb:BatchGetItem"}  # never a Scan
+
+    # One threshold for all, and one overridden: the fresher ones join, or fewer remain.
+    assert main([*argv, "--format", "json", "--older-than", "1m", "--now", _iso(NOW)]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert len(fresh) > len(rows)
+    assert main([*argv, "--format", "json", "--threshold", "PENDING=6h", "--now", _iso(NOW)]) == 0
+    fewer = json.loads(capsys.readouterr().out)
+    assert {r["status"] for r in fewer} >= {"PROVISIONING"} and "PENDING" not in {
+        r["status"] for r in fewer
+    }
+    assert main([*argv, "--threshold", "PENDING"]) == 2
+    assert "NAME=DURATION" in capsys.readouterr().err
+    # The table for people: the id, not the ARN.
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].split() == ["KIND", "STATUS", "FOR", "SINCE", "ARN", "REASON"]
+    assert f"({len(stuck_truth)} stuck)" in err
+
+
+def _metrics(text: str) -> dict[tuple[str, str], float]:
+    """(cluster, kind) -> StuckResources from the EMF lines a handler printed."""
+    found = {}
+    for line in text.splitlines():
+        if '"StuckResources"' not in line:
+            continue
+        blob = json.loads(line)
+        value = blob["StuckResources"]  # EMF: a number, or a list of them
+        found[(blob.get("cluster", ""), blob.get("kind", ""))] = (
+            sum(value) if isinstance(value, list) else value
+        )
+    return found
+
+
+def test_the_watchdog_publishes_what_stuck_finds(
+    stuck_truth: set[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.from_env(os.environ)
+    found = FleetState.from_settings(settings).stuck(["prod", "staging"], now=datetime.now(UTC))
+    # Without STUCK_CLUSTERS it watches what ECS lists.
+    ecs = boto3.client("ecs")
+    for name in ("prod", "staging", "empty"):
+        ecs.create_cluster(clusterName=name)
+    capsys.readouterr()
+    result = lambda_function.watchdog_handler({}, None)
+    metrics = _metrics(capsys.readouterr().out)
+    assert result["clusters"] == 3 and result["stuck"] == len(stuck_truth) == len(found)
+    expected = Counter((s.cluster.rsplit("/", 1)[-1], s.kind) for s in found)
+    for cluster in ("prod", "staging", "empty"):
+        for kind in ("task", "container_instance", "deployment"):
+            assert metrics[(cluster, kind)] == expected.get((cluster, kind), 0)
+    assert metrics[("", "")] == len(found)
+    assert metrics[("", "task")] == 36
+    # STUCK_CLUSTERS and STUCK_THRESHOLDS narrow it.
+    monkeypatch.setenv("STUCK_CLUSTERS", "prod")
+    monkeypatch.setenv("STUCK_THRESHOLDS", "PENDING=1d,DRAINING=1d")
+    result = lambda_function.watchdog_handler({}, None)
+    metrics = _metrics(capsys.readouterr().out)
+    assert result["clusters"] == 1
+    assert metrics[("prod", "task")] == 18 - 3
+    assert metrics[("prod", "container_instance")] == 1  # the disconnected one only
+    monkeypatch.setenv("STUCK_THRESHOLDS", "PENDING")
+    with pytest.raises(ConfigError, match="NAME=DURATION"):
+        lambda_function.watchdog_handler({}, None)
