@@ -1,4 +1,4 @@
-"""The current-state questions: `tasks --cluster` on a 10,000-task cluster through the
+"""The current-state questions: `tasks --cluster` and `stuck` on a 10,000-task cluster through the
 sharded KEYS_ONLY index and `BatchGetItem`, against the full `Scan` it replaces, in read
 units from the wire (dynalite behind the bill meter, `benchmarks/meter.py`); and the write
 units per item of both item shapes on real events.
@@ -35,14 +35,23 @@ from stream_processor.ingest.wiring import build_pipeline  # noqa: E402
 ACCOUNT, REGION = "123456789012", "us-east-1"  # moto's caller identity
 
 
+#: `stuck`'s clock: PENDING tasks were created a minute before it, except `STUCK` of them,
+#: created three hours before (past the 15-minute threshold).
+NOW = "2026-06-01T12:00:00Z"
+STUCK = 50
+
+
 def _cluster_events(tasks: int, cluster: str, seed: int) -> list[dict[str, Any]]:
     """One event per task (its latest state) in `cluster`: 80% RUNNING, the rest PENDING
-    or STOPPED."""
+    or STOPPED; `STUCK` of the PENDING ones for hours."""
     events, _ = steady_stream(tasks, 1, redelivery_rate=0.0, seed=seed)
     arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{cluster}"
     for n, event in enumerate(events):
-        if n % 10 in (3, 7):
-            event["detail"]["lastStatus"] = "PENDING" if n % 10 == 3 else "STOPPED"
+        if n % 10 == 3:
+            created = "2026-06-01T09:00:00Z" if n // 10 < STUCK else "2026-06-01T11:59:00Z"
+            event["detail"].update(lastStatus="PENDING", createdAt=created, updatedAt=created)
+        if n % 10 == 7:
+            event["detail"]["lastStatus"] = "STOPPED"
         event["detail"]["clusterArn"] = arn
         event["detail"]["taskArn"] = event["detail"]["taskArn"].replace("/busy/", f"/{cluster}/")
     return events
@@ -105,6 +114,10 @@ def main() -> int:
                 "`tasks --cluster big --service web`",
                 ["tasks", "--cluster", "big", "--service", "web"],
             ),
+            (
+                f"`stuck --cluster big` ({STUCK} stuck)",
+                ["stuck", "--cluster", "big", "--now", NOW],
+            ),
         ):
             fetch_json(f"{control}/bill")
             started = time.perf_counter()
@@ -112,6 +125,8 @@ def main() -> int:
                 assert cli([*argv, "--format", "json"]) == 0
             took = time.perf_counter() - started
             found = len(msgspec.json.decode(out.getvalue()))
+            if argv[0] == "stuck":
+                assert found == STUCK, found  # exactly those, whatever else the cluster holds
             bill = fetch_json(f"{control}/bill")
             requests = bill["requests"]
             rows.append(
@@ -147,7 +162,8 @@ def main() -> int:
     print(
         f"Command: `python benchmarks/state.py --tasks {args.tasks} --other-tasks "
         f"{args.other_tasks}`: {args.tasks:,} tasks in cluster `big` (80% RUNNING, 10% "
-        f"PENDING, 10% STOPPED), {args.other_tasks:,} in another, {args.item_format} items; "
+        f"PENDING of which {STUCK} for hours, 10% STOPPED), {args.other_tasks:,} in another, "
+        f"{args.item_format} items; "
         "dynalite behind the bill meter (benchmarks/meter.py).\n"
     )
     print_table(

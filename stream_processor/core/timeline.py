@@ -244,6 +244,12 @@ def _since(versions: Sequence[Version], moment: datetime) -> tuple[Version | Non
     return current, began
 
 
+def _latest(versions: Sequence[Version], name: str) -> Any:
+    """The newest value of a fact that any version set (ECS may leave it out of later
+    ones)."""
+    return next((v.facts[name] for v in reversed(versions) if v.facts.get(name)), None)
+
+
 def _clock(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -276,13 +282,13 @@ def task_summary(
     )
     lasted = (stopping.event_time - began).total_seconds()
     facts_ = last.facts
-    cause = facts_.get("stopCode") or "stopped"
+    cause = _latest(versions, "stopCode") or "stopped"
     exits = [
         f"container `{name}` exited {c['exitCode']}"
         for name, c in sorted((facts_.get("containers") or {}).items())
         if c.get("exitCode") not in (None, 0)
     ]
-    reason = ", ".join(exits) or facts_.get("stoppedReason") or ""
+    reason = ", ".join(exits) or _latest(versions, "stoppedReason") or ""
     text = f"{last.status.lower() if last.status else 'stopping'} after {format_duration(lasted)}"
     text += f" in {lived_in}" if lived_in else ""
     text += f": {cause}" + (f" — {reason}" if reason else "")

@@ -86,9 +86,7 @@ def test_handler_path_points_at_the_real_handler() -> None:
 def test_environment_is_exactly_what_the_lambda_reads() -> None:
     env = FUNCTION["Environment"]["Variables"]
     watchdog_only = {"STUCK_CLUSTERS", "STUCK_THRESHOLDS"}
-    lambda_reads = (set(ENV_NAMES.values()) - {"CHECKPOINT_TABLE"} - watchdog_only) | {
-        "LOG_LEVEL"
-    }
+    lambda_reads = (set(ENV_NAMES.values()) - {"CHECKPOINT_TABLE"} - watchdog_only) | {"LOG_LEVEL"}
     assert set(env) == lambda_reads
     defaults = Settings()
     assert env["HISTORY_PREFIX"] == defaults.history_prefix
