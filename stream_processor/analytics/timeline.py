@@ -12,11 +12,12 @@ deployments of its service.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from stream_processor.adapters.history_store import HistoryStore, read_matching
 from stream_processor.analytics.scan import DayRange
+from stream_processor.core.durations import parse_instant
 from stream_processor.core.events import Dataset, service_arn
 from stream_processor.core.history import day_of
 from stream_processor.core.timeline import (
@@ -37,24 +38,14 @@ _SLACK = timedelta(minutes=10)
 _COLUMNS = ("resource_arn", "version", "event_id", "event_time", "detail")
 
 
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else None
-
-
 def life_days(dataset: Dataset, item: Mapping[str, Any]) -> DayRange | None:
     """The days a resource's history lies in, from its state item (plain JSON)."""
-    ends = [_instant(item.get(name)) for name in ("updatedAt", "stoppedAt", "_eventTime")]
+    ends = [parse_instant(item.get(name)) for name in ("updatedAt", "stoppedAt", "_eventTime")]
     end = max((e for e in ends if e is not None), default=None)
     if end is None:
         return None
     start_field = {Dataset.TASK: "createdAt", Dataset.CONTAINER_INSTANCE: "registeredAt"}
-    start = _instant(item.get(start_field.get(dataset, "")))
+    start = parse_instant(item.get(start_field.get(dataset, "")))
     if start is None:
         start = end - timedelta(days=DEPLOYMENT_DAYS)
     return DayRange(day_of(min(start, end) - _SLACK), day_of(end + _SLACK))

@@ -14,6 +14,7 @@ import msgspec
 
 from stream_processor.cli.options import print_table
 from stream_processor.config import Settings
+from stream_processor.core.durations import parse_instant
 
 if TYPE_CHECKING:
     from stream_processor.analytics.fleet import FleetState
@@ -148,12 +149,9 @@ def run_get(args: argparse.Namespace) -> int:
 
 def _age(value: Any, now: datetime) -> str:
     """`5m`, `3h`, `2d` since an ISO 8601 instant, like `kubectl get`."""
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+    moment = parse_instant(value)
+    if moment is None:
         return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     seconds = max(0, int((now - moment).total_seconds()))
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
         if seconds >= size:

@@ -1,8 +1,11 @@
-"""Durations as people type and read them: `90s`, `15m`, `1h`, `2d`; `3h12m`, `2d4h`."""
+"""Durations as people type and read them (`90s`, `15m`, `1h`, `2d`; `3h12m`, `2d4h`), and
+the instants a state item holds as text."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from typing import Any
 
 from stream_processor.errors import ConfigError
 
@@ -32,3 +35,15 @@ def format_duration(seconds: float) -> str:
             second = rest // smaller_size
             return f"{first}{unit}{second}{smaller}" if second else f"{first}{unit}"
     return f"{whole}s"  # pragma: no cover - the loop always returns
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """An ISO 8601 instant with its offset (`2026-01-01T12:00:00.000Z`, as ECS writes them);
+    None for anything else, a naive time included."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None

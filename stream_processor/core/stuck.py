@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from stream_processor.core.durations import format_duration
+from stream_processor.core.durations import format_duration, parse_instant
 from stream_processor.errors import ConfigError
 
 Row = Mapping[str, Any]
@@ -100,19 +100,9 @@ class Stuck:
         }
 
 
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else None
-
-
 def _first(row: Row, *names: str) -> datetime | None:
     for name in names:
-        moment = _instant(row.get(name))
+        moment = parse_instant(row.get(name))
         if moment is not None:
             return moment
     return None

@@ -9,7 +9,6 @@ import copy
 import json
 import os
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -20,9 +19,9 @@ from stream_processor.cli import main
 from stream_processor.config import Settings
 from stream_processor.core.events import TASK_STATUSES, Dataset
 from stream_processor.core.indexes import indexes_of
-from stream_processor.ingest.wiring import build_pipeline
-from tests.conftest import instance_event, load_fixture, record, task_event
-from tests.fault_proxy import FaultPolicy, FaultProxy
+from tests.analytics.conftest import write_state
+from tests.conftest import instance_event, load_fixture, task_event
+from tests.fault_proxy import FaultPolicy
 
 ACCOUNT, REGION = "123456789012", "us-east-1"  # moto's caller identity, the tests' region
 PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
@@ -79,23 +78,8 @@ def _fleet(seed: int = 3) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any
 @pytest.fixture
 def written(settings: Settings) -> dict[str, dict[str, Any]]:
     events, truth = _fleet()
-    built = build_pipeline(settings)
-    try:
-        for start in range(0, len(events), 1000):
-            records = [record(e, start + i + 1) for i, e in enumerate(events[start : start + 1000])]
-            assert built.pipeline.process(records).failed_from is None
-    finally:
-        built.close()
+    write_state(settings, events)
     return truth
-
-
-@pytest.fixture
-def counted(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultPolicy]:
-    """boto3 through a counting proxy (no faults): which requests did the commands make?"""
-    policy = FaultPolicy()
-    with FaultProxy(aws, policy) as url:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-        yield policy
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:

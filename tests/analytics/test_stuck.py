@@ -9,7 +9,6 @@ import copy
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,9 +23,9 @@ from stream_processor.core.durations import format_duration, parse_duration
 from stream_processor.core.events import TASK_STATUSES
 from stream_processor.core.stuck import thresholds
 from stream_processor.errors import ConfigError
-from stream_processor.ingest.wiring import build_pipeline
-from tests.conftest import instance_event, load_fixture, record, task_event
-from tests.fault_proxy import FaultPolicy, FaultProxy
+from tests.analytics.conftest import write_state
+from tests.conftest import instance_event, load_fixture, task_event
+from tests.fault_proxy import FaultPolicy
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
@@ -107,21 +106,8 @@ def _fleet() -> tuple[list[dict[str, Any]], set[str]]:
 @pytest.fixture
 def stuck_truth(settings: Settings) -> set[str]:
     events, stuck = _fleet()
-    built = build_pipeline(settings)
-    try:
-        records = [record(e, i + 1) for i, e in enumerate(events)]
-        assert built.pipeline.process(records).failed_from is None
-    finally:
-        built.close()
+    write_state(settings, events)
     return stuck
-
-
-@pytest.fixture
-def counted(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultPolicy]:
-    policy = FaultPolicy()
-    with FaultProxy(aws, policy) as url:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-        yield policy
 
 
 def test_durations_read_and_print_like_people_write_them() -> None:
