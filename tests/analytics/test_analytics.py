@@ -33,10 +33,12 @@ PREFIX = "ecs-history/"
 DOCS = Path(__file__).parents[2] / "docs"
 
 
-def _history(tmp_path: Path, tasks: int = 25, seed: int = 21) -> tuple[Fleet, Path, Any]:
+def _history(
+    tmp_path: Path, tasks: int = 25, seed: int = 21, stuck: int = 0
+) -> tuple[Fleet, Path, Any]:
     """Run a duplicated, reordered fleet through the pipeline in small batches and lay its
-    history out on disk exactly as on S3."""
-    fleet = simulate_fleet(tasks, seed=seed)
+    history out on disk exactly as on S3 (`stuck`: see `simulate_fleet`)."""
+    fleet = simulate_fleet(tasks, seed=seed, stuck=stuck)
     delivered, _ = deliver(fleet.events, duplicate_rate=0.3, reorder_rate=0.4, seed=seed)
     state = InMemoryStateStore()
     write_local_history(delivered, tmp_path / "history", batch=17, state=state)
@@ -220,7 +222,7 @@ def test_every_documented_query_runs_through_the_query_command(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _, root, _ = _history(tmp_path)
+    _, root, _ = _history(tmp_path, stuck=2)  # so the on-call queries find some
     queries = _doc_queries()
     assert len(queries) >= 5
     for sql in queries:
