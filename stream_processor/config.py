@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stream_processor.core.events import Dataset
+from stream_processor.core.items import ITEM_FORMATS
 from stream_processor.errors import ConfigError
 
 _RETRY_MODES = ("legacy", "standard", "adaptive")
@@ -20,7 +21,7 @@ _RETRY_MODES = ("legacy", "standard", "adaptive")
 STATE_WRITE_MODES = ("put", "transact")
 #: `native`: every detail attribute by name, nested as M/L (the default). `compact`: the
 #: typed fields by name and the whole detail zlib-compressed in one binary attribute.
-STATE_ITEM_FORMATS = ("native", "compact")
+STATE_ITEM_FORMATS = ITEM_FORMATS
 
 
 @dataclass(frozen=True, slots=True)

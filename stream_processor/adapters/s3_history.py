@@ -105,9 +105,6 @@ class _S3Writer:
                     f"s3 PutObject s3://{self._bucket}/{key} failed: {reason}", code=code
                 )
 
-    def uri(self, key: str) -> str:
-        return f"s3://{self._bucket}/{key}"
-
     def close(self) -> None:
         if self._owns_http:
             self._http.close()

@@ -37,7 +37,7 @@ def add_commands(sub: Any) -> None:
     )
     state.add_argument(
         "--dataset",
-        default="task_state_change",
+        default=Dataset.TASK.value,
         choices=[d.value for d in Dataset if SPECS[d].has_state],
     )
     state.add_argument("--cluster", help="only this cluster (ARN or name)")

@@ -63,26 +63,51 @@ class Dataset(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class DatasetSpec:
-    """How one detail type is keyed and ordered."""
+    """How one detail type is keyed and ordered, and what its statuses mean: the one home
+    of these facts (indexes, reconcile, timelines derive from it)."""
 
     dataset: Dataset
     detail_type: str
     key_field: str | None  # detail attribute holding the key; None = resources[0]
     versioned: bool  # ordered by detail.version (else by detail.updatedAt, or history only)
     has_state: bool
+    #: The detail attribute holding the resource's status (a deployment: its event name).
+    status_attribute: str | None = None
+    #: Terminal statuses: nothing follows them, and ECS may forget the resource.
+    terminal: frozenset[str] = frozenset()
+    #: What reconcile marks a resource ECS no longer returns as (instead of deleting it).
+    orphan_status: str | None = None
 
 
 SPECS: dict[Dataset, DatasetSpec] = {
-    Dataset.TASK: DatasetSpec(Dataset.TASK, "ECS Task State Change", "taskArn", True, True),
+    Dataset.TASK: DatasetSpec(
+        Dataset.TASK,
+        "ECS Task State Change",
+        "taskArn",
+        True,
+        True,
+        "lastStatus",
+        frozenset({"STOPPED"}),
+        "STOPPED",
+    ),
     Dataset.CONTAINER_INSTANCE: DatasetSpec(
         Dataset.CONTAINER_INSTANCE,
         "ECS Container Instance State Change",
         "containerInstanceArn",
         True,
         True,
+        "status",
+        frozenset({"INACTIVE", "DEREGISTERED"}),
+        "INACTIVE",
     ),
     Dataset.DEPLOYMENT: DatasetSpec(
-        Dataset.DEPLOYMENT, "ECS Deployment State Change", "deploymentId", False, True
+        Dataset.DEPLOYMENT,
+        "ECS Deployment State Change",
+        "deploymentId",
+        False,
+        True,
+        "eventName",
+        frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
     ),
     Dataset.SERVICE_ACTION: DatasetSpec(
         Dataset.SERVICE_ACTION, "ECS Service Action", None, False, False
@@ -96,6 +121,15 @@ SPECS: dict[Dataset, DatasetSpec] = {
         "daemonDeploymentArn",
         False,
         True,
+        "eventName",
+        frozenset(
+            {
+                "DAEMON_DEPLOYMENT_SUCCESSFUL",
+                "DAEMON_DEPLOYMENT_STOPPED",
+                "DAEMON_DEPLOYMENT_ROLLBACK_SUCCESSFUL",
+                "DAEMON_DEPLOYMENT_ROLLBACK_FAILED",
+            }
+        ),
     ),
     # Any other detail type: matched by elimination, never by this name.
     Dataset.OTHER: DatasetSpec(Dataset.OTHER, "", None, False, False),
@@ -103,6 +137,11 @@ SPECS: dict[Dataset, DatasetSpec] = {
 _BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values() if spec.detail_type}
 #: The detail types this code knows by name (the catch-all rule routes every other one).
 KNOWN_DETAIL_TYPES = tuple(_BY_DETAIL_TYPE)
+
+
+def spec_of(detail_type: str) -> DatasetSpec:
+    """The spec of a detail type; `OTHER`'s for one this code does not know."""
+    return _BY_DETAIL_TYPE.get(detail_type) or SPECS[Dataset.OTHER]
 
 
 class _Envelope(msgspec.Struct):
@@ -117,7 +156,7 @@ class _Envelope(msgspec.Struct):
 
 
 # Column fields are typed `Any` on purpose: a surprising type in a convenience column must
-# not quarantine an otherwise good event. Coercion to the column type happens in `core.rows`.
+# not quarantine an otherwise good event. Coercion to the column type happens in `core.history`.
 class TaskDetail(msgspec.Struct, gc=False):
     taskArn: NonEmptyStr
     version: Version
@@ -362,7 +401,7 @@ def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Re
         return Rejected.of(record, "payload is not JSON we accept: nested too deeply")
     if env.source != "aws.ecs":
         return Rejected.of(record, f"unsupported source {_short(env.source)}")
-    spec = _BY_DETAIL_TYPE.get(env.detail_type) or SPECS[Dataset.OTHER]
+    spec = spec_of(env.detail_type)
     if not env.detail_type.strip():
         return Rejected.of(record, "event without a detail-type")
     if env.time.tzinfo is None or not _EPOCH <= env.time < _LATEST:

@@ -66,25 +66,11 @@ LEGACY_INDEXES: dict[Dataset, tuple[str, ...]] = {
 LIVE = "live"
 ENDED = "ended"
 
-#: Terminal statuses: nothing follows them. (attribute, values) per dataset.
+#: Terminal statuses: nothing follows them. (attribute, values) per dataset with a state.
 TERMINAL: dict[Dataset, tuple[str, frozenset[str]]] = {
-    Dataset.TASK: ("lastStatus", frozenset({"STOPPED"})),
-    Dataset.CONTAINER_INSTANCE: ("status", frozenset({"INACTIVE", "DEREGISTERED"})),
-    Dataset.DEPLOYMENT: (
-        "eventName",
-        frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
-    ),
-    Dataset.DAEMON_DEPLOYMENT: (
-        "eventName",
-        frozenset(
-            {
-                "DAEMON_DEPLOYMENT_SUCCESSFUL",
-                "DAEMON_DEPLOYMENT_STOPPED",
-                "DAEMON_DEPLOYMENT_ROLLBACK_SUCCESSFUL",
-                "DAEMON_DEPLOYMENT_ROLLBACK_FAILED",
-            }
-        ),
-    ),
+    d: (spec.status_attribute, spec.terminal)
+    for d, spec in SPECS.items()
+    if spec.has_state and spec.status_attribute is not None
 }
 
 

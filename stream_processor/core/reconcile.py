@@ -20,14 +20,13 @@ from typing import Any
 from stream_processor.core.events import SPECS, Dataset, EcsEvent, decode_event
 from stream_processor.core.records import KinesisRecord, Rejected
 
-#: Status attribute per dataset, and the statuses after which ECS may forget a resource.
-STATUS_ATTRIBUTE = {Dataset.TASK: "lastStatus", Dataset.CONTAINER_INSTANCE: "status"}
-GONE_STATUSES = {
-    Dataset.TASK: frozenset({"STOPPED"}),
-    Dataset.CONTAINER_INSTANCE: frozenset({"INACTIVE", "DEREGISTERED"}),
-}
-#: What an orphan is marked as, with the reason, instead of being deleted.
-ORPHAN_STATUS = {Dataset.TASK: "STOPPED", Dataset.CONTAINER_INSTANCE: "INACTIVE"}
+#: The datasets reconcile compares with the ECS API: their status attribute, the statuses
+#: after which ECS may forget a resource, and what an orphan is marked as (with the
+#: reason, instead of being deleted), all from the dataset's spec.
+_RECONCILED = (Dataset.TASK, Dataset.CONTAINER_INSTANCE)
+STATUS_ATTRIBUTE = {d: str(SPECS[d].status_attribute) for d in _RECONCILED}
+GONE_STATUSES = {d: SPECS[d].terminal for d in _RECONCILED}
+ORPHAN_STATUS = {d: str(SPECS[d].orphan_status) for d in _RECONCILED}
 RECONCILE_SHARD = "reconcile"
 
 

@@ -107,10 +107,7 @@ def facts(dataset: Dataset, row: Row) -> dict[str, Any]:
 
 def status_of(dataset: Dataset, fact: dict[str, Any]) -> str | None:
     """The status a version is in (a deployment: its event name)."""
-    name = {Dataset.TASK: "lastStatus", Dataset.CONTAINER_INSTANCE: "status"}.get(
-        dataset, "eventName"
-    )
-    value = fact.get(name)
+    value = fact.get(SPECS[dataset].status_attribute or "eventName")
     return value if isinstance(value, str) else None
 
 

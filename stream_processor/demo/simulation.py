@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stream_processor.core.events import TASK_STATUSES
+from stream_processor.core.events import TASK_STATUSES, spec_of
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
@@ -476,9 +476,10 @@ def simulate_fleet(
     fleet = Fleet()
     for _, _, event in sorted(b.timed, key=lambda t: (t[0], t[1])):
         fleet.events.append(event)
-        dataset = _DATASETS.get(event["detail-type"], "other_event")
+        spec = spec_of(event["detail-type"])
+        dataset = spec.dataset.value
         version = event["detail"].get("version")
-        if dataset not in ("service_action", "daemon_service_action", "other_event"):
+        if spec.has_state:
             fleet.final[(dataset, partition_key(event))] = event
         if version is not None:
             fleet.history.add((dataset, partition_key(event), version))
@@ -486,15 +487,6 @@ def simulate_fleet(
             fleet.history.add((dataset, event["id"], ""))
     return fleet
 
-
-_DATASETS = {
-    "ECS Task State Change": "task_state_change",
-    "ECS Container Instance State Change": "container_instance_state_change",
-    "ECS Deployment State Change": "deployment_state_change",
-    "ECS Service Action": "service_action",
-    "ECS Daemon Service Action": "daemon_service_action",
-    "ECS Daemon Deployment State Change": "daemon_deployment_state_change",
-}
 
 
 def _daemon_events(b: _Builder, rng: random.Random, start: datetime, instances: list[str]) -> None:
@@ -647,13 +639,13 @@ def history_stream(
     b = _Builder(rng, f"{_ARN}:cluster/history")
     families = ("web", "worker", "api", "batch")
     long_lived = [
-        (f"{_ARN}:task/history/{b.uid().replace('-', '')}", families[n % 4], 0)
+        (f"{_ARN}:task/history/{b.uid().replace('-', '')}", families[n % 4])
         for n in range(services)
     ]
-    versions = {arn: 1 for arn, _, _ in long_lived}
+    versions = {arn: 1 for arn, _ in long_lived}
     for day in range(days):
         midnight = start + timedelta(days=day)
-        for arn, family, _ in long_lived:
+        for arn, family in long_lived:
             if day == 0 or rng.random() < change_rate:
                 at = midnight + timedelta(seconds=rng.randrange(86_000))
                 status = "PROVISIONING" if day == 0 else "RUNNING"
