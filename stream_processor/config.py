@@ -106,8 +106,8 @@ class Settings:
 
     def stuck_limits(self) -> dict[str, float]:
         """`core.stuck`'s thresholds with `STUCK_THRESHOLDS` applied."""
-        from stream_processor.core.durations import parse_duration
         from stream_processor.core.stuck import thresholds
+        from stream_processor.core.times import parse_duration
 
         overrides = {}
         for part in filter(None, (p.strip() for p in self.stuck_thresholds.split(","))):

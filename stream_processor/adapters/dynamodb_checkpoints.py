@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.leases import Lease
 from stream_processor.errors import StreamProcessorError
 
@@ -88,10 +89,6 @@ def _checkpoint(item: dict[str, Any]) -> Checkpoint:
     )
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
-
-
 class DynamoDBCheckpointStore:
     """Checkpoints and leases of one stream's shards."""
 
@@ -116,7 +113,6 @@ class DynamoDBCheckpointStore:
 
     def _items(self) -> list[dict[str, Any]]:
         """Every item of this stream: shard leases and worker heartbeats."""
-        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "#s = :s",
@@ -124,12 +120,11 @@ class DynamoDBCheckpointStore:
             "ExpressionAttributeValues": {":s": {"S": self._stream}},
             "ConsistentRead": True,
         }
-        while True:
-            page = self._call(self._client.query, **kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages = self._client.get_paginator("query").paginate(**kwargs)
+        items: list[dict[str, Any]] = self._call(
+            lambda: [item for page in pages for item in page.get("Items", [])]
+        )
+        return items
 
     def load_all(self) -> dict[str, Checkpoint]:
         """Every shard's checkpoint of this stream."""
@@ -188,9 +183,9 @@ class DynamoDBCheckpointStore:
                 self._client.update_item(TableName=self._table, **request)
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return None
-            raise CheckpointError(f"{what}: {_code(exc)}") from exc
+            raise CheckpointError(f"{what}: {error_code(exc)}") from exc
         except BotoCoreError as exc:
             raise CheckpointError(f"{what}: {exc}") from exc
         return result
@@ -313,8 +308,8 @@ class DynamoDBCheckpointStore:
                 ReturnValues="ALL_NEW" if returns else "NONE",
             )
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise CheckpointError(f"checkpoint of {shard_id}: {_code(exc)}") from exc
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise CheckpointError(f"checkpoint of {shard_id}: {error_code(exc)}") from exc
             current = self.get(shard_id)
             if current is None or current.owner != owner:
                 holder = current.owner if current else None
@@ -332,6 +327,6 @@ class DynamoDBCheckpointStore:
         try:
             return method(**kwargs)
         except ClientError as exc:
-            raise CheckpointError(f"checkpoint table {self._table}: {_code(exc)}") from exc
+            raise CheckpointError(f"checkpoint table {self._table}: {error_code(exc)}") from exc
         except BotoCoreError as exc:
             raise CheckpointError(f"checkpoint table {self._table}: {exc}") from exc

@@ -85,16 +85,11 @@ class DynamoDBStateQueries:
                 kwargs["KeyConditionExpression"] += f" AND {condition}"
                 kwargs["ExpressionAttributeNames"]["#s"] = spec.sort
                 kwargs["ExpressionAttributeValues"][":s"] = {"S": sort.value}
-            keys: list[str] = []
-            while True:
-                try:
-                    page = self._client.query(**kwargs)
-                except (ClientError, BotoCoreError) as exc:
-                    raise _failure(f"querying {table} index {index}", exc) from exc
-                keys.extend(item[key_field]["S"] for item in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    return keys
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            pages = self._client.get_paginator("query").paginate(**kwargs)
+            try:
+                return [item[key_field]["S"] for page in pages for item in page.get("Items", [])]
+            except (ClientError, BotoCoreError) as exc:
+                raise _failure(f"querying {table} index {index}", exc) from exc
 
         return [key for keys in self._concurrently(one, partitions) for key in keys]
 

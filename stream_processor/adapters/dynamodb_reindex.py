@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.indexes import LEGACY_INDEX_ATTRIBUTES, PHASE, TERMINAL
 from stream_processor.core.items import ORDER
@@ -95,7 +96,7 @@ class DynamoDBReindexer:
         try:
             self._client.update_item(**request)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False  # rewritten meanwhile: the new write carries the new layout
             raise StateWriteError(f"reindexing {item[key]}: {exc}") from exc
         except BotoCoreError as exc:

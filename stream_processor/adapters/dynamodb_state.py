@@ -44,6 +44,7 @@ from stream_processor.adapters.aws_http import (
     session_credentials,
     settle,
 )
+from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.indexes import PHASE, TERMINAL, phase_of, phase_value
 from stream_processor.core.items import ORDER, StateWrite
@@ -430,22 +431,19 @@ class DynamoDBStateStore:
                 "#c": "clusterArn",
             },
         }
-        while True:
-            try:
-                page = self._client.scan(**kwargs)
-            except (ClientError, BotoCoreError) as exc:
-                raise StateWriteError(f"scanning {self._tables[dataset]}: {exc}") from exc
-            for item in page.get("Items", []):
-                version = item.get("version", {}).get("N")
-                yield Observed(
-                    item[key]["S"],
-                    item.get("clusterArn", {}).get("S"),
-                    int(version) if version is not None else None,
-                    item.get(status_attribute, {}).get("S"),
-                )
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages = self._client.get_paginator("scan").paginate(**kwargs)
+        try:
+            for page in pages:
+                for item in page.get("Items", []):
+                    version = item.get("version", {}).get("N")
+                    yield Observed(
+                        item[key]["S"],
+                        item.get("clusterArn", {}).get("S"),
+                        int(version) if version is not None else None,
+                        item.get(status_attribute, {}).get("S"),
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise StateWriteError(f"scanning {self._tables[dataset]}: {exc}") from exc
 
     def mark_orphan(
         self,
@@ -485,7 +483,7 @@ class DynamoDBStateStore:
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise StateWriteError(f"marking orphan {key}: {exc}") from exc
         return True

@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.reconcile import api_event
 from stream_processor.errors import StreamProcessorError
@@ -34,7 +35,7 @@ class EcsInventory:
         try:
             return getattr(self._client, operation)(**kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            code = error_code(exc)
             raise EcsApiError(f"ecs {operation}: {code}") from exc
         except BotoCoreError as exc:
             raise EcsApiError(f"ecs {operation}: {type(exc).__name__}") from exc

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.errors import SinkError, StreamProcessorError
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class KinesisShardSource:
         try:
             return method(**kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            code = error_code(exc)
             if code in _THROTTLE_CODES:
                 raise KinesisThrottled(code) from exc
             if code == "ExpiredIteratorException":

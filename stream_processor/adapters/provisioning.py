@@ -12,16 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.errors import SetupError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_kinesis import KinesisClient
     from mypy_boto3_s3 import S3Client
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
 def _wait(ready: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
@@ -37,8 +34,8 @@ def ensure_stream(client: KinesisClient, name: str, shards: int) -> str:
     try:
         client.create_stream(StreamName=name, ShardCount=shards)
     except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":
-            raise SetupError(f"creating stream {name}: {_code(exc)}") from exc
+        if error_code(exc) != "ResourceInUseException":
+            raise SetupError(f"creating stream {name}: {error_code(exc)}") from exc
 
     def active() -> bool:
         summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
@@ -78,8 +75,8 @@ def ensure_table(
             **({"GlobalSecondaryIndexes": [dict(i) for i in indexes]} if indexes else {}),  # type: ignore[arg-type]
         )
     except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":
-            raise SetupError(f"creating table {name}: {_code(exc)}") from exc
+        if error_code(exc) != "ResourceInUseException":
+            raise SetupError(f"creating table {name}: {error_code(exc)}") from exc
 
     def table() -> Any:
         return client.describe_table(TableName=name)["Table"]
@@ -103,7 +100,9 @@ def ensure_table(
                 GlobalSecondaryIndexUpdates=[{"Create": dict(index)}],  # type: ignore[typeddict-item]
             )
         except ClientError as exc:
-            raise SetupError(f"adding index {index['IndexName']} to {name}: {_code(exc)}") from exc
+            raise SetupError(
+                f"adding index {index['IndexName']} to {name}: {error_code(exc)}"
+            ) from exc
         _wait(settled, f"index {index['IndexName']} of {name}", timeout_s=600)
     for index_name in retired:
         present = {i["IndexName"] for i in table().get("GlobalSecondaryIndexes", [])}
@@ -114,7 +113,7 @@ def ensure_table(
                 TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": index_name}}]
             )
         except ClientError as exc:
-            raise SetupError(f"retiring index {index_name} of {name}: {_code(exc)}") from exc
+            raise SetupError(f"retiring index {index_name} of {name}: {error_code(exc)}") from exc
 
         def gone(index_name: str = index_name) -> bool:
             indexes = table().get("GlobalSecondaryIndexes", [])
@@ -134,8 +133,8 @@ def ensure_bucket(client: S3Client, name: str, region: str) -> None:
                 CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
             )
     except ClientError as exc:
-        if _code(exc) not in ("BucketAlreadyOwnedByYou",):
-            raise SetupError(f"creating bucket {name}: {_code(exc)}") from exc
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou",):
+            raise SetupError(f"creating bucket {name}: {error_code(exc)}") from exc
     try:
         client.put_bucket_encryption(
             Bucket=name,
@@ -153,4 +152,4 @@ def ensure_bucket(client: S3Client, name: str, region: str) -> None:
             },
         )
     except ClientError as exc:
-        raise SetupError(f"securing bucket {name}: {_code(exc)}") from exc
+        raise SetupError(f"securing bucket {name}: {error_code(exc)}") from exc

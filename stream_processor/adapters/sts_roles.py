@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.errors import StreamProcessorError
 
 #: The role name infra/member.yaml creates.
@@ -18,12 +19,6 @@ DEFAULT_ROLE_NAME = "stream-processor-reconcile"
 
 class AccountAccessError(StreamProcessorError):
     """A member account could not be entered (role missing, access denied, ...)."""
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "Unknown"))
-    return type(exc).__name__
 
 
 def role_arn_template(role_name: str | None, role_arn: str | None, partition: str = "aws") -> str:
@@ -53,7 +48,7 @@ class StsRoleSessions:
                 RoleArn=arn, RoleSessionName=self._session_name, DurationSeconds=3600
             )["Credentials"]
         except (ClientError, BotoCoreError) as exc:
-            raise AccountAccessError(f"assuming {arn}: {_code(exc)}") from exc
+            raise AccountAccessError(f"assuming {arn}: {error_code(exc)}") from exc
         return boto3.Session(
             aws_access_key_id=credentials["AccessKeyId"],
             aws_secret_access_key=credentials["SecretAccessKey"],
@@ -70,5 +65,5 @@ def organization_accounts(organizations: Any) -> list[str]:
         for page in organizations.get_paginator("list_accounts").paginate():
             accounts.extend(a["Id"] for a in page["Accounts"] if a.get("Status") == "ACTIVE")
     except (ClientError, BotoCoreError) as exc:
-        raise AccountAccessError(f"listing the organization's accounts: {_code(exc)}") from exc
+        raise AccountAccessError(f"listing the organization's accounts: {error_code(exc)}") from exc
     return sorted(accounts)

@@ -21,6 +21,7 @@ from stream_processor.core.items import build_state_write
 from stream_processor.core.ports import StateSink
 from stream_processor.core.records import KinesisRecord
 from stream_processor.core.reduce import reduce_batch
+from stream_processor.core.times import iso_z
 
 _COLUMNS = [
     "resource_arn",
@@ -53,7 +54,7 @@ def _records(store: HistoryStore, prefix: str, dataset: Dataset) -> Iterator[Kin
         columns = [*_COLUMNS, "service_arn"] if dataset is Dataset.DEPLOYMENT else _COLUMNS
         table = pq.read_table(io.BytesIO(store.read(key)), columns=columns)
         for row in table.to_pylist():
-            moment = row["event_time"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            moment = iso_z(row["event_time"], "milliseconds")
             # Rebuild the envelope around the detail's original bytes: same digest, same order.
             envelope = (
                 '{"version":"0","id":'

@@ -17,7 +17,6 @@ from typing import Any
 
 from stream_processor.adapters.history_store import HistoryStore, read_matching
 from stream_processor.analytics.scan import DayRange
-from stream_processor.core.durations import parse_instant
 from stream_processor.core.events import Dataset, service_arn
 from stream_processor.core.history import day_of
 from stream_processor.core.timeline import (
@@ -27,6 +26,7 @@ from stream_processor.core.timeline import (
     task_summary,
     versions_of,
 )
+from stream_processor.core.times import parse_instant
 from stream_processor.errors import ConfigError, NotFound
 
 #: Days before a deployment's last event that its timeline reads (ECS gives no start time

@@ -117,8 +117,8 @@ def run_timeline(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace) -> dict[str, float]:
-    from stream_processor.core.durations import parse_duration
     from stream_processor.core.stuck import thresholds
+    from stream_processor.core.times import parse_duration
 
     overrides = {}
     for text in args.threshold:

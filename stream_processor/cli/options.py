@@ -61,7 +61,7 @@ def instant(text: str) -> datetime:
 
 def duration(text: str) -> float:
     """A duration: 90s, 15m, 1h, 2d (or 1h30m), in seconds."""
-    from stream_processor.core.durations import parse_duration
+    from stream_processor.core.times import parse_duration
 
     try:
         return parse_duration(text)

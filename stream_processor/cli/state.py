@@ -14,7 +14,7 @@ import msgspec
 
 from stream_processor.cli.options import print_table
 from stream_processor.config import Settings
-from stream_processor.core.durations import parse_instant
+from stream_processor.core.times import parse_instant
 
 if TYPE_CHECKING:
     from stream_processor.analytics.fleet import FleetState

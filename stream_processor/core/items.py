@@ -53,6 +53,7 @@ from stream_processor.core.indexes import (
     TERMINAL,
     index_attributes,
 )
+from stream_processor.core.times import iso_z
 
 #: DynamoDB's item size limit, and the size above which we compute sizes exactly.
 MAX_ITEM_BYTES = 400 * 1024
@@ -255,7 +256,7 @@ def _typed_attributes(event: EcsEvent) -> Item:
         if kind is str or kind is dict or kind is list or value is None:
             continue
         if kind is datetime:
-            item[name] = {"S": value.isoformat().replace("+00:00", "Z")}
+            item[name] = {"S": iso_z(value)}
         else:
             item[name] = to_attribute(value)
     return item
@@ -359,7 +360,7 @@ def order_fields(order: str) -> tuple[str, str] | None:
         moment = from_micros(int(order[21:41]))
     except (ValueError, OverflowError):
         return None
-    return order[42:-17], moment.isoformat().replace("+00:00", "Z")
+    return order[42:-17], iso_z(moment)
 
 
 def _derived_metadata(item: Item) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stream_processor.core.events import SPECS, Dataset, EcsEvent, decode_event
 from stream_processor.core.records import KinesisRecord, Rejected
+from stream_processor.core.times import iso_z
 
 #: The datasets reconcile compares with the ECS API: their status attribute, the statuses
 #: after which ECS may forget a resource, and what an orphan is marked as (with the
@@ -124,7 +125,7 @@ def compare(
 def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso_z(moment, "milliseconds")
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 

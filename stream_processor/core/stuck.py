@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from stream_processor.core.durations import format_duration, parse_instant
+from stream_processor.core.times import format_duration, iso_z, parse_instant
 from stream_processor.errors import ConfigError
 
 Row = Mapping[str, Any]
@@ -94,7 +94,7 @@ class Stuck:
             "cluster": self.cluster,
             "status": self.status,
             "reason": self.reason,
-            "since": self.since.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "since": iso_z(self.since, "milliseconds"),
             "for_s": round(self.for_s, 3),
             "for": format_duration(self.for_s),
         }

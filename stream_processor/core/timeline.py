@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stream_processor.core.durations import format_duration
 from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.times import format_duration, iso_z
 from stream_processor.errors import ConfigError
 
 Row = dict[str, Any]
@@ -166,7 +166,7 @@ class Version:
     def as_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "event_time": self.event_time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "event_time": iso_z(self.event_time, "milliseconds"),
             "status": self.status,
             "previous_status": self.previous_status,
             "in_previous_status_s": self.in_previous_s,

@@ -31,6 +31,7 @@ from stream_processor.core.stuck import table_cells as stuck_cells
 from stream_processor.core.tables import table_text
 from stream_processor.core.timeline import TABLE_HEADERS as TIMELINE_HEADERS
 from stream_processor.core.timeline import table_cells as timeline_cells
+from stream_processor.core.times import iso_z
 from stream_processor.demo.simulation import (
     ACCOUNT,
     REGION,
@@ -208,7 +209,7 @@ def show_on_call(settings: Settings, fleet: Fleet, progress: Progress) -> int:
     last = max(datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in fleet.events)
     now = last + timedelta(hours=1)
     found = state.stuck(["demo"], now=now)
-    at = now.isoformat(timespec="seconds").replace("+00:00", "Z")
+    at = iso_z(now, "seconds")
     progress.done(
         f"on call, {at}:\n$ stream-processor stuck --cluster demo --now {at}\n"
         + table_text([c.upper() for c in STUCK_COLUMNS], stuck_cells(found))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_processor.core.events import TASK_STATUSES, spec_of
+from stream_processor.core.times import iso_z
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
@@ -53,7 +54,7 @@ def partition_key(event: dict[str, Any]) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_z(moment, "milliseconds")
 
 
 def _resources(cpu: int, memory: int) -> list[dict[str, Any]]:
@@ -486,7 +487,6 @@ def simulate_fleet(
         else:
             fleet.history.add((dataset, event["id"], ""))
     return fleet
-
 
 
 def _daemon_events(b: _Builder, rng: random.Random, start: datetime, instances: list[str]) -> None:

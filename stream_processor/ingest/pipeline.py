@@ -51,6 +51,7 @@ from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, 
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import reduce_batch
 from stream_processor.core.retry import Deadline
+from stream_processor.core.times import iso_z
 from stream_processor.errors import SinkError, StreamProcessorError
 from stream_processor.ingest.collector import collector_paused
 
@@ -136,7 +137,7 @@ class BatchOutcome:
 
 
 def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_z(datetime.now(UTC), "milliseconds")
 
 
 class Pipeline:

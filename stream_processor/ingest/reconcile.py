@@ -26,6 +26,7 @@ from stream_processor.core.reconcile import (
     compare,
     observed_from_api,
 )
+from stream_processor.core.times import iso_z
 
 DATASETS = (Dataset.TASK, Dataset.CONTAINER_INSTANCE)
 
@@ -116,7 +117,7 @@ def _repair(
     assert key is not None, "reconcile covers datasets with state only"
     by_arn = {str(r[key]): r for r in resources if key in r}
     now = clock()
-    at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    at = iso_z(now, "milliseconds")
     for finding in findings:
         if finding.kind in ("missing", "behind"):
             if finding.ecs_version is None:

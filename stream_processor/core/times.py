@@ -4,7 +4,7 @@ the instants a state item holds as text."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from stream_processor.errors import ConfigError
@@ -47,3 +47,10 @@ def parse_instant(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else None
+
+
+def iso_z(moment: datetime, timespec: str = "auto") -> str:
+    """An instant as ECS and this project write them: ISO 8601 in UTC ending in `Z`."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
