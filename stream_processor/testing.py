@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import ORDER, Item, StateWrite
-from stream_processor.core.ports import StateReport
+from stream_processor.core.ports import Buffer, StateReport
 from stream_processor.core.retry import Deadline
 from stream_processor.errors import HistoryWriteError
 
@@ -37,15 +37,15 @@ class InMemoryStateStore:
     items: dict[Dataset, dict[str, Item]] = field(default_factory=dict)
     fail_datasets: set[Dataset] = field(default_factory=set)
     writes: int = 0
-    _buffer: list[StateWrite] = field(default_factory=list)
+    _buffer: Buffer[StateWrite] = field(default_factory=Buffer)
 
     def add(self, write: StateWrite) -> None:
-        self._buffer.append(write)
+        self._buffer.add(write)
 
     def flush(self, deadline: Deadline | None = None) -> StateReport:
         report = StateReport()
-        try:
-            for write in self._buffer:
+        with self._buffer.drained() as writes:
+            for write in writes:
                 self.writes += 1
                 if write.event.dataset in self.fail_datasets:
                     report.failed.append((write, "ProvisionedThroughputExceededException: test"))
@@ -60,8 +60,6 @@ class InMemoryStateStore:
                         report.previous_versions[(write.event.dataset, write.event.key)] = previous
                 else:
                     report.stale.append(write)
-        finally:
-            self._buffer.clear()
         return report
 
 
@@ -72,25 +70,22 @@ class InMemoryHistory:
     objects: dict[str, HistoryObject] = field(default_factory=dict)
     markers: set[str] = field(default_factory=set)
     fail: bool = False
-    _buffer: list[HistoryObject] = field(default_factory=list)
-    _marks: list[str] = field(default_factory=list)
+    _buffer: Buffer[HistoryObject] = field(default_factory=Buffer)
+    _marks: Buffer[str] = field(default_factory=Buffer)
 
     def add(self, obj: HistoryObject) -> None:
-        self._buffer.append(obj)
+        self._buffer.add(obj)
 
     def mark(self, key: str) -> None:
-        self._marks.append(key)
+        self._marks.add(key)
 
     def flush(self, deadline: Deadline | None = None) -> None:
-        try:
-            if self.fail and (self._buffer or self._marks):
+        with self._buffer.drained() as objects, self._marks.drained() as marks:
+            if self.fail and (objects or marks):
                 raise HistoryWriteError("history sink failing (test double)", code="SlowDown")
-            for obj in self._buffer:
+            for obj in objects:
                 self.objects[obj.key] = obj
-            self.markers.update(self._marks)
-        finally:
-            self._buffer.clear()
-            self._marks.clear()
+            self.markers.update(marks)
 
 
 @dataclass
@@ -98,14 +93,12 @@ class InMemoryQuarantine:
     """Quarantine sink keeping bodies per key."""
 
     files: dict[str, bytes] = field(default_factory=dict)
-    _buffer: list[tuple[str, bytes]] = field(default_factory=list)
+    _buffer: Buffer[tuple[str, bytes]] = field(default_factory=Buffer)
 
     def add(self, key: str, body: bytes) -> None:
-        self._buffer.append((key, body))
+        self._buffer.add((key, body))
 
     def flush(self, deadline: Deadline | None = None) -> None:
-        try:
-            for key, body in self._buffer:
+        with self._buffer.drained() as files:
+            for key, body in files:
                 self.files[key] = body
-        finally:
-            self._buffer.clear()

@@ -48,7 +48,7 @@ from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.indexes import PHASE, TERMINAL, phase_of, phase_value
 from stream_processor.core.items import ORDER, StateWrite
-from stream_processor.core.ports import StateReport
+from stream_processor.core.ports import Buffer, StateReport
 from stream_processor.core.reconcile import Observed
 from stream_processor.core.retry import Deadline, RetryPolicy
 from stream_processor.errors import StateWriteError
@@ -306,22 +306,22 @@ class DynamoDBStateStore:
         self._max_workers = max_workers
         self._policy = policy or RetryPolicy()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self._buffer: list[StateWrite] = []
+        self._buffer: Buffer[StateWrite] = Buffer()
 
     def add(self, write: StateWrite) -> None:
-        self._buffer.append(write)
+        self._buffer.add(write)
 
     def flush(self, deadline: Deadline | None = None) -> StateReport:
         """Issue the buffered writes concurrently, retrying what failed in rounds until
         each has a final outcome or the deadline comes; classify each outcome."""
         report = StateReport()
-        try:
-            if not self._buffer:
+        with self._buffer.drained() as writes:
+            if not writes:
                 return report
             results, report.rounds = self._transport.run(
-                self._write_all(self._buffer, deadline or Deadline.none())
+                self._write_all(writes, deadline or Deadline.none())
             )
-            for write, (outcome, reason, previous) in zip(self._buffer, results, strict=True):
+            for write, (outcome, reason, previous) in zip(writes, results, strict=True):
                 if outcome == "written":
                     report.written.append(write)
                     if previous is not None:
@@ -332,8 +332,6 @@ class DynamoDBStateStore:
                     report.rejected.append((write, reason))
                 else:
                     report.failed.append((write, reason))
-        finally:
-            self._buffer.clear()
         return report
 
     async def _write_all(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream_processor.adapters.aws_http import AwsHttp, HttpResponse, Outcome, settle
 from stream_processor.core.history import HistoryObject, to_parquet
+from stream_processor.core.ports import Buffer
 from stream_processor.core.retry import Deadline, RetryPolicy
 from stream_processor.errors import HistoryWriteError
 
@@ -63,8 +64,6 @@ class _S3Writer:
         self._owns_http = http is None
         self._policy = policy or RetryPolicy()
         self._rng = random.Random()  # noqa: S311 - jitter, not secrets
-        self._buffer: list[Any] = []
-        self._marks: list[str] = []
 
     def _put_all(self, objects: Sequence[tuple[str, bytes, str]], deadline: Deadline) -> None:
         """PUT every (key, body, content type), retrying failures in rounds; raise a
@@ -114,43 +113,39 @@ class S3ParquetHistory(_S3Writer):
     """History sink: one Parquet object per (dataset, event date) of a batch, and the empty
     late markers beside those written for old days."""
 
-    _buffer: list[HistoryObject]
-    _marks: list[str]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._buffer: Buffer[HistoryObject] = Buffer()
+        self._marks: Buffer[str] = Buffer()
 
     def add(self, obj: HistoryObject) -> None:
-        self._buffer.append(obj)
+        self._buffer.add(obj)
 
     def mark(self, key: str) -> None:
-        self._marks.append(key)
+        self._marks.add(key)
 
     def flush(self, deadline: Deadline | None = None) -> None:
-        try:
+        with self._buffer.drained() as objects, self._marks.drained() as marks:
             self._put_all(
-                [
-                    (obj.key, parquet_bytes(obj), "application/vnd.apache.parquet")
-                    for obj in self._buffer
-                ]
-                + [(key, b"", "application/octet-stream") for key in self._marks],
+                [(obj.key, parquet_bytes(obj), "application/vnd.apache.parquet") for obj in objects]
+                + [(key, b"", "application/octet-stream") for key in marks],
                 deadline or Deadline.none(),
             )
-        finally:
-            self._buffer.clear()
-            self._marks.clear()
 
 
 class S3Quarantine(_S3Writer):
     """Quarantine sink: one JSON Lines object per batch that had rejected records."""
 
-    _buffer: list[tuple[str, bytes]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._buffer: Buffer[tuple[str, bytes]] = Buffer()
 
     def add(self, key: str, body: bytes) -> None:
-        self._buffer.append((key, body))
+        self._buffer.add((key, body))
 
     def flush(self, deadline: Deadline | None = None) -> None:
-        try:
+        with self._buffer.drained() as files:
             self._put_all(
-                [(key, body, "application/x-ndjson") for key, body in self._buffer],
+                [(key, body, "application/x-ndjson") for key, body in files],
                 deadline or Deadline.none(),
             )
-        finally:
-            self._buffer.clear()

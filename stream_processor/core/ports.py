@@ -8,13 +8,36 @@ requests and retries end in time for the caller to report what is not durable.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
 from stream_processor.core.retry import Deadline
+
+T = TypeVar("T")
+
+
+class Buffer(Generic[T]):
+    """What a sink's `add` collects until `flush`, and the sinks' one rule in one place:
+    `drained()` hands the items to the write and leaves the buffer empty whatever the write
+    does (a batch that is not durable is retried whole, and re-adds them)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+
+    @contextmanager
+    def drained(self) -> Iterator[list[T]]:
+        items, self._items = self._items, []
+        yield items
 
 
 @dataclass(slots=True)
