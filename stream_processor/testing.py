@@ -1,19 +1,23 @@
-"""In-memory test doubles of the sinks, shipped with the package.
+"""In-memory test doubles of the ports, shipped with the package.
 
 `InMemoryStateStore` applies the same version guard as the DynamoDB condition expression,
-so pure tests and property tests exercise the real rule without a server.
+so pure tests and property tests exercise the real rule without a server; it is also the
+`StateRepair` reconcile scans and marks. `InMemoryInventory` is what ECS lists.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import ORDER, Item, StateWrite
 from stream_processor.core.ports import Buffer, StateReport
+from stream_processor.core.reconcile import Observed
 from stream_processor.core.retry import Deadline
-from stream_processor.errors import HistoryWriteError
+from stream_processor.errors import HistoryWriteError, StreamProcessorError
 
 
 def guard_allows(stored: Item | None, write: StateWrite) -> bool:
@@ -62,6 +66,33 @@ class InMemoryStateStore:
                     report.stale.append(write)
         return report
 
+    def scan(self, dataset: Dataset, status_attribute: str) -> Iterator[Observed]:
+        for key, item in self.items.get(dataset, {}).items():
+            version = item.get("version", {}).get("N")
+            yield Observed(
+                key,
+                item.get("clusterArn", {}).get("S"),
+                int(version) if version is not None else None,
+                item.get(status_attribute, {}).get("S"),
+            )
+
+    def mark_orphan(
+        self,
+        dataset: Dataset,
+        key: str,
+        version: int | None,
+        fields: Mapping[str, str],
+        reason: str,
+        at: str,
+    ) -> bool:
+        item = self.items.get(dataset, {}).get(key)
+        stored = item.get("version", {}).get("N") if item is not None else None
+        if item is None or stored != (str(version) if version is not None else None):
+            return False
+        item.update({name: {"S": value} for name, value in fields.items()})
+        item.update({"_reconcileReason": {"S": reason}, "_reconciledAt": {"S": at}})
+        return True
+
 
 @dataclass
 class InMemoryHistory:
@@ -102,3 +133,36 @@ class InMemoryQuarantine:
         with self._buffer.drained() as files:
             for key, body in files:
                 self.files[key] = body
+
+
+@dataclass
+class InMemoryInventory:
+    """What ECS lists: cluster ARN -> the API's descriptions of its tasks and instances."""
+
+    tasks_by_cluster: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    instances_by_cluster: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def clusters(self) -> list[str]:
+        return sorted(set(self.tasks_by_cluster) | set(self.instances_by_cluster))
+
+    def cluster_arn(self, name_or_arn: str) -> str:
+        for arn in self.clusters():
+            if name_or_arn in (arn, arn.rsplit("/", 1)[-1]):
+                return arn
+        raise StreamProcessorError(f"no such cluster: {name_or_arn}")
+
+    def tasks(
+        self, cluster: str, on_progress: Callable[[int], None] | None = None
+    ) -> list[dict[str, Any]]:
+        found = self.tasks_by_cluster.get(cluster, [])
+        if on_progress:
+            on_progress(len(found))
+        return found
+
+    def container_instances(
+        self, cluster: str, on_progress: Callable[[int], None] | None = None
+    ) -> list[dict[str, Any]]:
+        found = [{**i, "clusterArn": cluster} for i in self.instances_by_cluster.get(cluster, [])]
+        if on_progress:
+            on_progress(len(found))
+        return found

@@ -17,21 +17,20 @@ The writes go through the batch's I/O engine (`adapters.aws_http`: pre-encoded b
 SigV4, many requests in flight on one event loop), not botocore, and the retries are ours
 (`core.retry`): only what failed is sent again, in rounds, within the batch's deadline. A
 write that was applied but answered with an error comes back *stale* on its retry (its
-`_order` is already stored), never as a duplicate. The boto3 client serves the rest (scans
-and orphan marks for reconcile).
+`_order` is already stored), never as a duplicate. Reconcile's reads and orphan marks are
+`adapters.dynamodb_repair`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
 import msgspec
-from botocore.exceptions import BotoCoreError, ClientError
 
 from stream_processor.adapters.aws_http import (
     AwsHttp,
@@ -44,14 +43,10 @@ from stream_processor.adapters.aws_http import (
     session_credentials,
     settle,
 )
-from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.indexes import PHASE, TERMINAL, phase_of, phase_value
 from stream_processor.core.items import ORDER, StateWrite
 from stream_processor.core.ports import Buffer, StateReport
-from stream_processor.core.reconcile import Observed
 from stream_processor.core.retry import Deadline, RetryPolicy
-from stream_processor.errors import StateWriteError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -414,102 +409,6 @@ class DynamoDBStateStore:
 
     def _put_params(self, write: StateWrite) -> dict[str, Any]:
         return {"TableName": self._tables[write.event.dataset], **condition_for(write)}
-
-    def scan(self, dataset: Dataset, status_attribute: str) -> Iterator[Observed]:
-        """Key, version, status and cluster of every item of a dataset (for reconcile)."""
-        key = SPECS[dataset].key_field
-        assert key is not None
-        kwargs: dict[str, Any] = {
-            "TableName": self._tables[dataset],
-            "ProjectionExpression": "#k, #v, #s, #c",
-            "ExpressionAttributeNames": {
-                "#k": key,
-                "#v": "version",
-                "#s": status_attribute,
-                "#c": "clusterArn",
-            },
-        }
-        pages = self._client.get_paginator("scan").paginate(**kwargs)
-        try:
-            for page in pages:
-                for item in page.get("Items", []):
-                    version = item.get("version", {}).get("N")
-                    yield Observed(
-                        item[key]["S"],
-                        item.get("clusterArn", {}).get("S"),
-                        int(version) if version is not None else None,
-                        item.get(status_attribute, {}).get("S"),
-                    )
-        except (ClientError, BotoCoreError) as exc:
-            raise StateWriteError(f"scanning {self._tables[dataset]}: {exc}") from exc
-
-    def mark_orphan(
-        self,
-        dataset: Dataset,
-        key: str,
-        version: int | None,
-        fields: Mapping[str, str],
-        reason: str,
-        at: str,
-    ) -> bool:
-        """Mark a resource ECS no longer returns, unless a newer event arrived meanwhile.
-        Never deletes: the item keeps its history, with the reason. True if marked.
-
-        A terminal mark moves the item to its index's ended phase too, which needs the
-        stored task group: one read of that attribute first (orphans are rare)."""
-        fields = {**fields, **self._phase_change(dataset, key, fields)}
-        names = {f"#f{i}": name for i, name in enumerate(fields)}
-        values: dict[str, Any] = {f":f{i}": {"S": v} for i, v in enumerate(fields.values())}
-        sets = [f"#f{i} = :f{i}" for i in range(len(fields))]
-        sets += ["#reason = :reason", "#at = :at"]
-        names.update({"#reason": "_reconcileReason", "#at": "_reconciledAt", "#v": "version"})
-        values.update({":reason": {"S": reason}, ":at": {"S": at}})
-        if version is None:
-            condition = "attribute_not_exists(#v)"
-        else:
-            condition = "#v = :v"
-            values[":v"] = {"N": str(version)}
-        spec_key = SPECS[dataset].key_field
-        assert spec_key is not None
-        try:
-            self._client.update_item(
-                TableName=self._tables[dataset],
-                Key={spec_key: {"S": key}},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise StateWriteError(f"marking orphan {key}: {exc}") from exc
-        return True
-
-    def _phase_change(
-        self, dataset: Dataset, key: str, fields: Mapping[str, str]
-    ) -> dict[str, str]:
-        """`_phase` for an item whose status `fields` set, if that changes its phase."""
-        attribute = TERMINAL[dataset][0]
-        if attribute not in fields:
-            return {}
-        spec_key = SPECS[dataset].key_field
-        assert spec_key is not None
-        try:
-            stored = self._client.get_item(
-                TableName=self._tables[dataset],
-                Key={spec_key: {"S": key}},
-                ProjectionExpression="#p",
-                ExpressionAttributeNames={"#p": PHASE},
-                ConsistentRead=True,
-            ).get("Item", {})
-        except (ClientError, BotoCoreError) as exc:
-            raise StateWriteError(f"reading {key}'s index phase: {exc}") from exc
-        phase = stored.get(PHASE, {}).get("S")
-        if not isinstance(phase, str):
-            return {}  # not in the index (an item from before it): reindex places it
-        group = phase.partition("#")[2]
-        return {PHASE: phase_value(phase_of(dataset, fields[attribute]), group)}
 
     def close(self) -> None:
         if self._owns_transport:

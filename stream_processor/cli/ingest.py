@@ -288,11 +288,11 @@ def run_reindex(args: argparse.Namespace) -> int:
 
 def run_reconcile(args: argparse.Namespace) -> int:
     from stream_processor.adapters.clients import dynamodb_client, ecs_client
+    from stream_processor.adapters.dynamodb_repair import DynamoDBStateRepair
     from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
     from stream_processor.adapters.ecs_inventory import EcsInventory
     from stream_processor.ingest.reconcile import (
         FleetReconcileReport,
-        ReconcileReport,
         Target,
         reconcile,
         reconcile_fleet,
@@ -303,6 +303,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
     if (args.role_name or args.role_arn) and not (args.account or args.organization):
         raise ConfigError("--role-name/--role-arn need --account or --organization")
     store = DynamoDBStateStore(dynamodb_client(settings), settings.state_tables())
+    table = DynamoDBStateRepair(dynamodb_client(settings), settings.state_tables())
     progress = Progress(sys.stderr)
     fleet: FleetReconcileReport | None = None
     try:
@@ -328,41 +329,26 @@ def run_reconcile(args: argparse.Namespace) -> int:
                 targets,
                 lambda t: EcsInventory(ecs_client(settings, sessions.session(t.account, t.region))),
                 store,
+                table,
                 clusters=args.cluster,
                 repair=args.repair,
                 item_format=settings.state_item_format,
                 on_progress=progress.step,
             )
-            reports = list(fleet.reports.values())
+            report = fleet.merged()
         else:
-            reports = [
-                reconcile(
-                    EcsInventory(ecs_client(settings)),
-                    store,
-                    clusters=args.cluster,
-                    repair=args.repair,
-                    item_format=settings.state_item_format,
-                    on_progress=progress.step,
-                )
-            ]
+            report = reconcile(
+                EcsInventory(ecs_client(settings)),
+                store,
+                table,
+                clusters=args.cluster,
+                repair=args.repair,
+                item_format=settings.state_item_format,
+                on_progress=progress.step,
+            )
     finally:
         store.close()
-    report = ReconcileReport(
-        findings=[f for r in reports for f in r.findings],
-        repaired=sum(r.repaired for r in reports),
-        marked_orphan=sum(r.marked_orphan for r in reports),
-        skipped=[s for r in reports for s in r.skipped],
-        elapsed_s=round(sum(r.elapsed_s for r in reports), 3),
-    )
-    targets_out = []
-    if fleet is not None:
-        targets_out = [
-            {"account": t.account, "region": t.region, "status": "ok", **r.counts()}
-            for t, r in fleet.reports.items()
-        ] + [
-            {"account": t.account, "region": t.region, "status": "failed", "reason": why}
-            for t, why in fleet.failed.items()
-        ]
+    targets_out = fleet.target_rows() if fleet is not None else []
     failed = bool(fleet and fleet.failed)
     counts = report.counts()
     if args.format == "json":

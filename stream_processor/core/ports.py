@@ -8,7 +8,7 @@ requests and retries end in time for the caller to report what is not durable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
+from stream_processor.core.reconcile import Observed
 from stream_processor.core.retry import Deadline
 
 T = TypeVar("T")
@@ -110,3 +111,39 @@ class StateQueries(Protocol):
         given (the key is always included)."""
 
     def get(self, dataset: Dataset, key: str) -> dict[str, Any] | None: ...
+
+
+class StateRepair(Protocol):
+    """Reconcile's reads and marks of the state tables (its writes go through a
+    `StateSink`, version-guarded like every other)."""
+
+    def scan(self, dataset: Dataset, status_attribute: str) -> Iterable[Observed]:
+        """Key, version, status and cluster of every item of the dataset."""
+
+    def mark_orphan(
+        self,
+        dataset: Dataset,
+        key: str,
+        version: int | None,
+        fields: Mapping[str, str],
+        reason: str,
+        at: str,
+    ) -> bool:
+        """Set `fields` and the reason on the item if it still holds `version`; never
+        deletes. True if marked."""
+
+
+class Inventory(Protocol):
+    """What the ECS API says exists, cluster by cluster."""
+
+    def clusters(self) -> list[str]: ...
+
+    def cluster_arn(self, name_or_arn: str) -> str: ...
+
+    def tasks(
+        self, cluster: str, on_progress: Callable[[int], None] | None = None
+    ) -> Iterable[dict[str, Any]]: ...
+
+    def container_instances(
+        self, cluster: str, on_progress: Callable[[int], None] | None = None
+    ) -> Iterable[dict[str, Any]]: ...

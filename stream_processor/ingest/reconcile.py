@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
-from stream_processor.adapters.ecs_inventory import EcsInventory
 from stream_processor.core.events import SPECS, Dataset, EcsEvent
 from stream_processor.core.items import build_state_write
+from stream_processor.core.ports import Inventory, StateRepair, StateSink
 from stream_processor.core.reconcile import (
     ORPHAN_STATUS,
     STATUS_ATTRIBUTE,
@@ -27,6 +26,7 @@ from stream_processor.core.reconcile import (
     observed_from_api,
 )
 from stream_processor.core.times import iso_z
+from stream_processor.errors import StreamProcessorError
 
 DATASETS = (Dataset.TASK, Dataset.CONTAINER_INSTANCE)
 
@@ -43,14 +43,27 @@ class ReconcileReport:
         counts = Counter(f.kind for f in self.findings)
         return {k: counts.get(k, 0) for k in ("ok", "missing", "behind", "ahead", "orphan")}
 
+    @classmethod
+    def merged(cls, reports: Iterable[ReconcileReport]) -> ReconcileReport:
+        """One report of several (the targets of a fleet reconcile)."""
+        reports = list(reports)
+        return cls(
+            findings=[f for r in reports for f in r.findings],
+            repaired=sum(r.repaired for r in reports),
+            marked_orphan=sum(r.marked_orphan for r in reports),
+            skipped=[s for r in reports for s in r.skipped],
+            elapsed_s=round(sum(r.elapsed_s for r in reports), 3),
+        )
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 def reconcile(
-    inventory: EcsInventory,
-    store: DynamoDBStateStore,
+    inventory: Inventory,
+    store: StateSink,
+    table: StateRepair,
     *,
     clusters: Sequence[str] = (),
     repair: bool = False,
@@ -84,7 +97,7 @@ def reconcile(
     for dataset in DATASETS:
         ecs = observed_from_api(dataset, resources[dataset])
         scanned = (
-            state[dataset] if state is not None else store.scan(dataset, STATUS_ATTRIBUTE[dataset])
+            state[dataset] if state is not None else table.scan(dataset, STATUS_ATTRIBUTE[dataset])
         )
         current = {o.arn: o for o in scanned if o.cluster in wanted}
         findings = compare(dataset, ecs, current)
@@ -94,7 +107,7 @@ def reconcile(
                 dataset,
                 findings,
                 resources[dataset],
-                store,
+                (store, table),
                 report,
                 (account, region, item_format),
                 clock,
@@ -107,12 +120,13 @@ def _repair(
     dataset: Dataset,
     findings: list[Finding],
     resources: list[dict[str, object]],
-    store: DynamoDBStateStore,
+    state: tuple[StateSink, StateRepair],
     report: ReconcileReport,
     where: tuple[str, str, str],
     clock: Callable[[], datetime],
 ) -> None:
     account, region, item_format = where
+    store, table = state
     key = SPECS[dataset].key_field
     assert key is not None, "reconcile covers datasets with state only"
     by_arn = {str(r[key]): r for r in resources if key in r}
@@ -136,7 +150,7 @@ def _repair(
             if dataset is Dataset.TASK:
                 fields["desiredStatus"] = "STOPPED"
             reason = f"not returned by the ECS API at {at} (status unknown: marked, not deleted)"
-            if store.mark_orphan(dataset, finding.arn, finding.state_version, fields, reason, at):
+            if table.mark_orphan(dataset, finding.arn, finding.state_version, fields, reason, at):
                 report.marked_orphan += 1
 
 
@@ -158,14 +172,27 @@ class FleetReconcileReport:
     reports: dict[Target, ReconcileReport] = field(default_factory=dict)
     failed: dict[Target, str] = field(default_factory=dict)
 
-    def findings(self) -> list[Finding]:
-        return [f for r in self.reports.values() for f in r.findings]
+    def merged(self) -> ReconcileReport:
+        """Every target's findings and counts as one report."""
+        return ReconcileReport.merged(self.reports.values())
+
+    def target_rows(self) -> list[dict[str, object]]:
+        """One row per target: its counts, or why it failed."""
+        done: list[dict[str, object]] = [
+            {"account": t.account, "region": t.region, "status": "ok", **r.counts()}
+            for t, r in self.reports.items()
+        ]
+        return done + [
+            {"account": t.account, "region": t.region, "status": "failed", "reason": why}
+            for t, why in self.failed.items()
+        ]
 
 
 def reconcile_fleet(
     targets: Sequence[Target],
-    inventory_for: Callable[[Target], EcsInventory],
-    store: DynamoDBStateStore,
+    inventory_for: Callable[[Target], Inventory],
+    store: StateSink,
+    table: StateRepair,
     *,
     clusters: Sequence[str] = (),
     repair: bool = False,
@@ -175,9 +202,7 @@ def reconcile_fleet(
     """Reconcile every account and region in `targets` against one state table: the table
     is scanned once; a target that fails (its role cannot be assumed, its API errors) is
     reported and skipped, never aborting the others."""
-    from stream_processor.errors import StreamProcessorError
-
-    state = {d: list(store.scan(d, STATUS_ATTRIBUTE[d])) for d in DATASETS}
+    state = {d: list(table.scan(d, STATUS_ATTRIBUTE[d])) for d in DATASETS}
     fleet = FleetReconcileReport()
     for done, target in enumerate(targets, 1):
         if on_progress:
@@ -186,6 +211,7 @@ def reconcile_fleet(
             fleet.reports[target] = reconcile(
                 inventory_for(target),
                 store,
+                table,
                 clusters=clusters,
                 repair=repair,
                 account=target.account,

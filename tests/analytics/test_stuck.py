@@ -19,9 +19,9 @@ from stream_processor import lambda_function
 from stream_processor.analytics.fleet import FleetState
 from stream_processor.cli import main
 from stream_processor.config import Settings
-from stream_processor.core.times import format_duration, parse_duration
 from stream_processor.core.events import TASK_STATUSES
 from stream_processor.core.stuck import thresholds
+from stream_processor.core.times import format_duration, parse_duration
 from stream_processor.errors import ConfigError
 from tests.analytics.conftest import write_state
 from tests.conftest import instance_event, load_fixture, task_event

@@ -12,6 +12,7 @@ import pytest
 from botocore.stub import Stubber
 
 from stream_processor.adapters.clients import dynamodb_client
+from stream_processor.adapters.dynamodb_repair import DynamoDBStateRepair
 from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
 from stream_processor.adapters.ecs_inventory import EcsInventory
 from stream_processor.cli import main
@@ -31,6 +32,10 @@ def _task_arn(name: str) -> str:
 
 def _store(settings: Settings) -> DynamoDBStateStore:
     return DynamoDBStateStore(dynamodb_client(settings), settings.state_tables())
+
+
+def _table(settings: Settings) -> DynamoDBStateRepair:
+    return DynamoDBStateRepair(dynamodb_client(settings), settings.state_tables())
 
 
 def _seed(store: DynamoDBStateStore, payloads: list[dict[str, Any]]) -> None:
@@ -120,7 +125,7 @@ def test_every_outcome_class_and_repair_never_regresses(settings: Settings) -> N
     ]
     inventory, stub = _stubbed_inventory(tasks, [api_instance])
 
-    report = reconcile(inventory, store, repair=True)
+    report = reconcile(inventory, store, _table(settings), repair=True)
     stub.assert_no_pending_responses()
     kinds = {f.arn.rsplit("/", 1)[1]: f.kind for f in report.findings}
     assert kinds == {
@@ -154,7 +159,7 @@ def test_every_outcome_class_and_repair_never_regresses(settings: Settings) -> N
 
     # A second pass finds only what repair must never touch.
     inventory, _ = _stubbed_inventory(tasks, [api_instance])
-    again = reconcile(inventory, store)
+    again = reconcile(inventory, store, _table(settings))
     assert again.counts() == {"ok": 4, "missing": 0, "behind": 0, "ahead": 1, "orphan": 0}
 
 
