@@ -15,7 +15,8 @@ class ConfigError(StreamProcessorError):
 
 
 class SinkError(StreamProcessorError):
-    """A sink could not make a batch durable after botocore's retries."""
+    """A sink could not make a batch durable after its retries (the hot sinks retry in
+    rounds within the batch's deadline; the others through botocore)."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -40,3 +41,28 @@ class StateReadError(StreamProcessorError):
 
 class NotFound(StreamProcessorError):
     """What was asked for is not there (an ARN the state and the history do not know)."""
+
+
+class HistoryReadError(StreamProcessorError):
+    """Listing or reading the history's objects failed."""
+
+
+class StreamReadError(StreamProcessorError):
+    """Reading the stream failed: listing shards, an iterator, a page of records."""
+
+
+class ReadThrottled(StreamReadError):
+    """The stream throttled a read (or a limit was hit): back off and read again."""
+
+
+class IteratorExpired(StreamReadError):
+    """A shard iterator expired (5 minutes unused): get a new one from the checkpoint."""
+
+
+class LeaseLost(StreamProcessorError):
+    """Another owner holds the shard's lease now: stop without checkpointing."""
+
+
+class CheckpointError(StreamProcessorError):
+    """A checkpoint write was refused for a reason other than the lease (e.g. backwards),
+    or the checkpoint table could not be reached."""

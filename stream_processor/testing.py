@@ -3,12 +3,17 @@
 `InMemoryStateStore` applies the same version guard as the DynamoDB condition expression,
 so pure tests and property tests exercise the real rule without a server; it is also the
 `StateRepair` reconcile scans and marks. `InMemoryInventory` is what ECS lists.
+`InMemoryShardSource` and `InMemoryLeaseStore` are a stream and its lease table for
+`consume` (the lease store is held to the DynamoDB store's contract by the same tests).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from stream_processor.core.events import SPECS, Dataset
@@ -17,7 +22,15 @@ from stream_processor.core.items import ORDER, Item, StateWrite
 from stream_processor.core.ports import Buffer, StateReport
 from stream_processor.core.reconcile import Observed
 from stream_processor.core.retry import Deadline
-from stream_processor.errors import HistoryWriteError, StreamProcessorError
+from stream_processor.core.shards import Checkpoint, RecordsPage, ShardInfo, sequence_key
+from stream_processor.errors import (
+    CheckpointError,
+    HistoryWriteError,
+    IteratorExpired,
+    LeaseLost,
+    ReadThrottled,
+    StreamProcessorError,
+)
 
 
 def guard_allows(stored: Item | None, write: StateWrite) -> bool:
@@ -166,3 +179,206 @@ class InMemoryInventory:
         if on_progress:
             on_progress(len(found))
         return found
+
+
+class InMemoryShardSource:
+    """A stream: shards with their parents and records (`SequenceNumber`, `PartitionKey`,
+    `Data`), open until `close`. An iterator is `<shard>@<position>`; `throttle` and
+    `expire` make the next reads of a shard fail the way Kinesis's do."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shards: dict[str, tuple[tuple[str, ...], list[dict[str, Any]]]] = {}
+        self._closed: set[str] = set()
+        self._throttle: dict[str, int] = {}
+        self._expire: dict[str, int] = {}
+        self._sequence = 0
+        #: (shard, number of records) of every read that returned records, in order.
+        self.reads: list[tuple[str, int]] = []
+
+    def add_shard(self, shard_id: str, parents: tuple[str, ...] = ()) -> None:
+        with self._lock:
+            self._shards[shard_id] = (parents, [])
+
+    def put(self, shard_id: str, data: bytes, partition_key: str = "pk") -> str:
+        """Append a record; its sequence number, increasing across the stream."""
+        with self._lock:
+            self._sequence += 1
+            sequence = str(self._sequence)
+            self._shards[shard_id][1].append(
+                {"SequenceNumber": sequence, "PartitionKey": partition_key, "Data": data}
+            )
+            return sequence
+
+    def close(self, shard_id: str) -> None:
+        """No more records: once read to the end, the shard reports SHARD_END."""
+        with self._lock:
+            self._closed.add(shard_id)
+
+    def throttle(self, shard_id: str, reads: int = 1) -> None:
+        self._throttle[shard_id] = self._throttle.get(shard_id, 0) + reads
+
+    def expire(self, shard_id: str, reads: int = 1) -> None:
+        self._expire[shard_id] = self._expire.get(shard_id, 0) + reads
+
+    def shards(self) -> list[ShardInfo]:
+        with self._lock:
+            return [ShardInfo(s, parents) for s, (parents, _) in self._shards.items()]
+
+    def iterator(
+        self,
+        shard_id: str,
+        *,
+        after_sequence_number: str | None = None,
+        position: str = "TRIM_HORIZON",
+        timestamp: datetime | None = None,
+    ) -> str:
+        with self._lock:
+            records = self._shards[shard_id][1]
+            if after_sequence_number is not None:
+                start = sum(
+                    1
+                    for r in records
+                    if sequence_key(r["SequenceNumber"]) <= sequence_key(after_sequence_number)
+                )
+            else:
+                start = len(records) if position == "LATEST" else 0
+            return f"{shard_id}@{start}"
+
+    def read(self, iterator: str, limit: int) -> RecordsPage:
+        shard_id, _, at = iterator.rpartition("@")
+        for failures, error in ((self._throttle, ReadThrottled), (self._expire, IteratorExpired)):
+            if failures.get(shard_id):
+                failures[shard_id] -= 1
+                raise error(f"{shard_id}: {error.__name__} (test double)")
+        with self._lock:
+            records = self._shards[shard_id][1]
+            start = int(at)
+            page = records[start : start + limit]
+            end = start + len(page)
+            done = shard_id in self._closed and end >= len(records)
+            if page:
+                self.reads.append((shard_id, len(page)))
+            return RecordsPage(page, None if done else f"{shard_id}@{end}", 0)
+
+
+class InMemoryLeaseStore:
+    """The lease table of one stream, with the DynamoDB store's conditions: writes about a
+    shard need its lease (`LeaseLost`), a checkpoint never moves backwards
+    (`CheckpointError`), a standing handoff request reserves the shard for its requester."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._shards: dict[str, Checkpoint] = {}
+        self._workers: dict[str, int] = {}
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _until(self, seconds: float) -> int:
+        return self._now_ms() + int(seconds * 1000)
+
+    def view(self) -> tuple[dict[str, Checkpoint], dict[str, int]]:
+        with self._lock:
+            now = self._now_ms()
+            live = {w: expires for w, expires in self._workers.items() if expires > now}
+            return dict(self._shards), live
+
+    def load_all(self) -> dict[str, Checkpoint]:
+        return self.view()[0]
+
+    def get(self, shard_id: str) -> Checkpoint | None:
+        with self._lock:
+            return self._shards.get(shard_id)
+
+    def heartbeat(self, worker: str, ttl_s: float) -> None:
+        with self._lock:
+            self._workers[worker] = self._until(ttl_s)
+
+    def leave(self, worker: str) -> None:
+        with self._lock:
+            self._workers.pop(worker, None)
+
+    def acquire(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint | None:
+        with self._lock:
+            now = self._now_ms()
+            current = self._shards.get(shard_id, Checkpoint(shard_id))
+            free = current.owner in (None, owner) or current.lease_expires_ms < now
+            unreserved = current.pending_owner in (None, owner) or current.pending_expires_ms < now
+            if not (free and unreserved):
+                return None
+            taken = replace(
+                current,
+                owner=owner,
+                lease_expires_ms=self._until(lease_s),
+                pending_owner=None,
+                pending_expires_ms=0,
+            )
+            self._shards[shard_id] = taken
+            return taken
+
+    def _owned(self, shard_id: str, owner: str) -> Checkpoint:
+        current = self._shards.get(shard_id)
+        if current is None or current.owner != owner:
+            holder = current.owner if current else None
+            raise LeaseLost(f"lease of {shard_id} is held by {holder!r}")
+        return current
+
+    def renew(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint:
+        with self._lock:
+            renewed = replace(self._owned(shard_id, owner), lease_expires_ms=self._until(lease_s))
+            self._shards[shard_id] = renewed
+            return renewed
+
+    def request(self, shard_id: str, requester: str, owner: str, lease_s: float) -> bool:
+        with self._lock:
+            now = self._now_ms()
+            current = self._shards.get(shard_id)
+            if (
+                current is None
+                or current.owner != owner
+                or current.lease_expires_ms <= now
+                or (current.pending_owner is not None and current.pending_expires_ms >= now)
+            ):
+                return False
+            self._shards[shard_id] = replace(
+                current, pending_owner=requester, pending_expires_ms=self._until(lease_s)
+            )
+            return True
+
+    def save(
+        self,
+        shard_id: str,
+        owner: str,
+        sequence_number: str | None,
+        lease_s: float,
+        *,
+        ended: bool = False,
+        millis_behind: int | None = None,
+    ) -> None:
+        with self._lock:
+            current = self._owned(shard_id, owner)
+            stored = current.sequence_number
+            if (
+                sequence_number is not None
+                and stored is not None
+                and sequence_key(stored) > sequence_key(sequence_number)
+            ):
+                raise CheckpointError(
+                    f"refusing to move the checkpoint of {shard_id} backwards: "
+                    f"{stored} -> {sequence_number}"
+                )
+            self._shards[shard_id] = replace(
+                current,
+                sequence_number=sequence_number if sequence_number is not None else stored,
+                ended=ended,
+                lease_expires_ms=self._until(lease_s),
+                millis_behind=millis_behind if millis_behind is not None else current.millis_behind,
+            )
+
+    def release(self, shard_id: str, owner: str) -> None:
+        with self._lock:
+            current = self._shards.get(shard_id)
+            if current is not None and current.owner == owner:
+                self._shards[shard_id] = replace(current, lease_expires_ms=0)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stream_processor.adapters.botocore_errors import error_code
-from stream_processor.core.leases import Lease
-from stream_processor.errors import StreamProcessorError
+from stream_processor.core.shards import Checkpoint, sequence_key
+from stream_processor.errors import CheckpointError, LeaseLost
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -31,49 +30,6 @@ STREAM_KEY = "streamName"
 SHARD_KEY = "shardId"
 #: Heartbeat items' sort key prefix (never a Kinesis shard id).
 WORKER_PREFIX = "worker#"
-
-# Sequence numbers are decimal strings of up to 129 digits: too long for a DynamoDB number,
-# so comparisons use a zero-padded copy, which orders like the integers.
-_PAD = 130
-
-
-class LeaseLost(StreamProcessorError):
-    """Another owner holds the shard's lease now: stop without checkpointing."""
-
-
-class CheckpointError(StreamProcessorError):
-    """A checkpoint write was refused for a reason other than the lease (e.g. backwards)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """What the table knows about one shard."""
-
-    shard_id: str
-    sequence_number: str | None = None
-    ended: bool = False
-    owner: str | None = None
-    lease_expires_ms: int = 0
-    #: A worker that asked for this shard, and until when the request stands.
-    pending_owner: str | None = None
-    pending_expires_ms: int = 0
-    #: The owner's last `MillisBehindLatest` for the shard, when it checkpointed.
-    millis_behind: int | None = None
-
-    def as_lease(self) -> Lease:
-        """The lease part, as `core.leases` reasons about it."""
-        return Lease(
-            self.shard_id,
-            self.owner,
-            self.lease_expires_ms,
-            self.pending_owner,
-            self.pending_expires_ms,
-        )
-
-
-def sequence_key(sequence_number: str) -> str:
-    """Zero-padded sequence number: string order equals numeric order."""
-    return sequence_number.zfill(_PAD)
 
 
 def _checkpoint(item: dict[str, Any]) -> Checkpoint:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stream_processor.adapters.botocore_errors import error_code
-from stream_processor.errors import SinkError, StreamProcessorError
+from stream_processor.core.shards import RecordsPage, ShardInfo
+from stream_processor.errors import IteratorExpired, ReadThrottled, SinkError, StreamReadError
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -46,29 +46,6 @@ class KinesisPublisher:
                 time.sleep(min(1.0, 0.05 * 2**attempt))
             else:
                 raise SinkError(f"PutRecords kept failing for {len(pending)} records")
-
-
-class KinesisThrottled(StreamProcessorError):
-    """`ProvisionedThroughputExceededException` (or a limit) on a read: back off and retry."""
-
-
-class KinesisIteratorExpired(StreamProcessorError):
-    """The shard iterator expired (5 minutes unused): get a new one from the checkpoint."""
-
-
-@dataclass(frozen=True, slots=True)
-class ShardInfo:
-    """A shard and its lineage (parents are finished before children are read)."""
-
-    shard_id: str
-    parents: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RecordsPage:
-    records: list[dict[str, Any]]
-    next_iterator: str | None  # None: the shard is closed and fully read (SHARD_END)
-    millis_behind_latest: int
 
 
 _THROTTLE_CODES = frozenset(
@@ -139,9 +116,9 @@ class KinesisShardSource:
         except ClientError as exc:
             code = error_code(exc)
             if code in _THROTTLE_CODES:
-                raise KinesisThrottled(code) from exc
+                raise ReadThrottled(code) from exc
             if code == "ExpiredIteratorException":
-                raise KinesisIteratorExpired(code) from exc
-            raise SinkError(f"kinesis {method.__name__}: {code}", code=code) from exc
+                raise IteratorExpired(code) from exc
+            raise StreamReadError(f"kinesis {method.__name__}: {code}") from exc
         except BotoCoreError as exc:
-            raise SinkError(f"kinesis {method.__name__}: {type(exc).__name__}") from exc
+            raise StreamReadError(f"kinesis {method.__name__}: {type(exc).__name__}") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from stream_processor.core.events import Dataset, EcsEvent
@@ -18,6 +19,7 @@ from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
 from stream_processor.core.reconcile import Observed
 from stream_processor.core.retry import Deadline
+from stream_processor.core.shards import Checkpoint, RecordsPage, ShardInfo
 
 T = TypeVar("T")
 
@@ -147,3 +149,73 @@ class Inventory(Protocol):
     def container_instances(
         self, cluster: str, on_progress: Callable[[int], None] | None = None
     ) -> Iterable[dict[str, Any]]: ...
+
+
+class ShardSource(Protocol):
+    """The shards of one stream, read in order (`consume`). Reads raise `ReadThrottled` and
+    `IteratorExpired` for the two conditions a reader recovers from."""
+
+    def shards(self) -> list[ShardInfo]:
+        """Every shard the stream still retains, open or closed, with its parents."""
+
+    def iterator(
+        self,
+        shard_id: str,
+        *,
+        after_sequence_number: str | None = None,
+        position: str = "TRIM_HORIZON",
+        timestamp: datetime | None = None,
+    ) -> str:
+        """Where to read from: after a checkpoint, or at a start position."""
+
+    def read(self, iterator: str, limit: int) -> RecordsPage: ...
+
+
+class LeaseStore(Protocol):
+    """Shard leases, checkpoints and worker heartbeats (`core.leases` decides; this stores).
+    Every write about a shard is conditional on owning its lease (`LeaseLost` otherwise),
+    and a checkpoint never moves backwards (`CheckpointError`)."""
+
+    def view(self) -> tuple[dict[str, Checkpoint], dict[str, int]]:
+        """Every shard's checkpoint, and the live workers with their heartbeat expiries
+        (epoch ms)."""
+
+    def load_all(self) -> dict[str, Checkpoint]: ...
+
+    def get(self, shard_id: str) -> Checkpoint | None: ...
+
+    def heartbeat(self, worker: str, ttl_s: float) -> None: ...
+
+    def leave(self, worker: str) -> None: ...
+
+    def acquire(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint | None:
+        """Take a free, expired or own lease (not one reserved for another requester);
+        None if someone else holds it."""
+
+    def renew(self, shard_id: str, owner: str, lease_s: float) -> Checkpoint: ...
+
+    def request(self, shard_id: str, requester: str, owner: str, lease_s: float) -> bool:
+        """Ask `owner` to hand the shard over; True if the request was recorded."""
+
+    def save(
+        self,
+        shard_id: str,
+        owner: str,
+        sequence_number: str | None,
+        lease_s: float,
+        *,
+        ended: bool = False,
+        millis_behind: int | None = None,
+    ) -> None: ...
+
+    def release(self, shard_id: str, owner: str) -> None:
+        """Give the lease up (its expiry now); never raises for a lease already lost."""
+
+
+class Clock(Protocol):
+    """Time as `consume` reads it: the `time` module itself, or a test's clock."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float:
+        """Seconds since the epoch (lease expiries are epoch milliseconds)."""

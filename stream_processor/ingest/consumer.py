@@ -35,20 +35,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stream_processor.adapters.dynamodb_checkpoints import (
-    Checkpoint,
-    DynamoDBCheckpointStore,
-    LeaseLost,
-)
-from stream_processor.adapters.kinesis_stream import (
-    KinesisIteratorExpired,
-    KinesisShardSource,
-    KinesisThrottled,
-    ShardInfo,
-)
 from stream_processor.core.leases import Lease, plan
+from stream_processor.core.ports import Clock, LeaseStore, ShardSource
 from stream_processor.core.records import from_get_records
-from stream_processor.errors import ConfigError, StreamProcessorError
+from stream_processor.core.shards import Checkpoint, ShardInfo
+from stream_processor.errors import (
+    ConfigError,
+    IteratorExpired,
+    LeaseLost,
+    ReadThrottled,
+    StreamProcessorError,
+)
 from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
 
 log = logging.getLogger("stream_processor.consumer")
@@ -131,25 +128,27 @@ class ShardWorker(threading.Thread):
         checkpoint: Checkpoint,
         *,
         options: ConsumerOptions,
-        source: KinesisShardSource,
-        store: DynamoDBCheckpointStore,
+        source: ShardSource,
+        store: LeaseStore,
         pipeline: Pipeline,
         stop: threading.Event,
         on_batch: Callable[[str, BatchOutcome, int], None] | None = None,
+        clock: Clock = time,
     ) -> None:
         super().__init__(name=f"shard-{shard.shard_id}", daemon=True)
+        self._clock = clock
         self._on_batch = on_batch
         self.shard = shard
         self.stats = ShardStats(checkpoint=checkpoint.sequence_number)
         self.finished = False  # reached SHARD_END and checkpointed it
-        self.idle_since = time.monotonic()
+        self.idle_since = self._clock.monotonic()
         # Only a read that returned nothing at the tip proves the shard is caught up; a
         # throttled or expired read proves nothing, however long its backoff lasts.
         self.caught_up = False
         self.busy = False  # a batch in flight
         self.error: str | None = None
         #: Until when (monotonic) our lease is known to be valid: the keeper moves it on.
-        self.lease_valid_until = time.monotonic() + options.lease_s
+        self.lease_valid_until = self._clock.monotonic() + options.lease_s
         #: Set by the lease keeper: another worker asked for the shard / took it.
         self.handoff = threading.Event()
         self.lost = threading.Event()
@@ -171,7 +170,7 @@ class ShardWorker(threading.Thread):
         in flight)."""
         if not self.caught_up or self.stats.millis_behind > 0 or self.busy:
             return 0.0
-        return time.monotonic() - self.idle_since
+        return self._clock.monotonic() - self.idle_since
 
     def run(self) -> None:
         shard_id = self.shard.shard_id
@@ -246,14 +245,14 @@ class ShardWorker(threading.Thread):
                 stopping
                 or at_end
                 or len(buffer) >= options.max_records
-                or time.monotonic() - batch_opened >= options.max_wait_s
+                or self._clock.monotonic() - batch_opened >= options.max_wait_s
             ):
                 self.busy = True
                 try:
                     self._process(buffer)
                 finally:
                     self.busy = False
-                    self.idle_since = time.monotonic()
+                    self.idle_since = self._clock.monotonic()
                 buffer = []
             if at_end:
                 self._store.save(
@@ -279,19 +278,19 @@ class ShardWorker(threading.Thread):
                 self.stats.state = "handed over" if handing_over else "stopped"
                 return
 
-            wait = last_get + MIN_GET_INTERVAL_S - time.monotonic()
+            wait = last_get + MIN_GET_INTERVAL_S - self._clock.monotonic()
             if wait > 0:
                 self._stopping.wait(wait)
-            last_get = time.monotonic()
+            last_get = self._clock.monotonic()
             try:
                 assert iterator is not None
                 page = self._source.read(iterator, min(MAX_GET_RECORDS, options.max_records))
-            except KinesisThrottled:
+            except ReadThrottled:
                 self.caught_up = False
                 backoff = min(backoff * 2, 5.0)
                 self._stopping.wait(self._rng.uniform(0, backoff))
                 continue
-            except KinesisIteratorExpired:
+            except IteratorExpired:
                 self.caught_up = False
                 buffer = []  # re-read from the checkpoint: nothing after it is durable yet
                 iterator = self._new_iterator()
@@ -301,13 +300,13 @@ class ShardWorker(threading.Thread):
             self.stats.millis_behind = page.millis_behind_latest
             if page.records:
                 if not buffer:
-                    batch_opened = time.monotonic()
+                    batch_opened = self._clock.monotonic()
                 buffer.extend(page.records)
-                self.idle_since = time.monotonic()
+                self.idle_since = self._clock.monotonic()
                 self.caught_up = False
             elif not self.caught_up and page.millis_behind_latest == 0:
                 self.caught_up = True
-                self.idle_since = time.monotonic()
+                self.idle_since = self._clock.monotonic()
             if iterator is not None and not buffer and page.millis_behind_latest == 0:
                 self._stopping.wait(options.idle_poll_s)
 
@@ -332,7 +331,7 @@ class ShardWorker(threading.Thread):
             self._on_batch(self.shard.shard_id, outcome, self.stats.millis_behind)
         last = str(buffer[-1]["SequenceNumber"])
         self._check_lease()
-        saved_at = time.monotonic()
+        saved_at = self._clock.monotonic()
         self._store.save(
             self.shard.shard_id,
             options.worker_id,
@@ -349,7 +348,7 @@ class ShardWorker(threading.Thread):
         renew it again (a third of the lease is kept in hand)."""
         if self.lost.is_set():
             raise LeaseLost(f"lease of {self.shard.shard_id} was taken over")
-        if time.monotonic() > self.lease_valid_until - self._options.lease_s / 3:
+        if self._clock.monotonic() > self.lease_valid_until - self._options.lease_s / 3:
             raise _LeaseExpiring
 
 
@@ -368,12 +367,16 @@ class Consumer:
         self,
         options: ConsumerOptions,
         *,
-        source: KinesisShardSource,
-        store: DynamoDBCheckpointStore,
+        source: ShardSource,
+        store: LeaseStore,
         pipeline_factory: Callable[[], Pipeline],
         on_progress: Callable[[str], None] | None = None,
         on_batch: Callable[[str, BatchOutcome, int], None] | None = None,
+        clock: Clock = time,
     ) -> None:
+        """`clock` gives every time the consumer and its workers read (`time` itself by
+        default); waits stay real, on the stop event."""
+        self._clock = clock
         self.options = options
         self._on_batch = on_batch
         self._source = source
@@ -387,7 +390,7 @@ class Consumer:
         self._finished: set[str] = set()
         self._foreign: dict[str, tuple[str | None, int]] = {}  # shard → (owner, expiry seen)
         self._foreign_alive: set[str] = set()
-        self._started = time.monotonic()
+        self._started = self._clock.monotonic()
         #: Our standing handoff request: (shard, until epoch ms).
         self._requested: tuple[str, int] | None = None
         self.target = 0
@@ -410,12 +413,12 @@ class Consumer:
         # listed; the shards themselves are listed every sync interval.
         balance_every = min(sync_every, options.lease_s / 2)
         next_sync = next_balance = 0.0
-        next_report = time.monotonic() + options.report_interval_s
+        next_report = self._clock.monotonic() + options.report_interval_s
         self._store.heartbeat(options.worker_id, options.lease_s)
         self._keeper.start()
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
+                now = self._clock.monotonic()
                 ended = {s for s, w in self.workers.items() if not w.is_alive()}
                 discover = now >= next_sync or bool(ended - self._ended_seen)
                 if discover or now >= next_balance:
@@ -459,7 +462,7 @@ class Consumer:
             except StreamProcessorError as exc:
                 log.warning(json.dumps({"message": "heartbeat failed", "reason": str(exc)[:300]}))
             for shard_id, worker in list(self.workers.items()):
-                started = time.monotonic()
+                started = self._clock.monotonic()
                 try:
                     with worker.lease_lock:
                         if worker.released or worker.finished or not worker.is_alive():
@@ -482,7 +485,7 @@ class Consumer:
                     continue
                 worker.lease_valid_until = started + options.lease_s
                 asked = lease.as_lease()
-                if asked.requested(int(time.time() * 1000)) and (
+                if asked.requested(int(self._clock.time() * 1000)) and (
                     asked.pending_owner != options.worker_id
                 ):
                     worker.handoff.set()
@@ -512,7 +515,7 @@ class Consumer:
             # Parents that the stream no longer retains were finished long ago.
             and not any(p in listed and p not in self._finished for p in shard.parents)
         ]
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self._clock.time() * 1000)
         leases = [
             checkpoints[s.shard_id].as_lease()
             if s.shard_id in checkpoints
@@ -570,6 +573,7 @@ class Consumer:
             pipeline=self._pipeline_factory(),
             stop=self._stop,
             on_batch=self._on_batch,
+            clock=self._clock,
         )
         self.workers[shard.shard_id] = worker
         worker.start()
@@ -594,7 +598,7 @@ class Consumer:
 
     def _idle(self, idle_s: float) -> bool:
         """Every shard is finished, held by another live owner, or ours and idle long enough."""
-        if time.monotonic() - self._started < idle_s:
+        if self._clock.monotonic() - self._started < idle_s:
             return False
         pending = [s for s in self._shards if s.shard_id not in self._finished]
         for shard in pending:
@@ -625,7 +629,7 @@ class Consumer:
 
     def progress_line(self) -> str:
         totals = self.totals()
-        elapsed = max(time.monotonic() - self._started, 1e-9)
+        elapsed = max(self._clock.monotonic() - self._started, 1e-9)
         return (
             f"{self.held()} shards reading (target {self.target}, "
             f"{self.live_workers} workers), "
@@ -636,7 +640,7 @@ class Consumer:
         )
 
     def _report(self) -> None:
-        elapsed = max(time.monotonic() - self._started, 1e-9)
+        elapsed = max(self._clock.monotonic() - self._started, 1e-9)
         totals = self.totals()
         log.info(
             json.dumps(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from stream_processor.adapters.clients import dynamodb_client
-from stream_processor.adapters.dynamodb_checkpoints import (
-    CheckpointError,
-    DynamoDBCheckpointStore,
-    LeaseLost,
-    sequence_key,
-)
+from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
 from stream_processor.config import Settings
+from stream_processor.core.ports import LeaseStore
+from stream_processor.core.shards import sequence_key
+from stream_processor.errors import CheckpointError, LeaseLost
+from stream_processor.testing import InMemoryLeaseStore
 
 
 class Clock:
@@ -27,8 +26,13 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def store(settings: Settings, clock: Clock) -> DynamoDBCheckpointStore:
+@pytest.fixture(params=["dynamodb", "memory"])
+def store(request: pytest.FixtureRequest, clock: Clock) -> LeaseStore:
+    """The DynamoDB store on moto's server, and the in-memory double the consumer's unit
+    tests use: one contract, both held to it."""
+    if request.param == "memory":
+        return InMemoryLeaseStore(clock=clock)
+    settings: Settings = request.getfixturevalue("settings")
     return DynamoDBCheckpointStore(
         dynamodb_client(settings), settings.checkpoint_table, "s", clock=clock
     )
@@ -43,7 +47,7 @@ def test_sequence_keys_order_like_integers() -> None:
 
 
 def test_one_owner_at_a_time_until_the_lease_expires(
-    store: DynamoDBCheckpointStore,
+    store: LeaseStore,
     clock: Clock,
 ) -> None:
     assert store.acquire("shard-1", "a", lease_s=10) is not None
@@ -60,7 +64,7 @@ def test_one_owner_at_a_time_until_the_lease_expires(
     assert store.get("shard-1").sequence_number == "100"  # type: ignore[union-attr]
 
 
-def test_checkpoints_only_move_forward(store: DynamoDBCheckpointStore) -> None:
+def test_checkpoints_only_move_forward(store: LeaseStore) -> None:
     store.acquire("shard-1", "a", lease_s=10)
     store.save("shard-1", "a", "9", lease_s=10)
     store.save("shard-1", "a", "10", lease_s=10)  # numerically later, lexically earlier
@@ -70,7 +74,7 @@ def test_checkpoints_only_move_forward(store: DynamoDBCheckpointStore) -> None:
     assert store.get("shard-1").sequence_number == "10"  # type: ignore[union-attr]
 
 
-def test_release_lets_the_next_owner_in_at_once(store: DynamoDBCheckpointStore) -> None:
+def test_release_lets_the_next_owner_in_at_once(store: LeaseStore) -> None:
     store.acquire("shard-1", "a", lease_s=60)
     store.release("shard-1", "a")
     assert store.acquire("shard-1", "b", lease_s=60) is not None
@@ -78,7 +82,7 @@ def test_release_lets_the_next_owner_in_at_once(store: DynamoDBCheckpointStore) 
     assert store.acquire("shard-1", "a", lease_s=60) is None
 
 
-def test_shard_end_is_recorded_and_listed(store: DynamoDBCheckpointStore) -> None:
+def test_shard_end_is_recorded_and_listed(store: LeaseStore) -> None:
     store.acquire("shard-1", "a", lease_s=10)
     store.save("shard-1", "a", "5", lease_s=10, ended=True)
     store.acquire("shard-2", "a", lease_s=10)

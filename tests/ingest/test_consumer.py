@@ -20,8 +20,9 @@ from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointSto
 from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
+from stream_processor.core.shards import RecordsPage, ShardInfo
 from stream_processor.demo.simulation import deliver, partition_key, simulate_fleet
-from stream_processor.errors import ConfigError
+from stream_processor.errors import ConfigError, IteratorExpired, ReadThrottled
 from stream_processor.ingest.consumer import Consumer, ConsumerOptions
 from stream_processor.ingest.wiring import AwsClients, build_consumer, build_pipeline
 from tests.conftest import assert_converged, cli, consumer_options, publish
@@ -287,8 +288,6 @@ class FlakySource:
         self._expired = False
 
     def shards(self) -> list[Any]:
-        from stream_processor.adapters.kinesis_stream import ShardInfo
-
         return [ShardInfo("shardId-000000000000", ())]
 
     def iterator(
@@ -304,21 +303,15 @@ class FlakySource:
         return str(start)
 
     def read(self, iterator: str, limit: int) -> Any:
-        from stream_processor.adapters.kinesis_stream import (
-            KinesisIteratorExpired,
-            KinesisThrottled,
-            RecordsPage,
-        )
-
         if self._throttles:
             self._throttles -= 1
             self.calls.append("throttled")
-            raise KinesisThrottled("ProvisionedThroughputExceededException")
+            raise ReadThrottled("ProvisionedThroughputExceededException")
         start = int(iterator)
         if start >= 10 and not self._expired:
             self._expired = True
             self.calls.append("expired")
-            raise KinesisIteratorExpired("ExpiredIteratorException")
+            raise IteratorExpired("ExpiredIteratorException")
         page = self.records[start : start + 10]
         self.calls.append(f"read {len(page)}")
         end = start + len(page)
@@ -340,7 +333,7 @@ def test_worker_backs_off_on_throttling_and_renews_expired_iterators(settings: S
     consumer = Consumer(
         # A throttled worker is not idle: stopping when idle must wait for the records.
         consumer_options("flaky", max_records=10, max_wait_s=0.05, stop_when_idle_s=0.5),
-        source=source,  # type: ignore[arg-type]
+        source=source,
         store=store,
         pipeline_factory=lambda: build_pipeline(settings).pipeline,
     )

@@ -20,15 +20,13 @@ import boto3
 import pytest
 
 from stream_processor.adapters.clients import kinesis_client
-from stream_processor.adapters.dynamodb_checkpoints import (
-    CheckpointError,
-    DynamoDBCheckpointStore,
-)
+from stream_processor.adapters.dynamodb_checkpoints import DynamoDBCheckpointStore
 from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.cli import main
 from stream_processor.config import Settings
 from stream_processor.demo.simulation import deliver, simulate_fleet
+from stream_processor.errors import CheckpointError
 from stream_processor.ingest.consumer import Consumer
 from stream_processor.ingest.wiring import AwsClients, build_pipeline
 from tests.conftest import assert_converged, cli, consumer_options, publish, stop_processes
