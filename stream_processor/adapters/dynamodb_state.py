@@ -32,21 +32,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import boto3
 import msgspec
 
-from stream_processor.adapters.aws_http import (
-    AwsHttp,
-    Credentials,
-    Endpoint,
-    HttpResponse,
-    Outcome,
-    SigV4,
-    bounded,
-    session_credentials,
-    settle,
-)
+from stream_processor.adapters.aws_http import AwsHttp, HttpResponse, bounded
+from stream_processor.adapters.aws_sigv4 import Credentials, Endpoint, SigV4, session_credentials
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ORDER, StateWrite
 from stream_processor.core.ports import Buffer, StateReport
-from stream_processor.core.retry import Deadline, RetryPolicy
+from stream_processor.core.retry import Deadline, Outcome, RetryPolicy, settle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -122,31 +113,31 @@ def _error(response: HttpResponse) -> tuple[str, str, list[_Reason] | None]:
 def _classify(response: HttpResponse) -> tuple[Outcome, list[_Reason] | None]:
     """The outcome of one DynamoDB answer (and a cancelled transaction's reasons)."""
     if response.status == 200:
-        return ("written", "", None), None
+        return Outcome("written", "", None), None
     if response.status == 0:
-        return ("retry", response.error, None), None
+        return Outcome("retry", response.error, None), None
     code, message, reasons = _error(response)
     if code == "ConditionalCheckFailedException":
-        return ("stale", "", None), None
+        return Outcome("stale", "", None), None
     reason = f"{code}: {message}"
     if code in _REJECTED_CODES:
-        return ("rejected", reason, None), None
+        return Outcome("rejected", reason, None), None
     if code == "TransactionCanceledException":
-        return ("retry", reason, None), reasons
+        return Outcome("retry", reason, None), reasons
     if response.status >= 500 or code in _RETRYABLE_CODES:
-        return ("retry", reason, None), None
+        return Outcome("retry", reason, None), None
     # Missing table, denied, bad credentials: not the item's fault, and no retry helps now.
-    return ("failed", reason, None), None
+    return Outcome("failed", reason, None), None
 
 
 def _put_outcome(response: HttpResponse) -> Outcome:
     outcome, _ = _classify(response)
-    if outcome[0] != "written" or not response.body.startswith(b'{"Attributes"'):
+    if outcome.kind != "written" or not response.body.startswith(b'{"Attributes"'):
         return outcome
     try:
         old = _DECODE_PUT.decode(response.body).Attributes
         number = old.version.N if old and old.version else None
-        return ("written", "", int(number) if number is not None else None)
+        return Outcome("written", "", int(number) if number is not None else None)
     except (msgspec.DecodeError, ValueError):
         return outcome
 
@@ -155,12 +146,12 @@ def _cancelled(reason: _Reason) -> Outcome:
     """The outcome of one write of a cancelled transaction, from its cancellation reason."""
     code = reason.Code or "None"
     if code == "ConditionalCheckFailed":
-        return ("stale", "", None)
+        return Outcome("stale", "", None)
     if code in _REJECTED_REASONS:
-        return ("rejected", f"{code}: {(reason.Message or '')[:200]}", None)
+        return Outcome("rejected", f"{code}: {(reason.Message or '')[:200]}", None)
     # "None": not at fault, cancelled because another write was; conflicts and throttling:
     # worth another round.
-    return ("retry", f"{code}: {(reason.Message or '')[:200]}", None)
+    return Outcome("retry", f"{code}: {(reason.Message or '')[:200]}", None)
 
 
 # Versioned resources: newer version wins; on an equal version our total order decides.
@@ -341,7 +332,7 @@ class DynamoDBStateStore:
         async def put(index: int, timeout_s: float) -> Outcome:
             timeout_s = deadline.timeout(timeout_s)
             if timeout_s < self._policy.min_request_s:
-                return ("retry", "deadline reached", None)
+                return Outcome("retry", "deadline reached", None)
             body = self._put_body(writes[index])
             return _put_outcome(await self._transport.call("PutItem", body, timeout_s))
 
@@ -350,7 +341,7 @@ class DynamoDBStateStore:
             while group:
                 remaining_s = deadline.timeout(timeout_s)
                 if remaining_s < self._policy.min_request_s:
-                    outcomes.update(dict.fromkeys(group, ("retry", "deadline reached", None)))
+                    outcomes.update(dict.fromkeys(group, Outcome("retry", "deadline reached")))
                     return outcomes
                 response = await self._transport.call(
                     "TransactWriteItems", self._transact_body(writes, group), remaining_s
@@ -371,11 +362,11 @@ class DynamoDBStateStore:
                         return outcomes
                     group = innocent
                     continue
-                if outcome[0] == "rejected":
+                if outcome.kind == "rejected":
                     # The request as a whole was refused (an item too large, say): find out
                     # which item, one conditional put each, in the next round.
                     singles.update(group)
-                    outcome = ("retry", outcome[1], None)
+                    outcome = Outcome("retry", outcome.reason)
                 outcomes.update(dict.fromkeys(group, outcome))
                 return outcomes
             return outcomes

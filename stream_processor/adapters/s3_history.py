@@ -15,10 +15,10 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from stream_processor.adapters.aws_http import AwsHttp, HttpResponse, Outcome, settle
+from stream_processor.adapters.aws_http import AwsHttp, HttpResponse
 from stream_processor.core.history import HistoryObject, to_parquet
 from stream_processor.core.ports import Buffer
-from stream_processor.core.retry import Deadline, RetryPolicy
+from stream_processor.core.retry import Deadline, Outcome, RetryPolicy, settle
 from stream_processor.errors import HistoryWriteError
 
 if TYPE_CHECKING:
@@ -38,14 +38,14 @@ def parquet_bytes(obj: HistoryObject) -> bytes:
 
 def _outcome(response: HttpResponse) -> Outcome:
     if 200 <= response.status < 300:
-        return ("written", "", None)
+        return Outcome("written", "", None)
     if response.status == 0:
-        return ("retry", response.error, None)
+        return Outcome("retry", response.error, None)
     match = _CODE.search(response.body)
     code = match.group(1).decode() if match else f"HTTP{response.status}"
     if response.status >= 500 or response.status == 429 or code in _RETRYABLE:
-        return ("retry", code, None)
-    return ("failed", code, None)
+        return Outcome("retry", code, None)
+    return Outcome("failed", code, None)
 
 
 class _S3Writer:

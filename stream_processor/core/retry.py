@@ -11,11 +11,13 @@ cleanly and the caller reports where to resume.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 
 class Deadline:
@@ -75,3 +77,71 @@ class RetryPolicy:
     def backoff(self, round_index: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**round)] (round_index from 0)."""
         return rng.uniform(0.0, min(self.cap_s, self.base_s * (2**round_index)))
+
+
+class Outcome(NamedTuple):
+    """What became of one request of a batch. `retry` is for the rounds of `settle` only;
+    every other kind is final."""
+
+    kind: Literal["written", "stale", "rejected", "failed", "retry"]
+    reason: str = ""
+    #: For a state write that replaced an item: that item's version (gap detection).
+    previous: int | None = None
+
+
+async def settle(
+    count: int,
+    send_round: Callable[[Sequence[int], float], Awaitable[Mapping[int, Outcome]]],
+    policy: RetryPolicy,
+    deadline: Deadline,
+    rng: random.Random | None = None,
+) -> tuple[list[Outcome], int]:
+    """Send `count` requests and retry those whose outcome is "retry", in rounds.
+
+    `send_round(indexes, timeout_s)` sends the requests at those indexes and returns each
+    one's outcome. Between rounds: full-jitter backoff, cut to the deadline. A round after
+    one that made progress spends the retry budget. The rounds stop when nothing is
+    retryable, or the rounds, the budget or the time run out; what is still
+    pending then is "failed" with its last reason. Returns the outcomes and the rounds used.
+    """
+    rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+    results: list[Outcome | None] = [None] * count
+    pending: Sequence[int] = range(count)
+    last_reason: dict[int, str] = {}
+    budget = policy.budget(count)
+    stop = ""
+    rounds = 0
+    progress = True
+    while pending:
+        if rounds == policy.max_rounds:
+            stop = f"still failing after {rounds} rounds"
+            break
+        timeout = deadline.timeout(policy.request_timeout_s)
+        if timeout < policy.min_request_s:
+            stop = "deadline reached"
+            break
+        if rounds and progress and len(pending) > budget:
+            stop = "retry budget spent"
+            break
+        if rounds and progress:
+            budget -= len(pending)
+        outcomes = await send_round(pending, timeout)
+        rounds += 1
+        retry = []
+        for index in pending:
+            outcome = outcomes[index]
+            if outcome.kind == "retry":
+                retry.append(index)
+                last_reason[index] = outcome.reason
+            else:
+                results[index] = outcome
+        # Did anything get through? If not (an outage), the next round spends no budget.
+        progress = len(retry) < len(pending)
+        pending = retry
+        if pending:
+            pause = policy.backoff(rounds - 1, rng)
+            await asyncio.sleep(max(0.0, min(pause, deadline.remaining() - policy.min_request_s)))
+    for index in pending:
+        reason = last_reason.get(index, "")
+        results[index] = Outcome("failed", f"{reason} ({stop})" if reason else stop)
+    return [r if r is not None else Outcome("failed", "no outcome") for r in results], rounds

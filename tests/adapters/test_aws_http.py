@@ -12,15 +12,9 @@ from botocore import auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from stream_processor.adapters.aws_http import (
-    AwsHttp,
-    Credentials,
-    Endpoint,
-    Outcome,
-    SigV4,
-    settle,
-)
-from stream_processor.core.retry import Deadline, RetryPolicy
+from stream_processor.adapters.aws_http import AwsHttp
+from stream_processor.adapters.aws_sigv4 import Credentials, Endpoint, SigV4
+from stream_processor.core.retry import Deadline, Outcome, RetryPolicy, settle
 
 NOW = datetime(2026, 11, 28, 19, 30, 5, tzinfo=UTC)
 
@@ -58,17 +52,19 @@ def _script(outcomes: Mapping[int, list[Outcome]]):  # type: ignore[no-untyped-d
 
     async def send_round(pending: Sequence[int], timeout_s: float) -> dict[int, Outcome]:
         sent.append(list(pending))
-        return {i: outcomes[i].pop(0) if outcomes[i] else ("written", "", None) for i in pending}
+        return {
+            i: outcomes[i].pop(0) if outcomes[i] else Outcome("written", "", None) for i in pending
+        }
 
     return send_round, sent
 
 
-RETRY: Outcome = ("retry", "ThrottlingException: slow down", None)
+RETRY: Outcome = Outcome("retry", "ThrottlingException: slow down", None)
 FAST = RetryPolicy(base_s=0.0)
 
 
 def test_only_what_failed_is_sent_again_until_it_settles() -> None:
-    send, sent = _script({0: [], 1: [RETRY, RETRY], 2: [("stale", "", None)], 3: [RETRY]})
+    send, sent = _script({0: [], 1: [RETRY, RETRY], 2: [Outcome("stale", "", None)], 3: [RETRY]})
     results, rounds = asyncio.run(settle(4, send, FAST, Deadline.none()))
     assert sent == [[0, 1, 2, 3], [1, 3], [1]]
     assert rounds == 3
