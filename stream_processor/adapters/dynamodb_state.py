@@ -24,6 +24,7 @@ write that was applied but answered with an error comes back *stale* on its retr
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ORDER, StateWrite
 from stream_processor.core.ports import Buffer, StateReport
 from stream_processor.core.retry import Deadline, Outcome, RetryPolicy, settle
+from stream_processor.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -269,7 +271,7 @@ class DynamoDBStateStore:
 
     def __init__(
         self,
-        client: DynamoDBClient,
+        client: DynamoDBClient | None,
         tables: Mapping[Dataset, str],
         *,
         max_workers: int = 16,
@@ -280,13 +282,17 @@ class DynamoDBStateStore:
     ) -> None:
         """`transport` may be shared by the stores of one process (one per shard worker),
         so one event loop and one connection pool serve them all; without one, the store
-        builds its own from `client`. `max_workers` bounds the requests in flight per flush.
+        builds its own from `client` (its endpoint, region and credentials; the client
+        itself sends nothing). `max_workers` bounds the requests in flight per flush.
         `transactional` sends the puts through TransactWriteItems (see the module doc)."""
-        self._client = client
-        self._transport: DynamoDBTransport = transport or DynamoDBHttp.for_client(
-            client, max_connections=max_workers
-        )
-        self._owns_transport = transport is None
+        if transport is None:
+            if client is None:
+                raise ConfigError("DynamoDBStateStore needs a client or a transport")
+            transport = DynamoDBHttp.for_client(client, max_connections=max_workers)
+            self._owns_transport = True
+        else:
+            self._owns_transport = False
+        self._transport: DynamoDBTransport = transport
         self._transactional = transactional
         self._tables = dict(tables)
         self._max_workers = max_workers
@@ -326,64 +332,89 @@ class DynamoDBStateStore:
         """Each write's outcome, and the rounds it took."""
         # Keys whose transaction was refused as a whole go one by one, to find the culprit.
         singles: set[int] = set() if self._transactional else set(range(len(writes)))
-
-        # Bodies are encoded when their request starts (at most `max_workers` at a time),
-        # not all at once: a 10,000-key batch would otherwise hold every body in memory.
-        async def put(index: int, timeout_s: float) -> Outcome:
-            timeout_s = deadline.timeout(timeout_s)
-            if timeout_s < self._policy.min_request_s:
-                return Outcome("retry", "deadline reached", None)
-            body = self._put_body(writes[index])
-            return _put_outcome(await self._transport.call("PutItem", body, timeout_s))
-
-        async def transact(group: list[int], timeout_s: float) -> dict[int, Outcome]:
-            outcomes: dict[int, Outcome] = {}
-            while group:
-                remaining_s = deadline.timeout(timeout_s)
-                if remaining_s < self._policy.min_request_s:
-                    outcomes.update(dict.fromkeys(group, Outcome("retry", "deadline reached")))
-                    return outcomes
-                response = await self._transport.call(
-                    "TransactWriteItems", self._transact_body(writes, group), remaining_s
-                )
-                outcome, reasons = _classify(response)
-                if reasons is not None and len(reasons) == len(group):
-                    # Stale and refused keys are settled; keys cancelled only because of
-                    # them ("None") are sent again at once, in this round: they did
-                    # nothing wrong, and a round limit must not starve them.
-                    innocent = []
-                    for index, reason in zip(group, reasons, strict=True):
-                        if (reason.Code or "None") == "None":
-                            innocent.append(index)
-                        else:
-                            outcomes[index] = _cancelled(reason)
-                    if len(innocent) == len(group):
-                        outcomes.update(dict.fromkeys(group, outcome))
-                        return outcomes
-                    group = innocent
-                    continue
-                if outcome.kind == "rejected":
-                    # The request as a whole was refused (an item too large, say): find out
-                    # which item, one conditional put each, in the next round.
-                    singles.update(group)
-                    outcome = Outcome("retry", outcome.reason)
-                outcomes.update(dict.fromkeys(group, outcome))
-                return outcomes
-            return outcomes
-
-        async def send_round(pending: Sequence[int], timeout_s: float) -> dict[int, Outcome]:
-            one_by_one = [i for i in pending if i in singles]
-            grouped = _groups([i for i in pending if i not in singles], writes)
-            singles_done, groups_done = await asyncio.gather(
-                bounded(one_by_one, lambda i: put(i, timeout_s), self._max_workers),
-                bounded(grouped, lambda group: transact(group, timeout_s), self._max_workers),
-            )
-            outcomes = dict(zip(one_by_one, singles_done, strict=True))
-            for done in groups_done:
-                outcomes.update(done)
-            return outcomes
-
+        send_round = functools.partial(self._send_round, writes, deadline, singles)
         return await settle(len(writes), send_round, self._policy, deadline, self._rng)
+
+    async def _send_round(
+        self,
+        writes: Sequence[StateWrite],
+        deadline: Deadline,
+        singles: set[int],
+        pending: Sequence[int],
+        timeout_s: float,
+    ) -> dict[int, Outcome]:
+        """One round: the single keys as PutItems, the rest in transactions, concurrently."""
+        one_by_one = [i for i in pending if i in singles]
+        grouped = _groups([i for i in pending if i not in singles], writes)
+        singles_done, groups_done = await asyncio.gather(
+            bounded(
+                one_by_one, lambda i: self._put(writes, i, timeout_s, deadline), self._max_workers
+            ),
+            bounded(
+                grouped,
+                lambda group: self._transact(writes, group, timeout_s, deadline, singles),
+                self._max_workers,
+            ),
+        )
+        outcomes = dict(zip(one_by_one, singles_done, strict=True))
+        for done in groups_done:
+            outcomes.update(done)
+        return outcomes
+
+    async def _put(
+        self, writes: Sequence[StateWrite], index: int, timeout_s: float, deadline: Deadline
+    ) -> Outcome:
+        """One conditional PutItem. Its body is encoded when the request starts (at most
+        `max_workers` at a time): a 10,000-key batch would otherwise hold every body."""
+        timeout_s = deadline.timeout(timeout_s)
+        if timeout_s < self._policy.min_request_s:
+            return Outcome("retry", "deadline reached")
+        body = self._put_body(writes[index])
+        return _put_outcome(await self._transport.call("PutItem", body, timeout_s))
+
+    async def _transact(
+        self,
+        writes: Sequence[StateWrite],
+        group: list[int],
+        timeout_s: float,
+        deadline: Deadline,
+        singles: set[int],
+    ) -> dict[int, Outcome]:
+        """One group's TransactWriteItems, sent again at once without the keys that
+        cancelled it; a group refused as a whole joins `singles` for the next round."""
+        outcomes: dict[int, Outcome] = {}
+        while group:
+            remaining_s = deadline.timeout(timeout_s)
+            if remaining_s < self._policy.min_request_s:
+                outcomes.update(dict.fromkeys(group, Outcome("retry", "deadline reached")))
+                return outcomes
+            response = await self._transport.call(
+                "TransactWriteItems", self._transact_body(writes, group), remaining_s
+            )
+            outcome, reasons = _classify(response)
+            if reasons is not None and len(reasons) == len(group):
+                # Stale and refused keys are settled; keys cancelled only because of them
+                # ("None") are sent again at once, in this round: they did nothing wrong,
+                # and a round limit must not starve them.
+                innocent = []
+                for index, reason in zip(group, reasons, strict=True):
+                    if (reason.Code or "None") == "None":
+                        innocent.append(index)
+                    else:
+                        outcomes[index] = _cancelled(reason)
+                if len(innocent) == len(group):
+                    outcomes.update(dict.fromkeys(group, outcome))
+                    return outcomes
+                group = innocent
+                continue
+            if outcome.kind == "rejected":
+                # The request as a whole was refused (an item too large, say): find out
+                # which item, one conditional put each, in the next round.
+                singles.update(group)
+                outcome = Outcome("retry", outcome.reason)
+            outcomes.update(dict.fromkeys(group, outcome))
+            return outcomes
+        return outcomes
 
     def _transact_body(self, writes: Sequence[StateWrite], group: Sequence[int]) -> bytes:
         actions = b",".join(

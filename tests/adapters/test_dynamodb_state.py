@@ -235,7 +235,7 @@ def test_pre_encoded_bodies_are_the_json_botocore_would_send(shape: str) -> None
         "TransactItems": [{"Put": {"TableName": "T", "Item": write.item, **condition_for(write)}}]
     }
     store = DynamoDBStateStore(
-        None,  # type: ignore[arg-type]
+        None,
         {Dataset.TASK: "T"},
         transport=_CancellingTransport([]),
     )
@@ -287,7 +287,7 @@ NO_PAUSE = RetryPolicy(base_s=0.0)
 
 def _fake_store(transport: _CancellingTransport) -> DynamoDBStateStore:
     return DynamoDBStateStore(
-        None,  # type: ignore[arg-type]  # the boto3 client serves only scans and orphan marks
+        None,
         {Dataset.TASK: "ECSTaskState"},
         max_workers=1,
         transactional=True,
