@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from stream_processor.errors import HistoryWriteError, StreamProcessorError
+from stream_processor.errors import HistoryReadError, HistoryWriteError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -125,7 +125,7 @@ class S3HistoryStore:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 yield from page.get("Contents", [])
         except (ClientError, BotoCoreError) as exc:
-            raise StreamProcessorError(f"listing s3://{self.bucket}/{prefix}: {exc}") from exc
+            raise HistoryReadError(f"listing s3://{self.bucket}/{prefix}: {exc}") from exc
 
     def entries(self, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, ETag) of each object under `prefix`."""
@@ -146,14 +146,14 @@ class S3HistoryStore:
                 for common in page.get("CommonPrefixes", []):
                     names.append(common["Prefix"][len(prefix) :].rstrip("/"))
         except (ClientError, BotoCoreError) as exc:
-            raise StreamProcessorError(f"listing s3://{self.bucket}/{prefix}: {exc}") from exc
+            raise HistoryReadError(f"listing s3://{self.bucket}/{prefix}: {exc}") from exc
         return sorted(names)
 
     def read(self, key: str) -> bytes:
         try:
             return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise StreamProcessorError(f"reading s3://{self.bucket}/{key}: {exc}") from exc
+            raise HistoryReadError(f"reading s3://{self.bucket}/{key}: {exc}") from exc
 
     def open(self, key: str) -> io.RawIOBase:
         return _S3Range(self._client, self.bucket, key)
@@ -198,7 +198,7 @@ class _S3Range(io.RawIOBase):
             try:
                 head = self._client.head_object(Bucket=self._bucket, Key=self._key)
             except (ClientError, BotoCoreError) as exc:
-                raise StreamProcessorError(f"reading {self._where()}: {exc}") from exc
+                raise HistoryReadError(f"reading {self._where()}: {exc}") from exc
             self._size = int(head["ContentLength"])
         return self._size
 
@@ -225,7 +225,7 @@ class _S3Range(io.RawIOBase):
                 Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end - 1}"
             )["Body"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise StreamProcessorError(f"reading {self._where()}: {exc}") from exc
+            raise HistoryReadError(f"reading {self._where()}: {exc}") from exc
         self._position += len(body)
         return bytes(body)
 

@@ -257,7 +257,12 @@ def test_a_late_event_rebuilds_only_the_snapshots_it_changes(
 
 def test_view_sql_is_athena_sql(root: Path) -> None:
     for dataset in Dataset:
-        sqlglot.parse_one(athena_view_ddl(dataset, "ecs_history"), read="trino")
+        parsed = sqlglot.parse_one(athena_view_ddl(dataset, "ecs_history"), read="trino")
+        # A CREATE VIEW over the dataset's raw table, named like the dataset.
+        assert isinstance(parsed, sqlglot.exp.Create) and parsed.args["kind"] == "VIEW"
+        assert parsed.this.name == dataset.value
+        tables = {t.name for t in parsed.find_all(sqlglot.exp.Table)}
+        assert f"{dataset.value}_raw" in tables
 
 
 def test_s3_queries_fetch_only_the_selected_partitions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 import pytest
@@ -58,3 +59,28 @@ GOOD = {
 def test_demo_fails_on_any_discrepancy(field: str) -> None:
     assert demo_ok(GOOD)
     assert not demo_ok(GOOD | {field: GOOD[field] + 1})
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`stream-processor query … | head`: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "stream_processor",
+        "query",
+        "--history",
+        str(tmp_path),
+        "--format",
+        "csv",
+        "SELECT range AS n FROM range(300000)",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().strip() == b"n"
+    process.stdout.close()  # as `head -1` does
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err

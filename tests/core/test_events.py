@@ -196,6 +196,14 @@ def test_service_action_without_resources_is_rejected() -> None:
 def test_surprising_column_types_do_not_reject_the_event() -> None:
     event = _decode(task_event(stoppedReason={"nested": True}, cpu=256))
     assert isinstance(event, EcsEvent)
+    from stream_processor.core.history import build_table
+
+    (row,) = build_table(Dataset.TASK, [event]).to_pylist()
+    # The typed columns that cannot hold the values are null; the raw detail keeps them.
+    assert row["stopped_reason"] is None and row["cpu"] is None
+    detail = json.loads(row["detail"])
+    assert detail["stoppedReason"] == {"nested": True} and detail["cpu"] == 256
+    assert row["last_status"] == "RUNNING"  # the rest of the row is intact
 
 
 def test_order_is_version_then_time_then_id() -> None:

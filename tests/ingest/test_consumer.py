@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -38,9 +39,13 @@ def test_options_are_validated() -> None:
         ConsumerOptions(stream="s", start_position="YESTERDAY")
     with pytest.raises(ConfigError, match="--max-records"):
         ConsumerOptions(stream="s", max_records=20_000)
-    assert ConsumerOptions(stream="s", start_position="AT_TIMESTAMP=2026-01-01T00:00:00Z").start()[
-        1
-    ]
+    position, when = ConsumerOptions(
+        stream="s", start_position="AT_TIMESTAMP=2026-01-01T00:00:00Z"
+    ).start()
+    assert (position, when) == ("AT_TIMESTAMP", datetime(2026, 1, 1, tzinfo=UTC))
+    assert ConsumerOptions(stream="s", start_position="LATEST").start() == ("LATEST", None)
+    with pytest.raises(ConfigError, match="positive"):
+        ConsumerOptions(stream="s", lease_s=0)
 
 
 def test_multi_shard_stream_with_duplicates_and_reordering_converges(
