@@ -28,7 +28,7 @@ from stream_processor.core.records import KinesisRecord
 from stream_processor.demo.run import local_aws
 from stream_processor.demo.simulation import Fleet, partition_key
 from stream_processor.demo.verify import history_rows, verify_state
-from stream_processor.ingest.consumer import ConsumerOptions
+from stream_processor.ingest.options import ConsumerOptions
 from stream_processor.ingest.setup import ensure_all
 from tests import moto_fidelity
 

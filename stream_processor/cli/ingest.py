@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import fields
 from typing import Any
 
 import boto3
@@ -15,6 +16,8 @@ import boto3
 from stream_processor.cli.options import positive, seconds
 from stream_processor.config import Settings
 from stream_processor.errors import ConfigError
+from stream_processor.ingest.options import FLAGS as CONSUME_FLAGS
+from stream_processor.ingest.options import ConsumerOptions, default_worker_id
 
 
 def add_commands(sub: Any) -> None:
@@ -23,55 +26,17 @@ def add_commands(sub: Any) -> None:
         "consume", help="read every shard of a stream through the pipeline, with checkpoints"
     )
     consume.add_argument("--stream", required=True, help="Kinesis stream name")
-    consume.add_argument(
-        "--max-records",
-        type=positive,
-        default=1000,
-        help="close a micro-batch at this many records (1000)",
-    )
-    consume.add_argument(
-        "--max-wait",
-        type=seconds,
-        default=1.0,
-        help="close a micro-batch this many seconds after it opened (1)",
-    )
-    consume.add_argument(
-        "--start-position",
-        default="TRIM_HORIZON",
-        help="for shards with no checkpoint: TRIM_HORIZON (default), LATEST "
-        "or AT_TIMESTAMP=<ISO 8601>",
-    )
-    consume.add_argument(
-        "--shard-sync-interval",
-        type=seconds,
-        default=30.0,
-        help="seconds between shard discoveries (30)",
-    )
-    consume.add_argument(
-        "--idle-poll", type=seconds, default=1.0, help="seconds between polls of an idle shard (1)"
-    )
-    consume.add_argument(
-        "--stop-when-idle",
-        type=seconds,
-        default=None,
-        metavar="SECONDS",
-        help="exit 0 once every shard has been idle this long",
-    )
-    consume.add_argument(
-        "--lease-seconds",
-        type=seconds,
-        default=10.0,
-        help="shard lease duration; renewed every third of it (10)",
-    )
-    consume.add_argument(
-        "--worker-id", default=None, help="lease owner id (default host:pid:random)"
-    )
-    consume.add_argument(
-        "--report-interval",
-        type=seconds,
-        default=10.0,
-        help="seconds between structured progress log lines (10)",
-    )
+    defaults = {f.name: f.default for f in fields(ConsumerOptions)}
+    kinds: dict[str, Any] = {"max_records": positive, "start_position": str, "worker_id": str}
+    for flag, name, text in CONSUME_FLAGS:
+        consume.add_argument(
+            flag,
+            dest=name,
+            type=kinds.get(name, seconds),
+            default=defaults[name] if name != "worker_id" else None,
+            metavar={positive: "N", seconds: "SECONDS"}.get(kinds.get(name, seconds)),
+            help=text,
+        )
     consume.add_argument(
         "--emf",
         action="store_true",
@@ -390,24 +355,14 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
 
 def run_consume(args: argparse.Namespace) -> int:
-    from stream_processor.ingest.consumer import ConsumerOptions, default_worker_id
     from stream_processor.ingest.metrics import EmfPublisher
     from stream_processor.ingest.wiring import build_consumer
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
-    options = ConsumerOptions(
-        stream=args.stream,
-        max_records=args.max_records,
-        max_wait_s=args.max_wait,
-        start_position=args.start_position,
-        shard_sync_interval_s=args.shard_sync_interval,
-        idle_poll_s=args.idle_poll,
-        stop_when_idle_s=args.stop_when_idle,
-        lease_s=args.lease_seconds,
-        worker_id=args.worker_id or default_worker_id(),
-        report_interval_s=args.report_interval,
-    )
+    chosen = {name: getattr(args, name) for _, name, _ in CONSUME_FLAGS}
+    chosen["worker_id"] = chosen["worker_id"] or default_worker_id()
+    options = ConsumerOptions(stream=args.stream, **chosen)
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     built = build_consumer(
         settings,

@@ -41,7 +41,7 @@ from stream_processor.demo.simulation import (
     simulate_fleet,
 )
 from stream_processor.demo.verify import history_rows, quarantine_lines, verify_state
-from stream_processor.ingest.consumer import ConsumerOptions
+from stream_processor.ingest.options import ConsumerOptions
 from stream_processor.ingest.setup import ensure_all
 from stream_processor.ingest.wiring import build_consumer
 from stream_processor.progress import Progress

@@ -24,15 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from stream_processor.core.leases import Lease, plan
@@ -40,61 +36,18 @@ from stream_processor.core.ports import Clock, LeaseStore, ShardSource
 from stream_processor.core.records import from_get_records
 from stream_processor.core.shards import Checkpoint, ShardInfo
 from stream_processor.errors import (
-    ConfigError,
     IteratorExpired,
     LeaseLost,
     ReadThrottled,
     StreamProcessorError,
 )
+from stream_processor.ingest.options import MAX_GET_RECORDS, ConsumerOptions
 from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
 
 log = logging.getLogger("stream_processor.consumer")
 
-#: Kinesis allows 5 GetRecords calls per second per shard, up to 10,000 records each.
+#: Kinesis allows 5 GetRecords calls per second per shard.
 MIN_GET_INTERVAL_S = 0.2
-MAX_GET_RECORDS = 10_000
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True)
-class ConsumerOptions:
-    """How `consume` reads; the CLI flags map one to one."""
-
-    stream: str
-    max_records: int = 1000
-    max_wait_s: float = 1.0
-    start_position: str = "TRIM_HORIZON"
-    shard_sync_interval_s: float = 30.0
-    idle_poll_s: float = 1.0
-    stop_when_idle_s: float | None = None
-    lease_s: float = 10.0
-    worker_id: str = field(default_factory=default_worker_id)
-    report_interval_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_records <= MAX_GET_RECORDS:
-            raise ConfigError(f"--max-records must be within 1..{MAX_GET_RECORDS}")
-        if self.max_wait_s <= 0 or self.idle_poll_s <= 0 or self.lease_s <= 0:
-            raise ConfigError("--max-wait, --idle-poll and --lease-seconds must be positive")
-        self.start()  # validates
-
-    def start(self) -> tuple[str, datetime | None]:
-        """The start position for shards with no checkpoint, parsed."""
-        position, _, when = self.start_position.partition("=")
-        if position in ("TRIM_HORIZON", "LATEST") and not when:
-            return position, None
-        if position == "AT_TIMESTAMP" and when:
-            try:
-                return position, datetime.fromisoformat(when.replace("Z", "+00:00"))
-            except ValueError:
-                pass
-        raise ConfigError(
-            "--start-position must be TRIM_HORIZON, LATEST or AT_TIMESTAMP=<ISO 8601>, "
-            f"got {self.start_position!r}"
-        )
 
 
 @dataclass

@@ -22,7 +22,8 @@ from stream_processor.adapters.kinesis_stream import KinesisShardSource
 from stream_processor.adapters.s3_history import S3ParquetHistory, S3Quarantine
 from stream_processor.config import Settings
 from stream_processor.core.retry import RetryPolicy
-from stream_processor.ingest.consumer import Consumer, ConsumerOptions, ShardStats
+from stream_processor.ingest.consumer import Consumer, ShardStats
+from stream_processor.ingest.options import ConsumerOptions
 from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
 
 if TYPE_CHECKING:

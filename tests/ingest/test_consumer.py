@@ -24,7 +24,8 @@ from stream_processor.config import Settings
 from stream_processor.core.shards import RecordsPage, ShardInfo
 from stream_processor.demo.simulation import deliver, partition_key, simulate_fleet
 from stream_processor.errors import ConfigError, IteratorExpired, ReadThrottled
-from stream_processor.ingest.consumer import Consumer, ConsumerOptions
+from stream_processor.ingest.consumer import Consumer
+from stream_processor.ingest.options import ConsumerOptions
 from stream_processor.ingest.wiring import AwsClients, build_consumer, build_pipeline
 from tests.conftest import assert_converged, cli, consumer_options, publish
 
