@@ -37,6 +37,7 @@ from functools import partial
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.history import (
+    HistoryObject,
     build_history,
     event_date,
     history_object_key,
@@ -49,7 +50,7 @@ from stream_processor.core.items import StateWrite, build_state_write
 from stream_processor.core.known import KnownOrders
 from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, StateSink
 from stream_processor.core.records import Received, Rejected
-from stream_processor.core.reduce import reduce_batch
+from stream_processor.core.reduce import BatchPlan, reduce_batch
 from stream_processor.core.retry import Deadline
 from stream_processor.core.times import iso_z
 from stream_processor.errors import SinkError, StreamProcessorError
@@ -96,6 +97,15 @@ def version_gaps(
                 )
             )
     return gaps
+
+
+def _resume_from(plan: BatchPlan, failed: Sequence[StateWrite]) -> str:
+    """Where a batch with failed state writes resumes: not just the winner's record, every
+    record of a failed key is undone until the retry."""
+    earliest = [
+        plan.first_record.get((w.event.dataset, w.event.key), w.event.record) for w in failed
+    ]
+    return min(earliest, key=lambda record: record.position).sequence_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +184,38 @@ class Pipeline:
 
     def _process(self, records: Sequence[Received], deadline: Deadline) -> BatchOutcome:
         started = time.perf_counter()
+        # 1. Reduce: order, dedupe, the history objects.
+        plan, objects, outcome = self._reduce(records)
+        # 2. History (with late markers) and quarantine: durable before any state write.
+        now = self._clock()
+        try:
+            self._write_history(plan, objects, now, deadline)
+        except SinkError as exc:
+            return self._done(outcome, started, failed_from=plan.first_sequence, error=str(exc))
+        # 3. State, version-guarded; 3a. version gaps; 3b. what DynamoDB refused for good.
+        outcome, failed, errors = self._write_state(plan, outcome, now, deadline)
+        # 4. Where to resume.
+        if failed:
+            return self._done(
+                outcome,
+                started,
+                failed_from=_resume_from(plan, failed),
+                error="; ".join(errors)[:500],
+            )
+        return self._done(outcome, started)
+
+    def _reduce(
+        self, records: Sequence[Received]
+    ) -> tuple[BatchPlan, list[HistoryObject], BatchOutcome]:
+        """Step 1: the batch's plan, its history objects, and the counts so far."""
         settings = self._settings
-        # 1. Reduce.
         plan = reduce_batch(records, redact=settings.redact_environment)
-        shard, first, last = plan.shard_id, plan.first_sequence, plan.last_sequence
         objects = build_history(
-            plan.history, prefix=settings.history_prefix, shard_id=shard, first=first, last=last
+            plan.history,
+            prefix=settings.history_prefix,
+            shard_id=plan.shard_id,
+            first=plan.first_sequence,
+            last=plan.last_sequence,
         )
         unknown = Counter(e.detail_type for e in plan.history if e.dataset is Dataset.OTHER)
         if unknown:
@@ -189,7 +225,7 @@ class Pipeline:
                 )
             )
         outcome = BatchOutcome(
-            shard_id=shard,
+            shard_id=plan.shard_id,
             records_in=plan.records_in,
             events_decoded=plan.events_decoded,
             duplicates=plan.duplicates,
@@ -200,25 +236,35 @@ class Pipeline:
             unknown_events=sum(unknown.values()),
             unknown_detail_types=tuple(sorted(unknown.items())),
         )
+        return plan, objects, outcome
 
-        # 2. History (with late markers) and quarantine.
-        now = self._clock()
+    def _write_history(
+        self, plan: BatchPlan, objects: list[HistoryObject], now: str, deadline: Deadline
+    ) -> None:
+        """Step 2: the history objects (a late day's with its marker) and the quarantine
+        file; `SinkError` if either is not durable."""
+        settings = self._settings
         today = now[:10]
-        try:
-            for obj in objects:
-                self._history.add(obj)
-                if is_late(obj.event_date, today):
-                    self._history.mark(late_marker_key(settings.history_prefix, obj.key))
-            self._history.flush(deadline)
-            if plan.rejected:
-                key = quarantine_object_key(settings.quarantine_prefix, shard, first, last)
-                self._quarantine.add(key, quarantine_lines(plan.rejected))
-                self._quarantine.flush(deadline)
-        except SinkError as exc:
-            return self._done(outcome, started, failed_from=first, error=str(exc))
+        for obj in objects:
+            self._history.add(obj)
+            if is_late(obj.event_date, today):
+                self._history.mark(late_marker_key(settings.history_prefix, obj.key))
+        self._history.flush(deadline)
+        if plan.rejected:
+            key = quarantine_object_key(
+                settings.quarantine_prefix, plan.shard_id, plan.first_sequence, plan.last_sequence
+            )
+            self._quarantine.add(key, quarantine_lines(plan.rejected))
+            self._quarantine.flush(deadline)
 
-        # 3. State.
-        ingested_at = now
+    def _write_state(
+        self, plan: BatchPlan, outcome: BatchOutcome, ingested_at: str, deadline: Deadline
+    ) -> tuple[BatchOutcome, list[StateWrite], list[str]]:
+        """Step 3: the winners' version-guarded writes (those the remembered orders show
+        stale are skipped), gap fills, and the quarantine of refused items. Returns the
+        counts, the writes that failed and why."""
+        settings = self._settings
+        shard, first, last = plan.shard_id, plan.first_sequence, plan.last_sequence
         oversized = numbers_as_text = skipped = 0
         known = self._known
         for event in plan.state:
@@ -275,22 +321,7 @@ class Pipeline:
             except SinkError as exc:
                 failed.extend(write for write, _ in report.rejected)
                 errors.append(str(exc))
-
-        # 4. Where to resume.
-        if failed:
-            # Not just the winner: every record of a failed key is undone until the retry.
-            earliest = [
-                plan.first_record.get((w.event.dataset, w.event.key), w.event.record)
-                for w in failed
-            ]
-            lowest = min(earliest, key=lambda record: record.position)
-            return self._done(
-                outcome,
-                started,
-                failed_from=lowest.sequence_number,
-                error="; ".join(errors)[:500],
-            )
-        return self._done(outcome, started)
+        return outcome, failed, errors
 
     def _snapshot_uri(self, event: EcsEvent, shard: str, first: str, last: str) -> str:
         """The S3 URI of the Parquet object holding the event's history row."""
