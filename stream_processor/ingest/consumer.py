@@ -34,7 +34,7 @@ from typing import Any
 from stream_processor.core.leases import Lease, plan
 from stream_processor.core.ports import Clock, LeaseStore, ShardSource
 from stream_processor.core.records import from_get_records
-from stream_processor.core.shards import Checkpoint, ShardInfo
+from stream_processor.core.shards import Checkpoint, RecordsPage, ShardInfo
 from stream_processor.errors import (
     IteratorExpired,
     LeaseLost,
@@ -182,61 +182,39 @@ class ShardWorker(threading.Thread):
         return self._source.iterator(self.shard.shard_id, position=position, timestamp=when)
 
     def _run(self) -> None:
+        """The loop of the module doc's steps, until the shard ends, we stop or hand it
+        over, or the lease goes."""
         options = self._options
         iterator: str | None = self._new_iterator()
         buffer: list[dict[str, Any]] = []
-        batch_opened = 0.0
-        last_get = 0.0
+        batch_opened = last_get = 0.0
         backoff = MIN_GET_INTERVAL_S
         self.stats.state = "reading"
         while True:
             self._check_lease()
             handing_over = self.handoff.is_set()
             stopping = self._stopping.is_set() or handing_over
-            at_end = iterator is None
+            # 2. Close the micro-batch; 3.-4. process it until durable, checkpoint it.
             if buffer and (
                 stopping
-                or at_end
+                or iterator is None
                 or len(buffer) >= options.max_records
                 or self._clock.monotonic() - batch_opened >= options.max_wait_s
             ):
-                self.busy = True
-                try:
-                    self._process(buffer)
-                finally:
-                    self.busy = False
-                    self.idle_since = self._clock.monotonic()
+                self._run_batch(buffer)
                 buffer = []
-            if at_end:
-                self._store.save(
-                    self.shard.shard_id,
-                    options.worker_id,
-                    self._checkpoint,
-                    options.lease_s,
-                    ended=True,
-                )
-                self.finished = True
-                self.stats.state = "finished"
-                log.info(
-                    json.dumps(
-                        {
-                            "message": "shard finished",
-                            "shard_id": self.shard.shard_id,
-                            "checkpoint": self._checkpoint,
-                        }
-                    )
-                )
+            if iterator is None:
+                self._finish()
                 return
-            if stopping:
+            if stopping:  # 5.
                 self.stats.state = "handed over" if handing_over else "stopped"
                 return
-
+            # 1. Read, at most MIN_GET_INTERVAL_S apart.
             wait = last_get + MIN_GET_INTERVAL_S - self._clock.monotonic()
             if wait > 0:
                 self._stopping.wait(wait)
             last_get = self._clock.monotonic()
             try:
-                assert iterator is not None
                 page = self._source.read(iterator, min(MAX_GET_RECORDS, options.max_records))
             except ReadThrottled:
                 self.caught_up = False
@@ -250,18 +228,50 @@ class ShardWorker(threading.Thread):
                 continue
             backoff = MIN_GET_INTERVAL_S
             iterator = page.next_iterator
-            self.stats.millis_behind = page.millis_behind_latest
-            if page.records:
-                if not buffer:
-                    batch_opened = self._clock.monotonic()
-                buffer.extend(page.records)
-                self.idle_since = self._clock.monotonic()
-                self.caught_up = False
-            elif not self.caught_up and page.millis_behind_latest == 0:
-                self.caught_up = True
-                self.idle_since = self._clock.monotonic()
+            if page.records and not buffer:
+                batch_opened = self._clock.monotonic()
+            buffer.extend(page.records)
+            self._note(page)
             if iterator is not None and not buffer and page.millis_behind_latest == 0:
                 self._stopping.wait(options.idle_poll_s)
+
+    def _note(self, page: RecordsPage) -> None:
+        """What a read says about the shard: how far behind, and whether it is caught up
+        (only a read that returned nothing at the tip proves that)."""
+        self.stats.millis_behind = page.millis_behind_latest
+        if page.records:
+            self.idle_since = self._clock.monotonic()
+            self.caught_up = False
+        elif not self.caught_up and page.millis_behind_latest == 0:
+            self.caught_up = True
+            self.idle_since = self._clock.monotonic()
+
+    def _run_batch(self, buffer: list[dict[str, Any]]) -> None:
+        self.busy = True
+        try:
+            self._process(buffer)
+        finally:
+            self.busy = False
+            self.idle_since = self._clock.monotonic()
+
+    def _finish(self) -> None:
+        """Shard end, everything before it checkpointed: mark the shard finished, so its
+        children can start."""
+        options = self._options
+        self._store.save(
+            self.shard.shard_id, options.worker_id, self._checkpoint, options.lease_s, ended=True
+        )
+        self.finished = True
+        self.stats.state = "finished"
+        log.info(
+            json.dumps(
+                {
+                    "message": "shard finished",
+                    "shard_id": self.shard.shard_id,
+                    "checkpoint": self._checkpoint,
+                }
+            )
+        )
 
     def _process(self, buffer: list[dict[str, Any]]) -> None:
         """Run one micro-batch until it is durable, then checkpoint it."""
