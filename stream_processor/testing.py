@@ -20,7 +20,7 @@ from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import ORDER, Item, StateWrite
 from stream_processor.core.ports import Buffer, StateReport
-from stream_processor.core.reconcile import Observed
+from stream_processor.core.reconcile import Observed, observed_from_item
 from stream_processor.core.retry import Deadline
 from stream_processor.core.shards import Checkpoint, RecordsPage, ShardInfo, sequence_key
 from stream_processor.errors import (
@@ -81,13 +81,7 @@ class InMemoryStateStore:
 
     def scan(self, dataset: Dataset, status_attribute: str) -> Iterator[Observed]:
         for key, item in self.items.get(dataset, {}).items():
-            version = item.get("version", {}).get("N")
-            yield Observed(
-                key,
-                item.get("clusterArn", {}).get("S"),
-                int(version) if version is not None else None,
-                item.get(status_attribute, {}).get("S"),
-            )
+            yield observed_from_item(key, item, status_attribute)
 
     def mark_orphan(
         self,

@@ -274,3 +274,17 @@ def settings(aws: str) -> Settings:
     result = Settings(history_bucket="history-test-bucket", max_attempts=2)
     ensure_all(result, stream="ecs-events", shards=2, region="us-east-1")
     return result
+
+
+#: Test modules that take a minute or more of wall time (emulators, subprocesses, soaks):
+#: scheduled first, so that under `pytest -n` they run beside the quick ones instead of
+#: after them.
+_LONG_MODULES = ("test_sharing_soak.py", "test_faults.py", "test_sharing.py", "test_fleet.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _LONG_MODULES.index(name) if name in _LONG_MODULES else len(_LONG_MODULES)
+
+    items.sort(key=rank)  # stable: each module keeps its own order

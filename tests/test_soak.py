@@ -1,7 +1,7 @@
 """Soak: many events through `stream-processor consume` (a real process) on the local
 endpoint; memory must stay flat and the final state exact.
 
-CI runs a bounded size (SOAK_EVENTS, default 20,000); `make soak` runs 1,000,000.
+CI runs a bounded size (SOAK_EVENTS, default 10,000); `make soak` runs 1,000,000.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from stream_processor.adapters.provisioning import ensure_stream
 from stream_processor.config import Settings
 from tests.conftest import cli
 
-EVENTS = int(os.environ.get("SOAK_EVENTS", "20000"))
+EVENTS = int(os.environ.get("SOAK_EVENTS", "10000"))
 TASKS = 500
 
 

@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.indexes import PHASE, TERMINAL, phase_of, phase_value
-from stream_processor.core.reconcile import Observed
+from stream_processor.core.reconcile import Observed, observed_from_item
 from stream_processor.errors import StateReadError, StateWriteError
 
 if TYPE_CHECKING:
@@ -47,13 +47,7 @@ class DynamoDBStateRepair:
         try:
             for page in pages:
                 for item in page.get("Items", []):
-                    version = item.get("version", {}).get("N")
-                    yield Observed(
-                        item[key]["S"],
-                        item.get("clusterArn", {}).get("S"),
-                        int(version) if version is not None else None,
-                        item.get(status_attribute, {}).get("S"),
-                    )
+                    yield observed_from_item(item[key]["S"], item, status_attribute)
         except (ClientError, BotoCoreError) as exc:
             raise StateReadError(f"scanning {self._tables[dataset]}: {exc}") from exc
 

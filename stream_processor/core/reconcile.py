@@ -165,6 +165,17 @@ def api_event(
     return decode_event(KinesisRecord(RECONCILE_SHARD, "0", 0, arn, data))
 
 
+def observed_from_item(key: str, item: Mapping[str, Any], status_attribute: str) -> Observed:
+    """A state item (DynamoDB's low-level form) as reconcile compares it."""
+    version = item.get("version", {}).get("N")
+    return Observed(
+        key,
+        item.get("clusterArn", {}).get("S"),
+        int(version) if version is not None else None,
+        item.get(status_attribute, {}).get("S"),
+    )
+
+
 def observed_from_api(
     dataset: Dataset, resources: Iterable[Mapping[str, Any]]
 ) -> dict[str, Observed]:

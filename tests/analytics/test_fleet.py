@@ -35,7 +35,7 @@ def _fleet(seed: int = 3) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
     truth: dict[str, dict[str, Any]] = {}
-    for n in range(2100):
+    for n in range(900):
         cluster = CLUSTERS[n % 3]
         arn = f"{PREFIX}:task/{cluster}/{n:032x}"
         group = f"service:{SERVICES[n % 3]}" if n % 4 else f"family:job{n % 5}"

@@ -29,15 +29,14 @@ from tests.fault_proxy import FaultPolicy
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _fleet() -> tuple[list[dict[str, Any]], set[str]]:
-    """Events of two clusters, and the resources that are stuck at NOW."""
+def _fleet(now: datetime) -> tuple[list[dict[str, Any]], set[str]]:
+    """Events of two clusters, and the resources that are stuck at `now`."""
     events: list[dict[str, Any]] = []
     stuck: set[str] = set()
     n = 0
@@ -48,7 +47,7 @@ def _fleet() -> tuple[list[dict[str, Any]], set[str]]:
                 for _ in range(3):
                     n += 1
                     arn = f"{PREFIX}:task/{cluster}/{n:032x}"
-                    created = NOW - timedelta(minutes=age_min)
+                    created = now - timedelta(minutes=age_min)
                     extra: dict[str, Any] = {
                         "clusterArn": cluster_arn,
                         "group": "service:web",
@@ -72,7 +71,7 @@ def _fleet() -> tuple[list[dict[str, Any]], set[str]]:
             n += 1
             arn = f"{PREFIX}:container-instance/{cluster}/{n:032x}"
             event = instance_event(arn, version=7, status=status)
-            at = NOW - timedelta(minutes=age_min)
+            at = now - timedelta(minutes=age_min)
             event["time"] = _iso(at)
             event["detail"].update(
                 clusterArn=cluster_arn,
@@ -91,7 +90,7 @@ def _fleet() -> tuple[list[dict[str, Any]], set[str]]:
         ):
             n += 1
             event = copy.deepcopy(base)
-            at = NOW - timedelta(minutes=age_min)
+            at = now - timedelta(minutes=age_min)
             deployment = f"ecs-svc/{n:019d}"
             event.update(
                 id=f"deployment-{n}", time=_iso(at), resources=[f"{PREFIX}:service/{cluster}/web"]
@@ -104,8 +103,15 @@ def _fleet() -> tuple[list[dict[str, Any]], set[str]]:
 
 
 @pytest.fixture
-def stuck_truth(settings: Settings) -> set[str]:
-    events, stuck = _fleet()
+def now() -> datetime:
+    """The fleet's clock: set when a test starts (under `pytest -n` a module is imported
+    long before its tests run, and the watchdog reads the real time)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def stuck_truth(settings: Settings, now: datetime) -> set[str]:
+    events, stuck = _fleet(now)
     write_state(settings, events)
     return stuck
 
@@ -127,11 +133,14 @@ def test_durations_read_and_print_like_people_write_them() -> None:
 
 
 def test_stuck_is_exactly_the_stuck_through_queries_only(
-    stuck_truth: set[str], counted: FaultPolicy, capsys: pytest.CaptureFixture[str]
+    stuck_truth: set[str],
+    counted: FaultPolicy,
+    capsys: pytest.CaptureFixture[str],
+    now: datetime,
 ) -> None:
     capsys.readouterr()
     argv = ["stuck", "--cluster", "prod", "--cluster", f"{PREFIX}:cluster/staging"]
-    assert main([*argv, "--format", "json", "--now", _iso(NOW)]) == 0
+    assert main([*argv, "--format", "json", "--now", _iso(now)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["arn"] for r in rows} == stuck_truth
     assert Counter(r["kind"] for r in rows) == {
@@ -146,10 +155,10 @@ def test_stuck_is_exactly_the_stuck_through_queries_only(
     assert dynamodb == {"dynamodb:Query", "dynamodb:BatchGetItem"}  # never a Scan
 
     # One threshold for all, and one overridden: the fresher ones join, or fewer remain.
-    assert main([*argv, "--format", "json", "--older-than", "1m", "--now", _iso(NOW)]) == 0
+    assert main([*argv, "--format", "json", "--older-than", "1m", "--now", _iso(now)]) == 0
     fresh = json.loads(capsys.readouterr().out)
     assert len(fresh) > len(rows)
-    assert main([*argv, "--format", "json", "--threshold", "PENDING=6h", "--now", _iso(NOW)]) == 0
+    assert main([*argv, "--format", "json", "--threshold", "PENDING=6h", "--now", _iso(now)]) == 0
     fewer = json.loads(capsys.readouterr().out)
     assert {r["status"] for r in fewer} >= {"PROVISIONING"} and "PENDING" not in {
         r["status"] for r in fewer
