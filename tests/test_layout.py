@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).parent.parent / "stream_processor"
 LAYERS = {
     "errors": 0,
     "config": 0,
+    "logs": 0,
     "core": 0,
     "adapters": 1,
     "testing": 1,

@@ -18,6 +18,7 @@ from stream_processor.config import Settings
 from stream_processor.errors import ConfigError
 from stream_processor.ingest.options import FLAGS as CONSUME_FLAGS
 from stream_processor.ingest.options import ConsumerOptions, default_worker_id
+from stream_processor.logs import log_json
 
 
 def add_commands(sub: Any) -> None:
@@ -372,8 +373,11 @@ def run_consume(args: argparse.Namespace) -> int:
     )
 
     def stop(signum: int, _frame: object) -> None:
-        logging.getLogger("stream_processor.consumer").info(
-            json.dumps({"message": "stopping", "signal": signal.Signals(signum).name})
+        log_json(
+            logging.getLogger("stream_processor.consumer"),
+            logging.INFO,
+            "stopping",
+            signal=signal.Signals(signum).name,
         )
         built.consumer.stop()
 

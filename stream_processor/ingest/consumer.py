@@ -22,7 +22,6 @@ A worker's loop, in order:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -43,6 +42,7 @@ from stream_processor.errors import (
 )
 from stream_processor.ingest.options import MAX_GET_RECORDS, ConsumerOptions
 from stream_processor.ingest.pipeline import BatchOutcome, Pipeline
+from stream_processor.logs import log_json
 
 log = logging.getLogger("stream_processor.consumer")
 
@@ -133,30 +133,20 @@ class ShardWorker(threading.Thread):
             self.stats.state = "stopped"
         except LeaseLost as exc:
             self.stats.state = "lease lost"
-            log.warning(
-                json.dumps({"message": "lease lost", "shard_id": shard_id, "reason": str(exc)})
-            )
+            log_json(log, logging.WARNING, "lease lost", shard_id=shard_id, reason=str(exc))
         except _LeaseExpiring:
             self.stats.state = "lease expiring"
-            log.warning(
-                json.dumps(
-                    {
-                        "message": "lease not renewed in time: stopped before it expired",
-                        "shard_id": shard_id,
-                    }
-                )
+            log_json(
+                log,
+                logging.WARNING,
+                "lease not renewed in time: stopped before it expired",
+                shard_id=shard_id,
             )
         except StreamProcessorError as exc:
             self.error = str(exc)
             self.stats.state = "error"
-            log.error(
-                json.dumps(
-                    {
-                        "message": "shard worker failed",
-                        "shard_id": shard_id,
-                        "reason": str(exc)[:300],
-                    }
-                )
+            log_json(
+                log, logging.ERROR, "shard worker failed", shard_id=shard_id, reason=str(exc)[:300]
             )
         except Exception as exc:  # never let a worker die silently; no payloads in the log
             self.error = type(exc).__name__
@@ -168,7 +158,7 @@ class ShardWorker(threading.Thread):
                     self._store.release(shard_id, self._options.worker_id)
                     self.released = True
                 if self.stats.state == "handed over":
-                    log.info(json.dumps({"message": "shard handed over", "shard_id": shard_id}))
+                    log_json(log, logging.INFO, "shard handed over", shard_id=shard_id)
 
     def _new_iterator(self) -> str:
         if self._checkpoint is not None:
@@ -263,14 +253,12 @@ class ShardWorker(threading.Thread):
         )
         self.finished = True
         self.stats.state = "finished"
-        log.info(
-            json.dumps(
-                {
-                    "message": "shard finished",
-                    "shard_id": self.shard.shard_id,
-                    "checkpoint": self._checkpoint,
-                }
-            )
+        log_json(
+            log,
+            logging.INFO,
+            "shard finished",
+            shard_id=self.shard.shard_id,
+            checkpoint=self._checkpoint,
         )
 
     def _process(self, buffer: list[dict[str, Any]]) -> None:
@@ -391,9 +379,7 @@ class Consumer:
                     except StreamProcessorError as exc:
                         # Listing shards or taking a lease failed after retries: the
                         # workers keep going; try again at the next sync.
-                        log.warning(
-                            json.dumps({"message": "shard sync failed", "reason": str(exc)[:300]})
-                        )
+                        log_json(log, logging.WARNING, "shard sync failed", reason=str(exc)[:300])
                     if discover:
                         next_sync = now + sync_every
                     next_balance = now + balance_every
@@ -423,7 +409,7 @@ class Consumer:
             try:
                 self._store.heartbeat(options.worker_id, options.lease_s)
             except StreamProcessorError as exc:
-                log.warning(json.dumps({"message": "heartbeat failed", "reason": str(exc)[:300]}))
+                log_json(log, logging.WARNING, "heartbeat failed", reason=str(exc)[:300])
             for shard_id, worker in list(self.workers.items()):
                 started = self._clock.monotonic()
                 try:
@@ -436,14 +422,12 @@ class Consumer:
                     continue
                 except StreamProcessorError as exc:
                     # Not renewed: the worker stops itself before the lease expires.
-                    log.warning(
-                        json.dumps(
-                            {
-                                "message": "lease renewal failed",
-                                "shard_id": shard_id,
-                                "reason": str(exc)[:300],
-                            }
-                        )
+                    log_json(
+                        log,
+                        logging.WARNING,
+                        "lease renewal failed",
+                        shard_id=shard_id,
+                        reason=str(exc)[:300],
                     )
                     continue
                 worker.lease_valid_until = started + options.lease_s
@@ -508,15 +492,13 @@ class Consumer:
                 step.request, options.worker_id, owner, options.lease_s
             ):
                 self._requested = (step.request, now_ms + int(options.lease_s * 1000))
-                log.info(
-                    json.dumps(
-                        {
-                            "message": "shard requested",
-                            "shard_id": step.request,
-                            "owner": owner,
-                            "target": step.target,
-                        }
-                    )
+                log_json(
+                    log,
+                    logging.INFO,
+                    "shard requested",
+                    shard_id=step.request,
+                    owner=owner,
+                    target=step.target,
                 )
 
     def _start(self, shard: ShardInfo) -> None:
@@ -540,14 +522,12 @@ class Consumer:
         )
         self.workers[shard.shard_id] = worker
         worker.start()
-        log.info(
-            json.dumps(
-                {
-                    "message": "shard acquired",
-                    "shard_id": shard.shard_id,
-                    "checkpoint": acquired.sequence_number,
-                }
-            )
+        log_json(
+            log,
+            logging.INFO,
+            "shard acquired",
+            shard_id=shard.shard_id,
+            checkpoint=acquired.sequence_number,
         )
 
     def _note_foreign(self, checkpoint: Checkpoint | None, shard_id: str) -> None:
@@ -605,25 +585,23 @@ class Consumer:
     def _report(self) -> None:
         elapsed = max(self._clock.monotonic() - self._started, 1e-9)
         totals = self.totals()
-        log.info(
-            json.dumps(
-                {
-                    "message": "consumer progress",
-                    "worker_id": self.options.worker_id,
-                    "leases_held": self.held(),
-                    "lease_target": self.target,
-                    "live_workers": self.live_workers,
-                    "records_per_s": round(totals["records"] / elapsed, 1),
-                    **totals,
-                    "shards": {
-                        shard: {
-                            "state": w.stats.state,
-                            "records": w.stats.records,
-                            "millis_behind_latest": w.stats.millis_behind,
-                            "checkpoint": w.stats.checkpoint,
-                        }
-                        for shard, w in sorted(self.workers.items())
-                    },
+        log_json(
+            log,
+            logging.INFO,
+            "consumer progress",
+            worker_id=self.options.worker_id,
+            leases_held=self.held(),
+            lease_target=self.target,
+            live_workers=self.live_workers,
+            records_per_s=round(totals["records"] / elapsed, 1),
+            **totals,
+            shards={
+                shard: {
+                    "state": w.stats.state,
+                    "records": w.stats.records,
+                    "millis_behind_latest": w.stats.millis_behind,
+                    "checkpoint": w.stats.checkpoint,
                 }
-            )
+                for shard, w in sorted(self.workers.items())
+            },
         )

@@ -25,7 +25,6 @@ a hung endpoint ends in a clean report of step 4, not in Lambda killing the invo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -55,6 +54,7 @@ from stream_processor.core.retry import Deadline
 from stream_processor.core.times import iso_z
 from stream_processor.errors import SinkError, StreamProcessorError
 from stream_processor.ingest.collector import collector_paused
+from stream_processor.logs import log_json
 
 log = logging.getLogger("stream_processor.pipeline")
 
@@ -83,18 +83,16 @@ def version_gaps(
         missing = [v for v in range(previous + 1, new) if v not in seen[key]]
         if missing:
             gaps.append(write)
-            log.warning(
-                json.dumps(
-                    {
-                        "message": "version gap",
-                        "dataset": key[0].value,
-                        "resource_arn": key[1],
-                        "stored_version": previous,
-                        "new_version": new,
-                        "missing_versions": missing[:20],
-                        "missing_count": len(missing),
-                    }
-                )
+            log_json(
+                log,
+                logging.WARNING,
+                "version gap",
+                dataset=key[0].value,
+                resource_arn=key[1],
+                stored_version=previous,
+                new_version=new,
+                missing_versions=missing[:20],
+                missing_count=len(missing),
             )
     return gaps
 
@@ -219,10 +217,8 @@ class Pipeline:
         )
         unknown = Counter(e.detail_type for e in plan.history if e.dataset is Dataset.OTHER)
         if unknown:
-            log.warning(
-                json.dumps(
-                    {"message": "events of unknown detail types kept", "counts": dict(unknown)}
-                )
+            log_json(
+                log, logging.WARNING, "events of unknown detail types kept", counts=dict(unknown)
             )
         outcome = BatchOutcome(
             shard_id=plan.shard_id,
@@ -341,14 +337,12 @@ class Pipeline:
             try:
                 current = self._gap_filler.describe(gap.event)
             except StreamProcessorError as exc:
-                log.warning(
-                    json.dumps(
-                        {
-                            "message": "gap fill failed",
-                            "resource_arn": gap.event.key,
-                            "reason": str(exc)[:200],
-                        }
-                    )
+                log_json(
+                    log,
+                    logging.WARNING,
+                    "gap fill failed",
+                    resource_arn=gap.event.key,
+                    reason=str(exc)[:200],
                 )
                 continue
             if current is None:
@@ -381,7 +375,7 @@ class Pipeline:
         )
         # One JSON line per batch: counts and reasons only, never payloads.
         if error:
-            log.warning(json.dumps({"message": "batch not fully processed", **outcome.as_log()}))
+            log_json(log, logging.WARNING, "batch not fully processed", **outcome.as_log())
         else:
-            log.info(json.dumps({"message": "batch processed", **outcome.as_log()}))
+            log_json(log, logging.INFO, "batch processed", **outcome.as_log())
         return outcome
