@@ -24,10 +24,10 @@ $(NODE_STAMP): package.json package-lock.json
 demo: $(STAMP)
 	$(BIN)/stream-processor demo
 
-# On every core: files are spread over the workers (--dist loadfile keeps a module's tests,
-# and its emulators, on one worker); the long modules start first (tests/conftest.py).
+# On every core: tests are spread over the workers one at a time (each worker has its own
+# moto server and emulators); the long modules start first (tests/conftest.py).
 test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist load
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream_processor tests benchmarks infra

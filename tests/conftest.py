@@ -277,8 +277,8 @@ def settings(aws: str) -> Settings:
 
 
 #: Test modules that take a minute or more of wall time (emulators, subprocesses, soaks):
-#: scheduled first, so that under `pytest -n` they run beside the quick ones instead of
-#: after them.
+#: collected first, so that under `pytest -n` they start first and run beside the quick
+#: ones instead of after them.
 _LONG_MODULES = ("test_sharing_soak.py", "test_faults.py", "test_sharing.py", "test_fleet.py")
 
 

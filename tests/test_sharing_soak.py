@@ -5,7 +5,7 @@ and restarted every few seconds, a shard is split and two are merged midway, and
 worker joins. Events in equal state and history out; no open shard stays without a live
 owner longer than a lease period plus a sync; memory stays flat.
 
-CI runs it for SHARING_SOAK_S seconds of traffic (default 25); the figures of a longer run
+CI runs it for SHARING_SOAK_S seconds of traffic (default 15); the figures of a longer run
 are in docs/reliability.md.
 """
 
@@ -32,7 +32,7 @@ from stream_processor.demo.simulation import deliver, simulate_fleet
 from tests.conftest import assert_converged, cli, publish, stop_processes
 from tests.fault_proxy import FaultPolicy, FaultProxy
 
-SECONDS = float(os.environ.get("SHARING_SOAK_S", "25"))
+SECONDS = float(os.environ.get("SHARING_SOAK_S", "15"))
 LEASE_S = 4.0
 SYNC_S = 0.5
 
