@@ -106,16 +106,10 @@ class Settings:
 
     def stuck_limits(self) -> dict[str, float]:
         """`core.stuck`'s thresholds with `STUCK_THRESHOLDS` applied."""
-        from stream_processor.core.stuck import thresholds
-        from stream_processor.core.times import parse_duration
+        from stream_processor.core.stuck import parse_overrides, thresholds
 
-        overrides = {}
-        for part in filter(None, (p.strip() for p in self.stuck_thresholds.split(","))):
-            name, sep, value = part.partition("=")
-            if not sep:
-                raise ConfigError(f"STUCK_THRESHOLDS: {part!r} is not NAME=DURATION")
-            overrides[name.strip()] = parse_duration(value)
-        return thresholds(overrides)
+        parts = [p.strip() for p in self.stuck_thresholds.split(",") if p.strip()]
+        return thresholds(parse_overrides(parts, "STUCK_THRESHOLDS"))
 
     def stuck_cluster_list(self) -> list[str]:
         """`STUCK_CLUSTERS` as a list (empty: every cluster ECS lists)."""

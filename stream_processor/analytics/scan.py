@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from stream_processor.adapters.history_store import HistoryStore, concurrently
 
@@ -24,6 +25,13 @@ class DayRange:
         return isinstance(day, str) and (
             (self.first is None or day >= self.first) and (self.last is None or day <= self.last)
         )
+
+    def days(self) -> list[str]:
+        """Every day of a bounded range, in order."""
+        if self.first is None or self.last is None:
+            raise ValueError("an unbounded range has no list of days")
+        first, last = date.fromisoformat(self.first), date.fromisoformat(self.last)
+        return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
     def hull(self, other: DayRange) -> DayRange:
         """The smallest range holding both."""

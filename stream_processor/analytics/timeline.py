@@ -12,7 +12,7 @@ deployments of its service.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from stream_processor.adapters.history_store import HistoryStore, read_matching
@@ -51,35 +51,26 @@ def life_days(dataset: Dataset, item: Mapping[str, Any]) -> DayRange | None:
     return DayRange(day_of(min(start, end) - _SLACK), day_of(end + _SLACK))
 
 
-def _days(start: str, end: str) -> list[str]:
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
-    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
-
-
-class TimelineReader:
-    """Reads the rows of a few resources over a few days of the history."""
-
-    def __init__(self, store: HistoryStore, prefix: str) -> None:
-        self._store = store
-        self._prefix = prefix
-        #: Objects whose rows were fetched (whole or by range): what a timeline cost.
-        self.objects_read: list[str] = []
-
-    def rows(
-        self, dataset: Dataset, days: list[str], column: str, values: set[str]
-    ) -> list[dict[str, Any]]:
-        if not values:
-            return []
-        objects = [
-            (key, size)
-            for day in days
-            for key, size in self._store.sizes(f"{self._prefix}{dataset.value}/event_date={day}/")
-            if key.endswith(".parquet")
-        ]
-        self.objects_read.extend(key for key, _ in objects)
-        columns = [*_COLUMNS, "group", "cluster_arn", "container_instance_arn", "service_arn"]
-        tables = read_matching(self._store, objects, column, values, columns)
-        return [row for table in tables for row in table.to_pylist()]
+def _rows(
+    store: HistoryStore,
+    prefix: str,
+    dataset: Dataset,
+    days: list[str],
+    column: str,
+    values: set[str],
+) -> list[dict[str, Any]]:
+    """The rows of `dataset` over `days` whose `column` is one of `values`."""
+    if not values:
+        return []
+    objects = [
+        (key, size)
+        for day in days
+        for key, size in store.sizes(f"{prefix}{dataset.value}/event_date={day}/")
+        if key.endswith(".parquet")
+    ]
+    columns = [*_COLUMNS, "group", "cluster_arn", "container_instance_arn", "service_arn"]
+    tables = read_matching(store, objects, column, values, columns)
+    return [row for table in tables for row in table.to_pylist()]
 
 
 def _service_of(rows: list[dict[str, Any]]) -> str | None:
@@ -91,22 +82,22 @@ def _service_of(rows: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def build_timeline(reader: TimelineReader, arn: str, span: DayRange) -> Timeline:
+def build_timeline(store: HistoryStore, prefix: str, arn: str, span: DayRange) -> Timeline:
     """The timeline of `arn` over the days of `span`."""
     if span.first is None or span.last is None or span.first > span.last:
         raise ConfigError(f"no days to read for {arn}: give --from and --to (YYYY-MM-DD)")
     dataset = dataset_of(arn)
-    days = _days(span.first, span.last)
-    rows = reader.rows(dataset, days, "resource_arn", {arn})
+    days = span.days()
+    rows = _rows(store, prefix, dataset, days, "resource_arn", {arn})
     versions = versions_of(dataset, rows)
     if dataset is not Dataset.TASK:
         text = summary(arn, dataset, versions)
         return Timeline(arn, dataset, versions, text, (span.first, span.last))
     hosts = {r["container_instance_arn"] for r in rows if r.get("container_instance_arn")}
-    instance_rows = reader.rows(Dataset.CONTAINER_INSTANCE, days, "resource_arn", hosts)
+    instance_rows = _rows(store, prefix, Dataset.CONTAINER_INSTANCE, days, "resource_arn", hosts)
     service = _service_of(rows)
-    deployment_rows = reader.rows(
-        Dataset.DEPLOYMENT, days, "service_arn", {service} if service else set()
+    deployment_rows = _rows(
+        store, prefix, Dataset.DEPLOYMENT, days, "service_arn", {service} if service else set()
     )
     by_deployment: dict[str, list[dict[str, Any]]] = {}
     for row in deployment_rows:
@@ -114,16 +105,12 @@ def build_timeline(reader: TimelineReader, arn: str, span: DayRange) -> Timeline
     deployments = {k: versions_of(Dataset.DEPLOYMENT, v) for k, v in by_deployment.items()}
     instance = versions_of(Dataset.CONTAINER_INSTANCE, instance_rows)
     text = task_summary(arn, versions, instance, deployments)
-    related = {
-        "container_instance": instance,
-        **{f"deployment {k}": v for k, v in deployments.items()},
-    }
-    return Timeline(arn, dataset, versions, text, (span.first, span.last), related)
+    return Timeline(arn, dataset, versions, text, (span.first, span.last))
 
 
 def timeline(store: HistoryStore, prefix: str, arn: str, days: DayRange) -> Timeline:
     """The timeline of `arn` over `days`; `NotFound` when those days hold none of it."""
-    found = build_timeline(TimelineReader(store, prefix), arn, days)
+    found = build_timeline(store, prefix, arn, days)
     if not found.versions:
         raise NotFound(f"{arn}: no history between {days.first} and {days.last}")
     return found

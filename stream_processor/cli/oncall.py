@@ -117,16 +117,9 @@ def run_timeline(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace) -> dict[str, float]:
-    from stream_processor.core.stuck import thresholds
-    from stream_processor.core.times import parse_duration
+    from stream_processor.core.stuck import parse_overrides, thresholds
 
-    overrides = {}
-    for text in args.threshold:
-        name, sep, value = text.partition("=")
-        if not sep:
-            raise ConfigError(f"--threshold {text!r}: use NAME=DURATION, e.g. PENDING=30m")
-        overrides[name.strip()] = parse_duration(value)
-    return thresholds(overrides, args.older_than)
+    return thresholds(parse_overrides(args.threshold, "--threshold"), args.older_than)
 
 
 def run_stuck(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from stream_processor.core.times import format_duration, iso_z, parse_instant
+from stream_processor.core.times import format_duration, iso_z, parse_duration, parse_instant
 from stream_processor.errors import ConfigError
 
 Row = Mapping[str, Any]
@@ -58,6 +58,18 @@ DEPLOYMENT_ATTRIBUTES = ("eventName", "updatedAt", "_serviceArn", "reason")
 #: Kinds, as `stuck` prints them and the watchdog's metrics name them.
 TASK, INSTANCE, DEPLOYMENT = "task", "container_instance", "deployment"
 KINDS = (TASK, INSTANCE, DEPLOYMENT)
+
+
+def parse_overrides(texts: Iterable[str], where: str) -> dict[str, float]:
+    """`NAME=DURATION` texts (`PENDING=30m`) as threshold overrides; `where` names their
+    source in the error (`--threshold`, `STUCK_THRESHOLDS`)."""
+    overrides = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep:
+            raise ConfigError(f"{where} {text!r}: use NAME=DURATION, e.g. PENDING=30m")
+        overrides[name.strip()] = parse_duration(value)
+    return overrides
 
 
 def thresholds(

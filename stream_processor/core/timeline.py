@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -186,7 +186,6 @@ class Timeline:
     summary: str
     #: The days of history read (inclusive).
     days: tuple[str, str] | None = None
-    related: dict[str, list[Version]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {

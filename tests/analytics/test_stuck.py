@@ -35,10 +35,14 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _fleet(now: datetime) -> tuple[list[dict[str, Any]], set[str]]:
+#: A stuck resource's (cluster name, kind, status), by ARN (a deployment: its id).
+Truth = dict[str, tuple[str, str, str]]
+
+
+def _fleet(now: datetime) -> tuple[list[dict[str, Any]], Truth]:
     """Events of two clusters, and the resources that are stuck at `now`."""
     events: list[dict[str, Any]] = []
-    stuck: set[str] = set()
+    stuck: Truth = {}
     n = 0
     for cluster in ("prod", "staging"):
         cluster_arn = f"{PREFIX}:cluster/{cluster}"
@@ -58,7 +62,7 @@ def _fleet(now: datetime) -> tuple[list[dict[str, Any]], set[str]]:
                         extra["stoppingAt"] = _iso(created)
                     events.append(task_event(arn, 3, status, time=_iso(created), **extra))
                     if age_min == 300 and status not in ("RUNNING", "STOPPED"):
-                        stuck.add(arn)
+                        stuck[arn] = (cluster, "task", status)
         cases = (
             ("DRAINING", 4, True, 300, True),  # tasks still on it for hours
             ("DRAINING", 0, True, 300, False),  # drained
@@ -81,7 +85,7 @@ def _fleet(now: datetime) -> tuple[list[dict[str, Any]], set[str]]:
             )
             events.append(event)
             if is_stuck:
-                stuck.add(arn)
+                stuck[arn] = (cluster, "container_instance", status)
         base = load_fixture("ecs-events/deployment_state_change__docs_in_progress.json")
         for name, age_min, is_stuck in (
             ("SERVICE_DEPLOYMENT_IN_PROGRESS", 180, True),
@@ -98,7 +102,7 @@ def _fleet(now: datetime) -> tuple[list[dict[str, Any]], set[str]]:
             event["detail"].update(deploymentId=deployment, eventName=name, updatedAt=_iso(at))
             events.append(event)
             if is_stuck:
-                stuck.add(deployment)
+                stuck[deployment] = (cluster, "deployment", "IN_PROGRESS")
     return events, stuck
 
 
@@ -110,7 +114,7 @@ def now() -> datetime:
 
 
 @pytest.fixture
-def stuck_truth(settings: Settings, now: datetime) -> set[str]:
+def stuck_truth(settings: Settings, now: datetime) -> Truth:
     events, stuck = _fleet(now)
     write_state(settings, events)
     return stuck
@@ -133,7 +137,7 @@ def test_durations_read_and_print_like_people_write_them() -> None:
 
 
 def test_stuck_is_exactly_the_stuck_through_queries_only(
-    stuck_truth: set[str],
+    stuck_truth: Truth,
     counted: FaultPolicy,
     capsys: pytest.CaptureFixture[str],
     now: datetime,
@@ -142,12 +146,8 @@ def test_stuck_is_exactly_the_stuck_through_queries_only(
     argv = ["stuck", "--cluster", "prod", "--cluster", f"{PREFIX}:cluster/staging"]
     assert main([*argv, "--format", "json", "--now", _iso(now)]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["arn"] for r in rows} == stuck_truth
-    assert Counter(r["kind"] for r in rows) == {
-        "task": 2 * 18,
-        "container_instance": 4,
-        "deployment": 2,
-    }
+    found = {r["arn"]: (r["cluster"].rsplit("/", 1)[-1], r["kind"], r["status"]) for r in rows}
+    assert found == stuck_truth
     for row in rows:
         assert row["for_s"] > 60 * 60 and row["for"].startswith(("5h", "3h"))
     assert [r["for_s"] for r in rows] == sorted((r["for_s"] for r in rows), reverse=True)
@@ -187,7 +187,7 @@ def _metrics(text: str) -> dict[tuple[str, str], float]:
 
 
 def test_the_watchdog_publishes_what_stuck_finds(
-    stuck_truth: set[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    stuck_truth: Truth, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = Settings.from_env(os.environ)
     found = FleetState.from_settings(settings).stuck(["prod", "staging"], now=datetime.now(UTC))
@@ -204,15 +204,20 @@ def test_the_watchdog_publishes_what_stuck_finds(
         for kind in ("task", "container_instance", "deployment"):
             assert metrics[(cluster, kind)] == expected.get((cluster, kind), 0)
     assert metrics[("", "")] == len(found)
-    assert metrics[("", "task")] == 36
+    assert metrics[("", "task")] == sum(1 for _, k, _ in stuck_truth.values() if k == "task")
     # STUCK_CLUSTERS and STUCK_THRESHOLDS narrow it.
     monkeypatch.setenv("STUCK_CLUSTERS", "prod")
     monkeypatch.setenv("STUCK_THRESHOLDS", "PENDING=1d,DRAINING=1d")
     result = lambda_function.watchdog_handler({}, None)
     metrics = _metrics(capsys.readouterr().out)
     assert result["clusters"] == 1
-    assert metrics[("prod", "task")] == 18 - 3
-    assert metrics[("prod", "container_instance")] == 1  # the disconnected one only
+    left = Counter(
+        kind
+        for cluster, kind, status in stuck_truth.values()
+        if cluster == "prod" and status not in ("PENDING", "DRAINING")
+    )
+    assert metrics[("prod", "task")] == left["task"]
+    assert metrics[("prod", "container_instance")] == left["container_instance"] == 1
     monkeypatch.setenv("STUCK_THRESHOLDS", "PENDING")
     with pytest.raises(ConfigError, match="NAME=DURATION"):
         lambda_function.watchdog_handler({}, None)

@@ -91,24 +91,43 @@ def _stubbed_inventory(tasks: list[dict[str, Any]], instances: list[dict[str, An
     return EcsInventory(client), stub
 
 
-def test_every_outcome_class_and_repair_never_regresses(settings: Settings) -> None:
-    store = _store(settings)
-    ci_arn = f"arn:aws:ecs:{REGION_ACCOUNT}:container-instance/prod/ci1"
-    ci_state = instance_event(ci_arn, 3)
+#: The scenario both reconcile tests run (here on the wire, in test_reconcile_doubles.py on
+#: the in-memory doubles): what the state holds, what ECS returns, and what each becomes.
+CI_ARN = f"arn:aws:ecs:{REGION_ACCOUNT}:container-instance/prod/ci1"
+STATE_TASKS = (
+    ("behind", 3, "PENDING"),
+    ("ahead", 7, "STOPPED"),
+    ("ok", 2, "RUNNING"),
+    ("orphan", 4, "RUNNING"),
+    ("gone", 8, "STOPPED"),
+)
+API_TASKS = (
+    ("behind", 5, "RUNNING"),
+    ("ahead", 6, "RUNNING"),
+    ("ok", 2, "RUNNING"),
+    ("missing", 4, "RUNNING"),
+)
+EXPECTED_KINDS = {
+    "behind": "behind",
+    "ahead": "ahead",
+    "ok": "ok",
+    "missing": "missing",
+    "orphan": "orphan",
+    "ci1": "behind",
+}
+
+
+def state_payloads() -> list[dict[str, Any]]:
+    """The state before reconcile: the tasks above and one container instance at v3."""
+    ci_state = instance_event(CI_ARN, 3)
     ci_state["detail"]["clusterArn"] = CLUSTER
-    _seed(
-        store,
-        [
-            _task_state("behind", 3, "PENDING"),
-            _task_state("ahead", 7, "STOPPED"),
-            _task_state("ok", 2, "RUNNING"),
-            _task_state("orphan", 4, "RUNNING"),
-            _task_state("gone", 8, "STOPPED"),
-            ci_state,
-        ],
-    )
-    api_instance = {
-        "containerInstanceArn": ci_arn,
+    return [_task_state(*task) for task in STATE_TASKS] + [ci_state]
+
+
+def api_instance() -> dict[str, Any]:
+    """The instance as DescribeContainerInstances returns it: v6, DRAINING."""
+    return {
+        "containerInstanceArn": CI_ARN,
         "version": 6,
         "status": "DRAINING",
         "agentConnected": True,
@@ -117,25 +136,19 @@ def test_every_outcome_class_and_repair_never_regresses(settings: Settings) -> N
             {"name": "CPU", "type": "INTEGER", "doubleValue": 0.0, "integerValue": 1024}
         ],
     }
-    tasks = [
-        _api_task("behind", 5, "RUNNING"),
-        _api_task("ahead", 6, "RUNNING"),
-        _api_task("ok", 2, "RUNNING"),
-        _api_task("missing", 4, "RUNNING"),
-    ]
-    inventory, stub = _stubbed_inventory(tasks, [api_instance])
+
+
+def test_every_outcome_class_and_repair_never_regresses(settings: Settings) -> None:
+    store = _store(settings)
+    ci_arn = CI_ARN
+    _seed(store, state_payloads())
+    tasks = [_api_task(*task) for task in API_TASKS]
+    inventory, stub = _stubbed_inventory(tasks, [api_instance()])
 
     report = reconcile(inventory, store, _table(settings), repair=True)
     stub.assert_no_pending_responses()
     kinds = {f.arn.rsplit("/", 1)[1]: f.kind for f in report.findings}
-    assert kinds == {
-        "behind": "behind",
-        "ahead": "ahead",
-        "ok": "ok",
-        "missing": "missing",
-        "orphan": "orphan",
-        "ci1": "behind",
-    }
+    assert kinds == EXPECTED_KINDS
     assert (report.repaired, report.marked_orphan) == (3, 1)
 
     ddb = boto3.client("dynamodb")
@@ -158,7 +171,7 @@ def test_every_outcome_class_and_repair_never_regresses(settings: Settings) -> N
     assert ci["clusterArn"] == {"S": CLUSTER}
 
     # A second pass finds only what repair must never touch.
-    inventory, _ = _stubbed_inventory(tasks, [api_instance])
+    inventory, _ = _stubbed_inventory(tasks, [api_instance()])
     again = reconcile(inventory, store, _table(settings))
     assert again.counts() == {"ok": 4, "missing": 0, "behind": 0, "ahead": 1, "orphan": 0}
 
