@@ -170,18 +170,20 @@ def test_a_lost_lease_stops_the_worker_without_checkpointing(
     )
     thread = _run(consumer)
     _until("the first batch", _HeldState.entered.is_set)
+    # The consumer forgets a worker once it has stopped: hold on to this one.
+    worker = consumer.workers["s0"]
     # Another worker takes the shard over (the lease expired from its point of view).
     store.release("s0", consumer.options.worker_id)
     assert store.acquire("s0", "thief", 60) is not None
-    _until("the keeper to see it", lambda: consumer.workers["s0"].lost.is_set())
+    _until("the keeper to see it", worker.lost.is_set)
     _HeldState.proceed.set()
-    _until("the worker to stop", lambda: not consumer.workers["s0"].is_alive())
+    _until("the worker to stop", lambda: not worker.is_alive())
     consumer.stop()
     thread.join(10)
     checkpoint = store.get("s0")
     assert checkpoint is not None and checkpoint.owner == "thief"
     assert checkpoint.sequence_number is None  # the batch was not checkpointed by the loser
-    assert consumer.workers["s0"].stats.state == "lease lost"
+    assert worker.stats.state == "lease lost"
     assert "lease lost" in caplog.text
 
 
