@@ -204,7 +204,14 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 KINESALITE = Path(__file__).parents[1] / "node_modules" / "kinesalite"
 #: kinesalite as a library, on loopback only (its command line listens on every address).
+#: A client killed mid-request (the soaks SIGKILL workers) makes kinesalite rethrow the
+#: request's "aborted" error and exit, where Kinesis shrugs it off: so must the emulator.
 _KINESALITE_MAIN = """
+process.on("uncaughtException", (err) => {
+  if (err && (err.message === "aborted" || err.code === "ECONNRESET")) return;
+  console.error(err);
+  process.exit(1);
+});
 const server = require(process.argv[1])({createStreamMs: 0, deleteStreamMs: 0,
   updateStreamMs: 0, shardLimit: 100});
 server.listen(0, "127.0.0.1", () => console.log(server.address().port));
