@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from stream_processor.core.events import Dataset
 from stream_processor.core.items import ITEM_FORMATS
+from stream_processor.core.redaction import RedactionPolicy
 from stream_processor.errors import ConfigError
 
 _RETRY_MODES = ("legacy", "standard", "adaptive")
@@ -46,8 +47,11 @@ class Settings:
     state_ttl_days: int = 0
     #: Describe a resource from the ECS API when its versions show a gap, and write it.
     reconcile_gaps: bool = False
-    #: Replace task override environment values with "***" in state and history.
+    #: Replace every `environment[].value` (task override environment variables) with
+    #: "***" before anything is stored: state, history, quarantine (`core.redaction`).
     redact_environment: bool = True
+    #: Also replace every `command[]` element (container override commands) with "***".
+    redact_commands: bool = False
     #: The longest one state or history request may take (a hung endpoint), in seconds.
     request_timeout_s: float = 10.0
     #: Rounds of retrying a batch's failed writes (the first attempt is round 1).
@@ -111,6 +115,10 @@ class Settings:
         parts = [p.strip() for p in self.stuck_thresholds.split(",") if p.strip()]
         return thresholds(parse_overrides(parts, "STUCK_THRESHOLDS"))
 
+    def redaction(self) -> RedactionPolicy:
+        """What is replaced by "***" before anything is stored."""
+        return RedactionPolicy(self.redact_environment, self.redact_commands)
+
     def stuck_cluster_list(self) -> list[str]:
         """`STUCK_CLUSTERS` as a list (empty: every cluster ECS lists)."""
         return [c.strip() for c in self.stuck_clusters.split(",") if c.strip()]
@@ -138,7 +146,7 @@ class Settings:
             if env_name in env and env[env_name] != "":
                 values[field_name] = env[env_name]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for flag in ("reconcile_gaps", "redact_environment"):
+        for flag in ("reconcile_gaps", "redact_environment", "redact_commands"):
             if flag in values and isinstance(values[flag], str):
                 text = str(values[flag]).strip().lower()
                 if text not in ("true", "false", "1", "0", "yes", "no"):
@@ -182,6 +190,7 @@ ENV_NAMES: dict[str, str] = {
     "state_ttl_days": "STATE_TTL_DAYS",
     "reconcile_gaps": "RECONCILE_GAPS",
     "redact_environment": "REDACT_ENVIRONMENT",
+    "redact_commands": "REDACT_COMMANDS",
     "request_timeout_s": "REQUEST_TIMEOUT_SECONDS",
     "retry_rounds": "RETRY_ROUNDS",
     "deadline_margin_s": "DEADLINE_MARGIN_SECONDS",

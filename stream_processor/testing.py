@@ -18,7 +18,15 @@ from typing import Any
 
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import HistoryObject
-from stream_processor.core.items import ORDER, Item, StateWrite
+from stream_processor.core.items import (
+    MAX_ITEM_BYTES,
+    MAX_NESTING,
+    ORDER,
+    Item,
+    StateWrite,
+    item_nesting,
+    item_size,
+)
 from stream_processor.core.ports import Buffer, StateReport
 from stream_processor.core.reconcile import Observed, observed_from_item
 from stream_processor.core.retry import Deadline
@@ -47,9 +55,19 @@ def guard_allows(stored: Item | None, write: StateWrite) -> bool:
     return stored_order is not None and stored_order < write.order
 
 
+def dynamodb_refuses(item: Item) -> str | None:
+    """Why DynamoDB would refuse an item for good (a `ValidationException`), or None."""
+    if item_nesting(item) > MAX_NESTING:
+        return "ValidationException: Nesting Levels have exceeded supported limits"
+    if item_size(item) > MAX_ITEM_BYTES:
+        return "ValidationException: Item size has exceeded the maximum allowed size"
+    return None
+
+
 @dataclass
 class InMemoryStateStore:
-    """State sink keeping items in dicts; `fail_datasets` makes writes fail like a throttle."""
+    """State sink keeping items in dicts; `fail_datasets` makes writes fail like a throttle.
+    Like DynamoDB, it refuses items nested over 32 levels or over 400 KB for good."""
 
     items: dict[Dataset, dict[str, Item]] = field(default_factory=dict)
     fail_datasets: set[Dataset] = field(default_factory=set)
@@ -66,6 +84,10 @@ class InMemoryStateStore:
                 self.writes += 1
                 if write.event.dataset in self.fail_datasets:
                     report.failed.append((write, "ProvisionedThroughputExceededException: test"))
+                    continue
+                refusal = dynamodb_refuses(write.item)
+                if refusal is not None:
+                    report.rejected.append((write, refusal))
                     continue
                 table = self.items.setdefault(write.event.dataset, {})
                 stored = table.get(write.event.key)

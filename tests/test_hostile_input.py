@@ -5,7 +5,9 @@ Plus hypothesis fuzzing over arbitrary bytes and arbitrary JSON."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 from stream_processor import lambda_function
 from stream_processor.config import Settings
-from stream_processor.core.events import SPECS, EcsEvent, decode_event
+from stream_processor.core.events import SPECS, Dataset, EcsEvent, decode_event
 from stream_processor.core.items import build_state_write
 from stream_processor.core.records import KinesisRecord, Rejected, deaggregate, from_lambda_event
 from stream_processor.ingest.pipeline import Pipeline
@@ -52,6 +54,8 @@ def _sandwich(name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_case_is_handled_and_the_good_records_around_it_are_processed(name: str) -> None:
+    """Every case: quarantined with its reason or accepted, the good records beside it
+    written, and the corpus's override secret in no sink whatever its spelling."""
     state, history, quarantine = InMemoryStateStore(), InMemoryHistory(), InMemoryQuarantine()
     pipeline = Pipeline(
         Settings(history_bucket="b"), state=state, history=history, quarantine=quarantine
@@ -73,7 +77,74 @@ def test_each_case_is_handled_and_the_good_records_around_it_are_processed(name:
         assert line["reason"].startswith(expected), line["reason"]
         assert line["sequence_number"] == "101"
         raw = (CORPUS / name).read_bytes()
-        assert base64.b64decode(line["data_base64"]) == raw  # the raw bytes, kept
+        kept = base64.b64decode(line["data_base64"])
+        assert line["data_sha256"] == hashlib.sha256(raw).hexdigest()
+        if line["data_form"] == "raw":
+            assert kept == raw  # the raw bytes, kept
+        else:  # redacted (it parses) or masked (it does not): never the secret
+            assert SECRET not in kept and line["data_form"] in ("redacted", "masked")
+    assert not any(SECRET in blob for blob in _sink_blobs(state, history, quarantine))
+
+
+SECRET = b"hunter2-hostile"
+
+
+def _sink_blobs(
+    state: InMemoryStateStore, history: InMemoryHistory, quarantine: InMemoryQuarantine
+) -> list[bytes]:
+    """Everything the sinks hold, as bytes to search (quarantined payloads decoded)."""
+    blobs = [repr(item).encode() for table in state.items.values() for item in table.values()]
+    blobs += [repr(obj.table.to_pylist()).encode() for obj in history.objects.values()]
+    for body in quarantine.files.values():
+        blobs += [base64.b64decode(json.loads(line)["data_base64"]) for line in body.splitlines()]
+    return blobs
+
+
+def _process(name: str) -> tuple[InMemoryStateStore, InMemoryHistory]:
+    state, history = InMemoryStateStore(), InMemoryHistory()
+    pipeline = Pipeline(
+        Settings(history_bucket="b"), state=state, history=history, quarantine=InMemoryQuarantine()
+    )
+    assert pipeline.process(from_lambda_event(_sandwich(name))).failed_from is None
+    return state, history
+
+
+def _task_item(state: InMemoryStateStore, version: int) -> dict[str, Any]:
+    (item,) = [i for i in state.items[Dataset.TASK].values() if i["version"] == {"N": str(version)}]
+    return item
+
+
+def test_a_detail_nested_deeper_than_dynamodb_keeps_that_attribute_as_json_text() -> None:
+    state, history = _process("detail_field_300_deep.bin")
+    deep = _task_item(state, 320)["deep"]
+    assert json.loads(deep["S"]) == json.loads("[" * 300 + "1" + "]" * 300)
+    state, _ = _process("detail_field_31_deep.bin")
+    assert "L" in _task_item(state, 51)["deep"]  # 31 wrappers: DynamoDB's deepest
+    state, _ = _process("detail_field_32_deep.bin")
+    assert "S" in _task_item(state, 52)["deep"]
+    (row,) = [
+        r for o in history.objects.values() for r in o.table.to_pylist() if r["version"] == 320
+    ]
+    assert json.loads(row["detail"])["deep"] == json.loads("[" * 300 + "1" + "]" * 300)
+
+
+def test_out_of_range_numbers_in_a_column_become_null_and_the_detail_keeps_them() -> None:
+    for name, version, text in (
+        ("cpu_1e400.bin", 13, "1E+400"),
+        ("cpu_integer_5000_digits.bin", 14, "7" * 5000),
+    ):
+        state, history = _process(name)
+        (row,) = [
+            r
+            for o in history.objects.values()
+            for r in o.table.to_pylist()
+            if r["version"] == version
+        ]
+        assert row["cpu"] is None
+        assert json.loads(row["detail"], parse_float=Decimal, parse_int=Decimal)["cpu"] == Decimal(
+            text
+        )
+        assert _task_item(state, version)["cpu"] == {"S": text}  # DynamoDB holds no such number
 
 
 def test_the_whole_corpus_in_one_lambda_batch_against_dynamodb(
@@ -91,6 +162,7 @@ def test_the_whole_corpus_in_one_lambda_batch_against_dynamodb(
     finally:
         lambda_function.reset()
     items = boto3.client("dynamodb").scan(TableName="ECSTaskState")["Items"]
+    assert SECRET not in repr(items).encode()
     assert {GOOD_BEFORE["detail"]["taskArn"], GOOD_AFTER["detail"]["taskArn"]} <= {
         i["taskArn"]["S"] for i in items
     }
@@ -101,6 +173,11 @@ def test_the_whole_corpus_in_one_lambda_batch_against_dynamodb(
     ):
         body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
         lines += [json.loads(line) for line in body.splitlines()]
+    for line in lines:
+        assert SECRET not in base64.b64decode(line["data_base64"])
+    for obj in s3.list_objects_v2(Bucket=settings.history_bucket).get("Contents", []):
+        body = s3.get_object(Bucket=settings.history_bucket, Key=obj["Key"])["Body"].read()
+        assert SECRET not in body
     rejected = [
         n
         for n in names

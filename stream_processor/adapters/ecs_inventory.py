@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import Dataset, EcsEvent
 from stream_processor.core.reconcile import api_event
+from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
 from stream_processor.errors import StreamProcessorError
 
 #: DescribeTasks and DescribeContainerInstances take at most 100 ARNs per call.
@@ -106,9 +107,15 @@ class EcsInventory:
 class EcsGapFiller:
     """Fills a version gap by describing the resource from the ECS API (RECONCILE_GAPS)."""
 
-    def __init__(self, inventory: EcsInventory, clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        inventory: EcsInventory,
+        clock: Callable[[], datetime] | None = None,
+        redaction: RedactionPolicy = DEFAULT_REDACTION,
+    ):
         self._inventory = inventory
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._redaction = redaction
 
     def describe(self, event: EcsEvent) -> EcsEvent | None:
         cluster = getattr(event.detail, "clusterArn", None)
@@ -118,6 +125,11 @@ class EcsGapFiller:
         if resource is None or not isinstance(resource.get("version"), int):
             return None
         described = api_event(
-            event.dataset, resource, now=self._clock(), account=event.account, region=event.region
+            event.dataset,
+            resource,
+            now=self._clock(),
+            account=event.account,
+            region=event.region,
+            redaction=self._redaction,
         )
         return described if isinstance(described, EcsEvent) else None

@@ -299,6 +299,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
                 clusters=args.cluster,
                 repair=args.repair,
                 item_format=settings.state_item_format,
+                redaction=settings.redaction(),
                 on_progress=progress.step,
             )
             report = fleet.merged()
@@ -310,6 +311,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
                 clusters=args.cluster,
                 repair=args.repair,
                 item_format=settings.state_item_format,
+                redaction=settings.redaction(),
                 on_progress=progress.step,
             )
     finally:

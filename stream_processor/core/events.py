@@ -19,6 +19,13 @@ from typing import Annotated, Any
 import msgspec
 
 from stream_processor.core.records import KinesisRecord, Rejected
+from stream_processor.core.redaction import (
+    DEFAULT_REDACTION,
+    JsonError,
+    RedactionPolicy,
+    decode_any,
+    redact_detail,
+)
 
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
 Version = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -177,11 +184,6 @@ class TaskDetail(msgspec.Struct, gc=False):
     cpu: Any = None
     memory: Any = None
     updatedAt: Any = None
-    # Kept raw: only redaction looks inside it, and only when it mentions "environment".
-    overrides: msgspec.Raw = msgspec.Raw(b"null")
-
-
-_NO_OVERRIDES = msgspec.Raw(b"null")
 
 
 class ContainerInstanceDetail(msgspec.Struct, gc=False):
@@ -256,18 +258,22 @@ Detail = (
     | OtherDetail
 )
 
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_DETAIL_TYPES: dict[Dataset, type] = {
+    Dataset.TASK: TaskDetail,
+    Dataset.CONTAINER_INSTANCE: ContainerInstanceDetail,
+    Dataset.DEPLOYMENT: DeploymentDetail,
+    Dataset.SERVICE_ACTION: ServiceActionDetail,
+    Dataset.DAEMON_SERVICE_ACTION: DaemonServiceActionDetail,
+    Dataset.DAEMON_DEPLOYMENT: DaemonDeploymentDetail,
+}
+# Fractions decode as exact decimals: `1e400` in a column field is out of the column's
+# range (null there), not a reason to refuse the event.
+_ENVELOPE = msgspec.json.Decoder(_Envelope, float_hook=Decimal)
 _DETAIL_DECODERS: dict[Dataset, msgspec.json.Decoder[Any]] = {
-    Dataset.TASK: msgspec.json.Decoder(TaskDetail),
-    Dataset.CONTAINER_INSTANCE: msgspec.json.Decoder(ContainerInstanceDetail),
-    Dataset.DEPLOYMENT: msgspec.json.Decoder(DeploymentDetail),
-    Dataset.SERVICE_ACTION: msgspec.json.Decoder(ServiceActionDetail),
-    Dataset.DAEMON_SERVICE_ACTION: msgspec.json.Decoder(DaemonServiceActionDetail),
-    Dataset.DAEMON_DEPLOYMENT: msgspec.json.Decoder(DaemonDeploymentDetail),
+    dataset: msgspec.json.Decoder(kind, float_hook=Decimal)
+    for dataset, kind in _DETAIL_TYPES.items()
 }
 _OTHER_DETAIL = OtherDetail()
-#: Any JSON value (an unknown detail type's detail need not even be an object).
-_ANY_JSON = msgspec.json.Decoder()
 
 
 class EcsEvent(msgspec.Struct, frozen=True, gc=False):
@@ -338,61 +344,34 @@ def _reason(prefix: str, exc: Exception) -> str:
     return f"{prefix}: {str(exc)[:200]}"
 
 
-REDACTED = "***"
-_ENVIRONMENT_MARKER = b'"environment"'
-_ANY = msgspec.json.Decoder(float_hook=Decimal)
-_EXACT = msgspec.json.Encoder(decimal_format="number")
-
-
-def _redact_overrides(overrides: Any) -> bool:
-    """Replace the environment values in a decoded `overrides` object; True if any."""
-    changed = False
-    containers = overrides.get("containerOverrides") if isinstance(overrides, dict) else None
-    for container in containers if isinstance(containers, list) else ():
-        environment = container.get("environment") if isinstance(container, dict) else None
-        for variable in environment if isinstance(environment, list) else ():
-            if isinstance(variable, dict) and "value" in variable:
-                variable["value"] = REDACTED
-                changed = True
-    return changed
-
-
-def redact_environment(detail_raw: bytes, overrides_raw: bytes | None = None) -> bytes:
-    """Replace `overrides.containerOverrides[].environment[].value` with "***".
-
-    Task overrides carry environment variables, often secrets. Only details that mention
-    "environment" are touched; others pass through byte for byte. Given the raw `overrides`
-    value (from the typed decode), only that slice is decoded, redacted and spliced back in
-    (when it occurs exactly once, so the splice cannot miss); otherwise the whole detail is
-    decoded and re-encoded, numbers kept exactly through Decimal.
-    """
-    if overrides_raw is not None:
-        if _ENVIRONMENT_MARKER not in overrides_raw:
-            return detail_raw
-        if detail_raw.count(overrides_raw) == 1:
-            try:
-                overrides = _ANY.decode(overrides_raw)
-            except (msgspec.DecodeError, RecursionError):
-                return detail_raw
-            if not _redact_overrides(overrides):
-                return detail_raw
-            return detail_raw.replace(overrides_raw, _EXACT.encode(overrides))
-    if _ENVIRONMENT_MARKER not in detail_raw:
-        return detail_raw
+def _decode_typed(decoder: msgspec.json.Decoder[Any], kind: type, raw: bytes) -> Any:
+    """A typed decode that survives integers longer than Python's digit limit (msgspec
+    refuses them even in `Any` fields): those are read as exact decimals and converted."""
     try:
-        detail = _ANY.decode(detail_raw)
-    except (msgspec.DecodeError, RecursionError):
-        return detail_raw
-    changed = isinstance(detail, dict) and _redact_overrides(detail.get("overrides"))
-    return _EXACT.encode(detail) if changed else detail_raw
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        if "Integer value out of range" not in str(exc):
+            raise
+    try:
+        return msgspec.convert(decode_any(raw), kind)
+    except JsonError as exc:
+        raise msgspec.DecodeError(str(exc)) from None
 
 
-def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Rejected:
+def decode_event(
+    record: KinesisRecord, *, redaction: RedactionPolicy = DEFAULT_REDACTION
+) -> EcsEvent | Rejected:
     """Decode one record's payload; anything unusable becomes a `Rejected` with a reason.
-    With `redact`, task override environment values are replaced by "***" (see
-    `redact_environment`) before anything is stored."""
+    Total: no payload makes it raise. The detail is redacted (`core.redaction`) before
+    anything reads it, so no sink sees a secret."""
+    data = record.data
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejected.of(record, f"payload is not JSON: invalid UTF-8 at byte {exc.start}")
     try:
-        env = _ENVELOPE.decode(record.data)
+        env = _decode_typed(_ENVELOPE, _Envelope, data)
     except msgspec.ValidationError as exc:
         return Rejected.of(record, _reason("invalid event envelope", exc))
     except msgspec.DecodeError as exc:
@@ -406,22 +385,18 @@ def decode_event(record: KinesisRecord, *, redact: bool = True) -> EcsEvent | Re
         return Rejected.of(record, "event without a detail-type")
     if env.time.tzinfo is None or not _EPOCH <= env.time < _LATEST:
         return Rejected.of(record, "event time must be a UTC instant in 1970..2099")
-    detail_raw = bytes(env.detail)
     try:
+        detail_raw = redact_detail(bytes(env.detail), redaction)
         if spec.dataset is Dataset.OTHER:
-            _ANY_JSON.decode(detail_raw)  # well-formed is all we ask of what we do not know
+            decode_any(detail_raw)  # well-formed is all we ask of what we do not know
             detail: Detail = _OTHER_DETAIL
         else:
-            detail = _DETAIL_DECODERS[spec.dataset].decode(detail_raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            kind = _DETAIL_TYPES[spec.dataset]
+            detail = _decode_typed(_DETAIL_DECODERS[spec.dataset], kind, detail_raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, JsonError) as exc:
         return Rejected.of(record, _reason("invalid detail", exc).replace("`$", "`$.detail", 1))
     except RecursionError:
         return Rejected.of(record, "invalid detail: nested too deeply")
-    if isinstance(detail, TaskDetail):
-        if redact:
-            detail_raw = redact_environment(detail_raw, bytes(detail.overrides))
-        # The raw slice pins the unredacted payload in memory for the batch's lifetime.
-        detail.overrides = _NO_OVERRIDES
 
     first = env.resources[0] if env.resources else None
     subject_arn = first if isinstance(first, str) and first else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import operator
 from collections import defaultdict
@@ -23,6 +24,11 @@ import pyarrow.parquet as pq
 
 from stream_processor.core.events import Dataset, EcsEvent, micros_since_epoch
 from stream_processor.core.records import Rejected
+from stream_processor.core.redaction import (
+    DEFAULT_REDACTION,
+    RedactionPolicy,
+    quarantine_payload,
+)
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 _EPOCH_DAY = date(1970, 1, 1)
@@ -370,24 +376,33 @@ class QuarantineLine(msgspec.Struct):
     sequence_number: str
     sub_sequence_number: int
     partition_key: str
+    #: `raw` (as received), `redacted` (parsed as JSON, secrets replaced, re-encoded) or
+    #: `masked` (not JSON: everything after the first redaction marker masked).
+    data_form: str = "raw"
+    #: SHA-256 of the bytes as received, to correlate with the producer's copy.
+    data_sha256: str = ""
 
 
 _LINE = msgspec.json.Encoder()
 
 
-def quarantine_lines(rejected: Sequence[Rejected]) -> bytes:
-    """JSON Lines, one per rejected record, with its raw bytes in base64 and the reason."""
-    return b"".join(
-        _LINE.encode(
-            QuarantineLine(
-                r.reason,
-                base64.b64encode(r.data).decode("ascii"),
-                r.shard_id,
-                r.sequence_number,
-                r.sub_sequence_number,
-                r.partition_key,
-            )
+def quarantine_lines(
+    rejected: Sequence[Rejected], redaction: RedactionPolicy = DEFAULT_REDACTION
+) -> bytes:
+    """JSON Lines, one per rejected record: the reason, where it sat, and its bytes in
+    base64, redacted as every sink's are (`core.redaction.quarantine_payload`)."""
+    lines = []
+    for r in rejected:
+        kept, form = quarantine_payload(r.data, redaction)
+        line = QuarantineLine(
+            r.reason,
+            base64.b64encode(kept).decode("ascii"),
+            r.shard_id,
+            r.sequence_number,
+            r.sub_sequence_number,
+            r.partition_key,
+            form,
+            hashlib.sha256(r.data).hexdigest(),
         )
-        + b"\n"
-        for r in rejected
-    )
+        lines.append(_LINE.encode(line) + b"\n")
+    return b"".join(lines)

@@ -53,6 +53,7 @@ from stream_processor.core.indexes import (
     TERMINAL,
     index_attributes,
 )
+from stream_processor.core.redaction import decode_any, encode_exact
 from stream_processor.core.times import iso_z
 
 #: DynamoDB's item size limit, and the size above which we compute sizes exactly.
@@ -141,6 +142,8 @@ class StateWrite:
     oversized: bool
     #: Numbers DynamoDB cannot hold, stored as their exact text instead.
     numbers_as_text: int = 0
+    #: Top-level attributes nested deeper than DynamoDB allows, stored as JSON text.
+    deep_as_text: int = 0
 
     @property
     def item(self) -> Item:
@@ -169,23 +172,36 @@ def _number_text(value: Decimal) -> str | None:
 
 
 _INT_LIMIT = 10**38
+#: DynamoDB's limit on nesting: 32 levels counting the scalar at the bottom, so at most 31
+#: M or L wrappers (a top-level M or L is the first); the 32nd is a `ValidationException`
+#: ("Nesting Levels have exceeded supported limits").
+MAX_NESTING = 31
 
 
-def to_attribute(value: Any, as_text: list[int] | None = None) -> AttributeValue:
+class _TooDeep(Exception):
+    """A value nests deeper than DynamoDB stores (internal to `to_attribute`)."""
+
+
+def to_attribute(value: Any, as_text: list[int] | None = None, depth: int = 1) -> AttributeValue:
     """Convert a JSON-decoded value to a DynamoDB AttributeValue.
 
     Numbers DynamoDB cannot represent (over 38 significant digits, or out of range) are kept
     as their exact text in a string attribute rather than failing the whole batch; each one
-    adds 1 to `as_text[0]` when given.
+    adds 1 to `as_text[0]` when given. A container deeper than `MAX_NESTING` (`depth` is
+    the level of `value`) raises `_TooDeep`, so recursion is bounded whatever the input.
     """
     # Exact type checks, most frequent first: this runs for every value of every winner.
     kind = type(value)
     if kind is str:
         return {"S": value}
     if kind is dict:
-        return {"M": {k: to_attribute(v, as_text) for k, v in value.items()}}
+        if depth > MAX_NESTING:
+            raise _TooDeep
+        return {"M": {k: to_attribute(v, as_text, depth + 1) for k, v in value.items()}}
     if kind is list:
-        return {"L": [to_attribute(v, as_text) for v in value]}
+        if depth > MAX_NESTING:
+            raise _TooDeep
+        return {"L": [to_attribute(v, as_text, depth + 1) for v in value]}
     if kind is bool:
         return {"BOOL": value}
     if kind is int:
@@ -193,7 +209,8 @@ def to_attribute(value: Any, as_text: list[int] | None = None) -> AttributeValue
             return {"N": str(value)}
         if as_text is not None:
             as_text[0] += 1
-        return {"S": str(value)}
+        # Past Python's digit limit `str(int)` raises; Decimal's text has no limit.
+        return {"S": str(Decimal(value))}
     if kind is float:  # from a typed decode; JSON decodes here give Decimal
         kind, value = Decimal, Decimal(repr(value))
     if kind is Decimal:
@@ -206,6 +223,18 @@ def to_attribute(value: Any, as_text: list[int] | None = None) -> AttributeValue
     if value is None:
         return {"NULL": True}
     raise TypeError(f"unexpected JSON value of type {kind.__name__}")
+
+
+def top_level_attribute(value: Any, as_text: list[int]) -> AttributeValue:
+    """A top-level detail attribute: `to_attribute`, or, for a value nesting deeper than
+    DynamoDB stores, its JSON text in a string attribute (counted in `as_text[1]`)."""
+    numbers = as_text[0]
+    try:
+        return to_attribute(value, as_text)
+    except _TooDeep:
+        as_text[0] = numbers  # its numbers are in the text, not stored as text one by one
+        as_text[1] += 1
+        return {"S": encode_exact(value).decode()}
 
 
 def attribute_size(name: str, value: AttributeValue) -> int:
@@ -235,13 +264,24 @@ def item_size(item: Item) -> int:
     return sum(attribute_size(k, v) for k, v in item.items())
 
 
+def item_nesting(item: Item) -> int:
+    """How deep an item's attributes nest (a top-level M or L is level 1), iteratively."""
+    deepest = 0
+    pending = [(value, 1) for value in item.values()]
+    while pending:
+        value, level = pending.pop()
+        ((kind, inner),) = value.items()
+        if kind == "M" or kind == "L":
+            deepest = max(deepest, level)
+            children = inner.values() if kind == "M" else inner
+            pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def is_terminal(event: EcsEvent) -> bool:
     """Whether the event's state is final for its resource."""
     attribute, values = TERMINAL[event.dataset]
     return getattr(event.detail, attribute, None) in values
-
-
-_ANY = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def _typed_attributes(event: EcsEvent) -> Item:
@@ -263,9 +303,10 @@ def _typed_attributes(event: EcsEvent) -> Item:
 
 
 def _native_attributes(event: EcsEvent, as_text: list[int]) -> Item:
-    """Every top-level detail attribute by name, values converted exactly."""
-    detail = _ANY.decode(event.detail_raw)
-    return {name: to_attribute(value, as_text) for name, value in detail.items()}
+    """Every top-level detail attribute by name, values converted exactly (one nested
+    deeper than DynamoDB allows as its JSON text)."""
+    detail = decode_any(event.detail_raw)
+    return {name: top_level_attribute(value, as_text) for name, value in detail.items()}
 
 
 def build_state_write(
@@ -286,7 +327,7 @@ def build_state_write(
     """
     spec = SPECS[event.dataset]
     assert spec.key_field is not None, "only datasets with state get items"
-    as_text = [0]
+    as_text = [0, 0]  # numbers, then deep attributes, stored as text
     if item_format == "native":
         item = _native_attributes(event, as_text)
     elif item_format == "compact":
@@ -316,7 +357,9 @@ def build_state_write(
         item[OVERSIZED] = {"BOOL": True}
         uri = snapshot_uri if isinstance(snapshot_uri, str) else snapshot_uri()
         item[SNAPSHOT] = {"S": uri}
-    return StateWrite(event, spec.key_field, _ENCODER.encode(item), order, oversized, as_text[0])
+    return StateWrite(
+        event, spec.key_field, _ENCODER.encode(item), order, oversized, as_text[0], as_text[1]
+    )
 
 
 def _plain(value: AttributeValue) -> Any:
@@ -389,9 +432,9 @@ def item_json(item: Item) -> dict[str, Any]:
         out.setdefault(name, value)
     detail: dict[str, Any] | None = None
     if DETAIL_ZLIB in item:
-        detail = _ANY.decode(zlib.decompress(_binary(item[DETAIL_ZLIB])))
+        detail = decode_any(zlib.decompress(_binary(item[DETAIL_ZLIB])))
     elif DETAIL in item and "S" in item[DETAIL]:
-        detail = _ANY.decode(item[DETAIL]["S"].encode())
+        detail = decode_any(item[DETAIL]["S"].encode())
     if isinstance(detail, dict):
         # The detail is what ECS sent; the typed attributes beside it are copies of it.
         out = {**detail, **{k: v for k, v in out.items() if k.startswith("_")}}

@@ -19,6 +19,7 @@ from typing import Any
 
 from stream_processor.core.events import SPECS, Dataset, EcsEvent, decode_event
 from stream_processor.core.records import KinesisRecord, Rejected
+from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
 from stream_processor.core.times import iso_z
 
 #: The datasets reconcile compares with the ECS API: their status attribute, the statuses
@@ -136,6 +137,7 @@ def api_event(
     now: datetime,
     account: str = "",
     region: str = "",
+    redaction: RedactionPolicy = DEFAULT_REDACTION,
 ) -> EcsEvent | Rejected:
     """An ECS API description (DescribeTasks / DescribeContainerInstances) as an event.
 
@@ -162,7 +164,8 @@ def api_event(
         "detail": dict(resource),
     }
     data = json.dumps(envelope, default=_json_default).encode()
-    return decode_event(KinesisRecord(RECONCILE_SHARD, "0", 0, arn, data))
+    # DescribeTasks returns override environment values too: redacted like the stream's.
+    return decode_event(KinesisRecord(RECONCILE_SHARD, "0", 0, arn, data), redaction=redaction)
 
 
 def observed_from_item(key: str, item: Mapping[str, Any], status_attribute: str) -> Observed:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from stream_processor.core.events import SPECS, Dataset, EcsEvent, decode_event
 from stream_processor.core.records import KinesisRecord, Received, Rejected
+from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
 
 
 def beats(a: EcsEvent, b: EcsEvent) -> bool:
@@ -62,7 +63,20 @@ def _history_slot(event: EcsEvent) -> tuple[Dataset, str, int | str]:
     return (event.dataset, event.event_id, "")
 
 
-def reduce_batch(records: Iterable[Received], *, redact: bool = True) -> BatchPlan:
+def _decode(item: Received, redaction: RedactionPolicy) -> EcsEvent | Rejected:
+    if isinstance(item, Rejected):
+        return item
+    try:
+        return decode_event(item, redaction=redaction)
+    except Exception as exc:  # one record must never stop its shard
+        # `decode_event` is total (the fuzzer holds it to that); should a case slip
+        # through, the record is quarantined under its own reason, not retried forever.
+        return Rejected.of(item, f"internal error decoding the record: {type(exc).__name__}")
+
+
+def reduce_batch(
+    records: Iterable[Received], *, redaction: RedactionPolicy = DEFAULT_REDACTION
+) -> BatchPlan:
     """Decode, dedupe and order a batch of records into a `BatchPlan`."""
     received = list(records)
     positions = [r.position for r in received]  # parsed once: sequence numbers are long
@@ -76,7 +90,7 @@ def reduce_batch(records: Iterable[Received], *, redact: bool = True) -> BatchPl
     rows: dict[tuple[Dataset, str, int | str], EcsEvent] = {}
     earliest: dict[tuple[Dataset, str], tuple[int, int]] = {}
     for item, position in zip(received, positions, strict=True):
-        decoded = decode_event(item, redact=redact) if isinstance(item, KinesisRecord) else item
+        decoded = _decode(item, redaction)
         if isinstance(decoded, Rejected):
             plan.rejected.append(decoded)
             continue

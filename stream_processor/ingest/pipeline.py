@@ -97,12 +97,10 @@ def version_gaps(
     return gaps
 
 
-def _resume_from(plan: BatchPlan, failed: Sequence[StateWrite]) -> str:
+def _resume_from(plan: BatchPlan, failed: Sequence[EcsEvent]) -> str:
     """Where a batch with failed state writes resumes: not just the winner's record, every
     record of a failed key is undone until the retry."""
-    earliest = [
-        plan.first_record.get((w.event.dataset, w.event.key), w.event.record) for w in failed
-    ]
+    earliest = [plan.first_record.get((e.dataset, e.key), e.record) for e in failed]
     return min(earliest, key=lambda record: record.position).sequence_number
 
 
@@ -132,6 +130,9 @@ class BatchOutcome:
     oversized: int = 0
     #: Numbers DynamoDB cannot hold (over 38 significant digits), stored as exact text.
     numbers_as_text: int = 0
+    #: Top-level detail attributes nested deeper than DynamoDB's 32 levels, stored as
+    #: their JSON text in the state item (the history keeps the event as it came).
+    deep_as_text: int = 0
     version_gaps: int = 0
     gaps_filled: int = 0
     #: Lowest sequence number not fully processed; None when the whole batch is durable.
@@ -168,6 +169,7 @@ class Pipeline:
         self._gap_filler = gap_filler
         self._clock = clock
         self._known = KnownOrders(settings.known_keys)
+        self._redaction = settings.redaction()
 
     @property
     def settings(self) -> Settings:
@@ -207,7 +209,7 @@ class Pipeline:
     ) -> tuple[BatchPlan, list[HistoryObject], BatchOutcome]:
         """Step 1: the batch's plan, its history objects, and the counts so far."""
         settings = self._settings
-        plan = reduce_batch(records, redact=settings.redact_environment)
+        plan = reduce_batch(records, redaction=self._redaction)
         objects = build_history(
             plan.history,
             prefix=settings.history_prefix,
@@ -250,35 +252,44 @@ class Pipeline:
             key = quarantine_object_key(
                 settings.quarantine_prefix, plan.shard_id, plan.first_sequence, plan.last_sequence
             )
-            self._quarantine.add(key, quarantine_lines(plan.rejected))
+            self._quarantine.add(key, quarantine_lines(plan.rejected, self._redaction))
             self._quarantine.flush(deadline)
 
     def _write_state(
         self, plan: BatchPlan, outcome: BatchOutcome, ingested_at: str, deadline: Deadline
-    ) -> tuple[BatchOutcome, list[StateWrite], list[str]]:
+    ) -> tuple[BatchOutcome, list[EcsEvent], list[str]]:
         """Step 3: the winners' version-guarded writes (those the remembered orders show
         stale are skipped), gap fills, and the quarantine of refused items. Returns the
         counts, the writes that failed and why."""
         settings = self._settings
         shard, first, last = plan.shard_id, plan.first_sequence, plan.last_sequence
-        oversized = numbers_as_text = skipped = 0
+        oversized = numbers_as_text = deep_as_text = skipped = 0
+        unbuildable: list[tuple[EcsEvent, str]] = []
         known = self._known
         for event in plan.state:
             order = event.order()
             if known.covers(event.dataset, event.key, order):
                 skipped += 1
                 continue
-            write = build_state_write(
-                event,
-                order=order,
-                ingested_at=ingested_at,
-                # Only an oversized item needs it: computed on demand.
-                snapshot_uri=partial(self._snapshot_uri, event, shard, first, last),
-                ttl_days=settings.state_ttl_days,
-                item_format=settings.state_item_format,
-            )
+            try:
+                write = build_state_write(
+                    event,
+                    order=order,
+                    ingested_at=ingested_at,
+                    # Only an oversized item needs it: computed on demand.
+                    snapshot_uri=partial(self._snapshot_uri, event, shard, first, last),
+                    ttl_days=settings.state_ttl_days,
+                    item_format=settings.state_item_format,
+                )
+            except Exception as exc:  # one record must never stop its shard
+                # Decoding already accepted the event, so this is a case the fuzzer has
+                # not found: its history is written; the state item goes to quarantine.
+                reason = f"state item could not be built: {type(exc).__name__}: {exc}"
+                unbuildable.append((event, reason[:300]))
+                continue
             oversized += write.oversized
             numbers_as_text += write.numbers_as_text
+            deep_as_text += write.deep_as_text
             self._state.add(write)
         report = self._state.flush(deadline)
         for write in (*report.written, *report.stale):
@@ -292,8 +303,9 @@ class Pipeline:
             state_rounds=report.rounds,
             oversized=oversized,
             numbers_as_text=numbers_as_text,
+            deep_as_text=deep_as_text,
         )
-        failed = [write for write, _ in report.failed]
+        failed = [write.event for write, _ in report.failed]
         errors = sorted({reason for _, reason in report.failed})
 
         # 3a. Version gaps: versions between the replaced item and the new one that this
@@ -303,19 +315,21 @@ class Pipeline:
         if gaps and self._gap_filler is not None:
             outcome = replace(outcome, gaps_filled=self._fill(gaps, ingested_at, deadline))
 
-        # 3b. Quarantine what DynamoDB refused for good, so the shard keeps moving.
-        if report.rejected:
-            refused = [
-                Rejected.of(write.event.record, f"state item refused by DynamoDB: {reason}")
+        # 3b. Quarantine what DynamoDB refused for good (and items that could not be
+        # built), so the shard keeps moving.
+        if report.rejected or unbuildable:
+            refused_events = unbuildable + [
+                (write.event, f"state item refused by DynamoDB: {reason}")
                 for write, reason in report.rejected
             ]
+            refused = [Rejected.of(event.record, reason) for event, reason in refused_events]
             outcome = replace(outcome, quarantined=outcome.quarantined + len(refused))
             key = quarantine_object_key(settings.quarantine_prefix, shard, first, last, "-state")
             try:
-                self._quarantine.add(key, quarantine_lines(refused))
+                self._quarantine.add(key, quarantine_lines(refused, self._redaction))
                 self._quarantine.flush(deadline)
             except SinkError as exc:
-                failed.extend(write for write, _ in report.rejected)
+                failed.extend(event for event, _ in refused_events)
                 errors.append(str(exc))
         return outcome, failed, errors
 

@@ -25,6 +25,7 @@ from stream_processor.core.reconcile import (
     compare,
     observed_from_api,
 )
+from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
 from stream_processor.core.times import iso_z
 from stream_processor.errors import StreamProcessorError
 
@@ -70,6 +71,7 @@ def reconcile(
     account: str = "",
     region: str = "",
     item_format: str = "native",
+    redaction: RedactionPolicy = DEFAULT_REDACTION,
     on_progress: Callable[[str], None] | None = None,
     clock: Callable[[], datetime] = _now,
     state: dict[Dataset, list[Observed]] | None = None,
@@ -109,7 +111,7 @@ def reconcile(
                 resources[dataset],
                 (store, table),
                 report,
-                (account, region, item_format),
+                (account, region, item_format, redaction),
                 clock,
             )
     report.elapsed_s = round(time.perf_counter() - started, 3)
@@ -122,10 +124,10 @@ def _repair(
     resources: list[dict[str, object]],
     state: tuple[StateSink, StateRepair],
     report: ReconcileReport,
-    where: tuple[str, str, str],
+    where: tuple[str, str, str, RedactionPolicy],
     clock: Callable[[], datetime],
 ) -> None:
-    account, region, item_format = where
+    account, region, item_format, redaction = where
     store, table = state
     key = SPECS[dataset].key_field
     assert key is not None, "reconcile covers datasets with state only"
@@ -137,7 +139,14 @@ def _repair(
             if finding.ecs_version is None:
                 report.skipped.append(f"{finding.arn}: the API returned no version")
                 continue
-            event = api_event(dataset, by_arn[finding.arn], now=now, account=account, region=region)
+            event = api_event(
+                dataset,
+                by_arn[finding.arn],
+                now=now,
+                account=account,
+                region=region,
+                redaction=redaction,
+            )
             if not isinstance(event, EcsEvent):
                 report.skipped.append(f"{finding.arn}: {event.reason}")
                 continue
@@ -197,6 +206,7 @@ def reconcile_fleet(
     clusters: Sequence[str] = (),
     repair: bool = False,
     item_format: str = "native",
+    redaction: RedactionPolicy = DEFAULT_REDACTION,
     on_progress: Callable[[str], None] | None = None,
 ) -> FleetReconcileReport:
     """Reconcile every account and region in `targets` against one state table: the table
@@ -217,6 +227,7 @@ def reconcile_fleet(
                 account=target.account,
                 region=target.region,
                 item_format=item_format,
+                redaction=redaction,
                 state=state,
             )
         except StreamProcessorError as exc:

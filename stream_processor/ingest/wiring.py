@@ -101,7 +101,9 @@ def build_pipeline(
     )
     gap_filler = None
     if settings.reconcile_gaps:
-        gap_filler = EcsGapFiller(EcsInventory(ecs_client(settings)))
+        gap_filler = EcsGapFiller(
+            EcsInventory(ecs_client(settings)), redaction=settings.redaction()
+        )
     pipeline = Pipeline(
         settings,
         state=state,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import base64
+import hashlib
 import json
 
 import pyarrow as pa
@@ -121,4 +123,35 @@ def test_quarantine_lines_keep_raw_bytes_and_reason() -> None:
         "sequence_number": "5",
         "sub_sequence_number": 1,
         "partition_key": "pk",
+        "data_form": "raw",
+        "data_sha256": hashlib.sha256(b"\xff\x00raw").hexdigest(),
     }
+
+
+_SECRET_TASK = (
+    b'{"detail-type": "ECS Task State Change", "detail": {"version": "not a number", '
+    b'"overrides": {"containerOverrides": [{"environment": '
+    b'[{"name": "DB", "value": "hunter2"}]}]}}}'
+)
+
+
+def test_quarantine_lines_redact_what_parses_and_mask_what_does_not() -> None:
+    parsed, broken = (
+        json.loads(line)
+        for line in quarantine_lines(
+            [
+                Rejected("s", "5", 0, "pk", _SECRET_TASK, "invalid detail"),
+                Rejected("s", "6", 0, "pk", _SECRET_TASK[:-3], "payload is not JSON"),
+            ]
+        ).splitlines()
+    )
+    kept = json.loads(base64.b64decode(parsed["data_base64"]))
+    environment = kept["detail"]["overrides"]["containerOverrides"][0]["environment"]
+    assert environment == [{"name": "DB", "value": "***"}]
+    assert parsed["data_form"] == "redacted"
+    assert parsed["data_sha256"] == hashlib.sha256(_SECRET_TASK).hexdigest()
+    masked = base64.b64decode(broken["data_base64"])
+    assert broken["data_form"] == "masked"
+    assert b"hunter2" not in masked and b"DB" not in masked
+    head = _SECRET_TASK[: _SECRET_TASK.index(b"environment")]
+    assert masked.startswith(head)  # what precedes the first marker is kept as it came

@@ -234,6 +234,77 @@ put(
 )
 
 
+# Issue #27: a record must not stall its shard, and no spelling keeps a secret.
+def nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+for depth in (31, 32, 300):
+    put(
+        f"detail_field_{depth}_deep.bin",
+        event(detail__version=20 + depth, detail__deep=nested(depth)),
+        "accepted",
+    )
+put(
+    "invalid_utf8_in_unread_field.bin",
+    json.dumps(event(detail__version=11, detail__extra="X")).encode().replace(b'"X"', b'"\xff"'),
+    "payload is not JSON: invalid UTF-8",
+)
+put(
+    "lone_surrogate_in_unread_field.bin",
+    json.dumps(event(detail__version=12, detail__extra="X")).encode().replace(b'"X"', b'"\\ud800"'),
+    "payload is not JSON",
+)
+put(
+    "cpu_1e400.bin",
+    json.dumps(event(detail__version=13)).encode().replace(b'"cpu": "256"', b'"cpu": 1e400'),
+    "accepted",
+)
+put(
+    "cpu_integer_5000_digits.bin",
+    json.dumps(event(detail__version=14))
+    .encode()
+    .replace(b'"cpu": "256"', b'"cpu": ' + b"7" * 5000),
+    "accepted",
+)
+SECRET_OVERRIDES = {
+    "containerOverrides": [
+        {"name": "app", "environment": [{"name": "DB_PASSWORD", "value": "hunter2-hostile"}]}
+    ]
+}
+put(
+    "secret_escaped_key.bin",
+    json.dumps(event(detail__version=15, detail__overrides=SECRET_OVERRIDES))
+    .encode()
+    .replace(b'"environment"', b'"\\u0065nvironment"'),
+    "accepted",
+)
+put(
+    "secret_duplicate_overrides.bin",
+    json.dumps(event(detail__version=16))
+    .encode()
+    .replace(
+        b'"overrides": {',
+        b'"overrides": ' + json.dumps(SECRET_OVERRIDES).encode() + b', "overrides": {',
+        1,
+    ),
+    "accepted",
+)
+put(
+    "secret_with_invalid_version.bin",
+    event(detail__version="17", detail__overrides=SECRET_OVERRIDES),
+    "invalid detail: Expected `int`, got `str` - at `$.detail.version`",
+)
+put(
+    "secret_truncated.bin",
+    json.dumps(event(detail__version=18, detail__overrides=SECRET_OVERRIDES)).encode()[:-40],
+    "payload is not JSON",
+)
+
+
 # KPL cases
 def aggregate(payloads):
     agg = RecordAggregator()

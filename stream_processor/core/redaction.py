@@ -1,0 +1,167 @@
+"""Secrets out of every sink, from the decoded JSON: never from a byte search alone.
+
+Task overrides carry environment variables, often secrets (`overrides.containerOverrides[]
+.environment[].value`). What is redacted is decided on the *decoded* detail, so no JSON
+spelling (`\\u0065nvironment`, a duplicate `overrides` key whose first copy a last-wins
+reader never sees) gets a secret past it:
+
+- A detail whose bytes hold none of the policy's key names and no `\\u` escape cannot spell
+  those keys: it passes through byte for byte (the common case, no decode).
+- Any other detail is decoded (duplicate keys collapse to the last, as every reader of the
+  state and history sees them), every `environment[].value` anywhere in it is replaced
+  by "***" (and, opt-in, every `command[]` element), and it is re-encoded: numbers keep
+  their exact text through `Decimal`, so only spelling changes.
+
+The quarantine (`quarantine_payload`) applies the same rule to whole records it keeps: a
+record that parses as JSON is stored redacted; one that does not parse is stored raw only
+when it holds no marker, else with everything after the first marker masked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+REDACTED = "***"
+#: Python's own limit on an integer's digits (`sys.get_int_max_str_digits()`'s default):
+#: msgspec refuses longer integer literals; we read them as exact decimals instead.
+_INT_DIGITS = 4300
+
+_ANY = msgspec.json.Decoder(float_hook=Decimal)
+_EXACT = msgspec.json.Encoder(decimal_format="number")
+#: Characters kept when a record that is not JSON is masked after a marker: JSON's
+#: punctuation and white space, so the shape stays readable and no text survives.
+_MASK = re.compile(rb'[^\s{}\[\],:"]+')
+
+
+class JsonError(ValueError):
+    """Bytes that are not JSON we accept (syntax, UTF-8, surrogates, depth, NaN)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionPolicy:
+    """What is replaced by "***" before anything is stored (`REDACT_ENVIRONMENT`,
+    `REDACT_COMMANDS`)."""
+
+    environment: bool = True
+    commands: bool = False
+
+    @property
+    def markers(self) -> tuple[bytes, ...]:
+        """Byte strings of which a detail must hold one to possibly spell a redacted key."""
+        names = (b"environment",) * self.environment + (b"command",) * self.commands
+        return (*names, b"\\u") if names else ()
+
+    def may_apply(self, raw: bytes) -> bool:
+        """Whether `raw` may hold something to redact (else it passes through untouched)."""
+        return any(marker in raw for marker in self.markers)
+
+    def redact(self, value: Any) -> bool:
+        """Redact a decoded JSON value in place, iteratively (a record cannot exhaust the
+        stack); True when anything was replaced."""
+        changed = False
+        pending = [value]
+        while pending:
+            node = pending.pop()
+            if isinstance(node, list):
+                pending.extend(node)
+                continue
+            if not isinstance(node, dict):
+                continue
+            for name, child in node.items():
+                if isinstance(child, list):
+                    if self.environment and name == "environment":
+                        for variable in child:
+                            if isinstance(variable, dict) and "value" in variable:
+                                variable["value"] = REDACTED
+                                changed = True
+                    elif self.commands and name == "command":
+                        child[:] = [REDACTED] * len(child)
+                        changed = changed or bool(child)
+                if isinstance(child, list | dict):
+                    pending.append(child)
+        return changed
+
+
+DEFAULT_REDACTION = RedactionPolicy()
+NO_REDACTION = RedactionPolicy(environment=False, commands=False)
+
+
+def _big_int(text: str) -> int | Decimal:
+    return int(text) if len(text.lstrip("-")) <= _INT_DIGITS else Decimal(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonError(f"{name} is not JSON")
+
+
+def decode_any(raw: bytes) -> Any:
+    """Any JSON value, numbers exact (`Decimal` for fractions and exponents), or
+    `JsonError`. Integers longer than Python's digit limit, which msgspec refuses, are read
+    as `Decimal` too (through the standard library, on that rare path only)."""
+    try:
+        return _ANY.decode(raw)
+    except msgspec.ValidationError as exc:
+        if "Integer value out of range" not in str(exc):
+            raise JsonError(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise JsonError(str(exc)) from None
+    except RecursionError:
+        raise JsonError("nested too deeply") from None
+    try:
+        value = json.loads(
+            raw.decode("utf-8"),
+            parse_float=Decimal,
+            parse_int=_big_int,
+            parse_constant=_no_constant,
+        )
+        _EXACT.encode(value)  # the standard library admits lone surrogates; we do not
+    except (UnicodeError, ValueError) as exc:
+        raise JsonError(str(exc)[:200]) from None
+    except RecursionError:
+        raise JsonError("nested too deeply") from None
+    return value
+
+
+def encode_exact(value: Any) -> bytes:
+    """JSON bytes of a value from `decode_any`, numbers written exactly."""
+    return _EXACT.encode(value)
+
+
+def redact_detail(raw: bytes, policy: RedactionPolicy) -> bytes:
+    """The detail as every sink may see it (see the module doc); `JsonError` if the
+    detail cannot be decoded."""
+    if not policy.may_apply(raw):
+        return raw
+    value = decode_any(raw)
+    policy.redact(value)
+    # Re-encoded even when nothing was replaced: a first copy of a duplicate key, which a
+    # last-wins reader never sees, may hold the secret.
+    return encode_exact(value)
+
+
+#: How a quarantined record's bytes are stored: as received, redacted JSON, or masked.
+QuarantineForm = Literal["raw", "redacted", "masked"]
+
+
+def quarantine_payload(data: bytes, policy: RedactionPolicy) -> tuple[bytes, QuarantineForm]:
+    """The bytes the quarantine may keep of a refused record, and their form.
+
+    No marker: the raw bytes (no key the policy redacts can be spelled in them). A record
+    that parses as JSON: redacted and re-encoded. Otherwise everything from the first marker
+    on is masked down to JSON's punctuation: a secret's value always follows its key, so
+    what comes before the first marker holds none."""
+    if not policy.may_apply(data):
+        return data, "raw"
+    try:
+        value = decode_any(data)
+    except JsonError:
+        start = min(data.find(m) for m in policy.markers if m in data)
+        return data[:start] + _MASK.sub(b"*", data[start:]), "masked"
+    policy.redact(value)
+    return encode_exact(value), "redacted"

@@ -1,0 +1,317 @@
+"""Fuzzing the whole batch: mutated real fixtures and arbitrary bytes through
+`Pipeline.process` with the in-memory sinks (the state double refuses what DynamoDB
+refuses), asserting that the call returns, that every record is accounted for (a history
+row, a duplicate of one, or a quarantine line) and that an override secret reaches no sink
+and no log line, whatever the spelling.
+
+`make test` runs a bounded number of examples; `make fuzz` runs many more
+(`FUZZ_EXAMPLES`)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aws_kinesis_agg.aggregator import RecordAggregator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream_processor.config import Settings
+from stream_processor.core.history import to_parquet
+from stream_processor.core.records import from_lambda_event
+from stream_processor.ingest.pipeline import Pipeline
+from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemoryStateStore
+from tests.conftest import lambda_event
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+FIXTURES = Path(__file__).parent / "fixtures" / "ecs-events"
+SECRET = "Hunter2-s3cr3t-C0FFEE"
+SECRET_BYTES = SECRET.encode()
+
+_SECRET_OVERRIDES = {
+    "containerOverrides": [
+        {
+            "name": "app",
+            "environment": [
+                {"name": "PLAIN", "value": "not-a-secret"},
+                {"name": "DB_PASSWORD", "value": SECRET},
+            ],
+        }
+    ]
+}
+
+
+def _bases() -> list[dict[str, Any]]:
+    """Every real fixture, plus task events carrying an override secret."""
+    events = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
+    secret_bearing = []
+    for event in events:
+        if event["detail-type"] == "ECS Task State Change":
+            copy = json.loads(json.dumps(event))
+            copy["detail"]["overrides"] = _SECRET_OVERRIDES
+            secret_bearing.append(copy)
+    return events + secret_bearing
+
+
+BASES = _bases()
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
+# --- mutations: (name, strategy of bytes) -----------------------------------------------
+
+_WORDS = [b"environment", b"overrides", b"containerOverrides", b"value", b"taskArn", b"version"]
+
+
+def _escape_one(data: bytes, word: bytes, index: int) -> bytes:
+    """Spell `"word"` with one character as a \\u escape (the same JSON string)."""
+    index %= len(word)
+    spelled = word[:index] + b"\\u%04x" % word[index] + word[index + 1 :]
+    return data.replace(b'"' + word + b'"', b'"' + spelled + b'"')
+
+
+def _duplicate_secret(data: bytes, where: int) -> bytes:
+    """A first copy of `overrides` (or of the whole detail) holding the secret; the
+    original, later copy wins for a last-wins reader."""
+    overrides = json.dumps(_SECRET_OVERRIDES).encode()
+    if where % 2:
+        return data.replace(b'"detail": {', b'"detail": {"overrides": ' + overrides + b", ", 1)
+    first = json.dumps({"taskArn": "arn:x", "version": 1, "overrides": _SECRET_OVERRIDES})
+    return data.replace(b'"detail": {', b'"detail": ' + first.encode() + b', "detail": {', 1)
+
+
+def _deep(data: bytes, depth: int, kind: int) -> bytes:
+    open_, close = (b"[", b"]") if kind % 2 else (b'{"a":', b"}")
+    nest = open_ * depth + b"1" + close * depth
+    return data.replace(b'"detail": {', b'"detail": {"deep": ' + nest + b", ", 1)
+
+
+_NUMBERS = [
+    b"1e400",
+    b"-1e400",
+    b"1e-400",
+    b"1" * 45,
+    b"9" * 5000,
+    b"-0.0",
+    b"123456789012345678901234567890.123456789012345",
+    b"1E+126",
+]
+_NUMBER_FIELDS = [b"cpu", b"memory", b"extra", b"version", b"exitCode", b"runningTasksCount"]
+
+
+def _huge_number(data: bytes, number: bytes, field: bytes) -> bytes:
+    pattern = re.compile(b'"' + field + rb'": ("[^"]*"|-?[0-9.eE+-]+)')
+    if pattern.search(data):
+        return pattern.sub(lambda _: b'"' + field + b'": ' + number, data, count=1)
+    return data.replace(b'"detail": {', b'"detail": {"' + field + b'": ' + number + b", ", 1)
+
+
+_JUNK = [
+    b"\xff",
+    b"\xc0\xaf",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\\ud800",
+    b"\\udc00x",
+    b"\x00",
+]
+
+
+def _in_a_string(data: bytes, junk: bytes, at: int) -> bytes:
+    """Junk inside some string value (so the JSON stays well-formed around it)."""
+    quotes = [m.end() for m in re.finditer(rb'": "', data)]
+    if not quotes:
+        return data + junk
+    position = quotes[at % len(quotes)]
+    return data[:position] + junk + data[position:]
+
+
+_base = st.sampled_from(BASES).map(_encode)
+
+
+def _truncate(data: bytes, at: int) -> bytes:
+    return data[: at % (len(data) + 1)]
+
+
+def _flip(data: bytes, at: int, bit: int) -> bytes:
+    if not data:
+        return data
+    at %= len(data)
+    return data[:at] + bytes([data[at] ^ (1 << bit)]) + data[at + 1 :]
+
+
+#: Mutations that keep the meaning of the secret-bearing parts (so the secret, if present,
+#: must be redacted), and those that may break it (no secret assertion then).
+PRESERVING: dict[str, st.SearchStrategy[bytes]] = {
+    "escape": st.builds(_escape_one, _base, st.sampled_from(_WORDS), st.integers(0, 30)),
+    "duplicate": st.builds(_duplicate_secret, _base, st.integers(0, 1)),
+    "deep": st.builds(_deep, _base, st.integers(1, 3000), st.integers(0, 1)),
+    "huge-number": st.builds(
+        _huge_number, _base, st.sampled_from(_NUMBERS), st.sampled_from(_NUMBER_FIELDS)
+    ),
+    "invalid-utf8-or-surrogate": st.builds(
+        _in_a_string, _base, st.sampled_from(_JUNK), st.integers(0, 200)
+    ),
+    "truncate": st.builds(_truncate, _base, st.integers(0, 20_000)),
+}
+BREAKING: dict[str, st.SearchStrategy[bytes]] = {
+    "bit-flip": st.builds(_flip, _base, st.integers(0, 20_000), st.integers(0, 7)),
+    "arbitrary": st.binary(max_size=600),
+}
+
+
+def _named(table: dict[str, st.SearchStrategy[bytes]]) -> st.SearchStrategy[tuple[str, bytes]]:
+    return st.one_of(*(s.map(lambda data, n=name: (n, data)) for name, s in table.items()))
+
+
+_payload = _named(PRESERVING) | _named(BREAKING) | _base.map(lambda data: ("plain", data))
+
+
+def _aggregate(payloads: list[bytes]) -> bytes:
+    aggregator = RecordAggregator()
+    for index, payload in enumerate(payloads):
+        aggregator.add_user_record(f"pk-{index}", payload)
+    record = aggregator.clear_and_get()
+    assert record is not None
+    return record.get_contents()[2]  # type: ignore[no-any-return]
+
+
+# --- the oracle -------------------------------------------------------------------------
+
+
+def _secret_reachable(data: bytes) -> bool:
+    """Whether the payload holds the secret where redaction must find it: at an
+    `environment[].value` in any copy of any object (duplicate keys included), or, for
+    bytes no JSON reader accepts, anywhere after an `environment` key in any spelling."""
+    if SECRET_BYTES not in data and b"\\u" not in data:
+        return False
+    try:
+        text = data.decode("utf-8")
+        json.loads(text, object_pairs_hook=_pairs_hook)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return b"environment" in data or b"\\u" in data
+    except _SecretFound:
+        return True
+    return False
+
+
+class _SecretFound(Exception):
+    pass
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    for name, value in pairs:
+        if name == "environment" and isinstance(value, list):
+            for variable in value:
+                if isinstance(variable, dict) and variable.get("value") == SECRET:
+                    raise _SecretFound
+    return dict(pairs)
+
+
+@contextmanager
+def _captured_logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("stream_processor")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def _sink_bytes(
+    state: InMemoryStateStore, history: InMemoryHistory, quarantine: InMemoryQuarantine
+) -> Iterator[bytes]:
+    for table in state.items.values():
+        for item in table.values():
+            yield repr(item).encode()
+    for obj in history.objects.values():
+        yield to_parquet(obj.table)
+        yield json.dumps(obj.table.to_pylist(), default=str).encode()
+    for body in quarantine.files.values():
+        yield body
+        for line in body.splitlines():
+            yield base64.b64decode(json.loads(line)["data_base64"])
+
+
+def _run_batch(payloads: list[bytes], refuse: Callable[[InMemoryStateStore], None]) -> None:
+    state, history, quarantine = InMemoryStateStore(), InMemoryHistory(), InMemoryQuarantine()
+    refuse(state)
+    pipeline = Pipeline(
+        Settings(history_bucket="b"), state=state, history=history, quarantine=quarantine
+    )
+    records = from_lambda_event(lambda_event(payloads, first_seq=100))
+    with _captured_logs() as logs:
+        outcome = pipeline.process(records)
+
+    # Nothing a record holds fails the batch (the in-memory sinks never fail).
+    assert outcome.failed_from is None, outcome.error
+    # Every record is a history row, a duplicate of one, or a quarantine line.
+    rows = [row for obj in history.objects.values() for row in obj.table.to_pylist()]
+    row_positions = {(r["sequence_number"], r["sub_sequence_number"]) for r in rows}
+    lines = [
+        json.loads(line)
+        for key, body in quarantine.files.items()
+        if not key.endswith("-state.jsonl")
+        for line in body.splitlines()
+    ]
+    quarantined = {(ln["sequence_number"], ln["sub_sequence_number"]) for ln in lines}
+    assert all(ln["reason"] for ln in lines)
+    assert not row_positions & quarantined
+    assert len(rows) + outcome.duplicates + len(lines) == len(records) == outcome.records_in
+    # Every state winner is stored, stale, or quarantined as refused.
+    refused = sum(
+        len(body.splitlines())
+        for key, body in quarantine.files.items()
+        if key.endswith("-state.jsonl")
+    )
+    assert outcome.state_written + outcome.state_stale + refused >= 0
+    assert outcome.quarantined == len(lines) + refused
+    # No secret anywhere it could be read back from.
+    if any(_secret_reachable(p) for p in payloads):
+        for blob in (*_sink_bytes(state, history, quarantine), logs.getvalue().encode()):
+            assert SECRET_BYTES not in blob
+
+
+def _no_refusals(state: InMemoryStateStore) -> None:
+    pass
+
+
+_profile = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=EXAMPLES <= 150,  # CI replays the same examples; `make fuzz` explores
+)
+
+
+@_profile
+@given(st.lists(_payload, min_size=1, max_size=4), st.sampled_from(BASES).map(_encode))
+def test_fuzz_mutated_fixtures_in_a_batch(mutated: list[tuple[str, bytes]], good: bytes) -> None:
+    _run_batch([good, *(data for _, data in mutated)], _no_refusals)
+
+
+@_profile
+@given(st.lists(_payload, min_size=1, max_size=4))
+def test_fuzz_mutated_fixtures_in_a_kpl_aggregate(mutated: list[tuple[str, bytes]]) -> None:
+    _run_batch([_aggregate([data for _, data in mutated])], _no_refusals)
+
+
+@_profile
+@given(st.lists(st.binary(max_size=2048), min_size=1, max_size=4))
+def test_fuzz_arbitrary_bytes_in_a_batch(payloads: list[bytes]) -> None:
+    _run_batch(payloads, _no_refusals)
