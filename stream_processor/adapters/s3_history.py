@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 _CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 #: S3 answers worth another attempt besides 5xx: throttling and its own request timeout.
 _RETRYABLE = frozenset({"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken"})
-#: A presigned URL outlives every retry of its batch.
+#: A presigned URL outlives the round it is signed for.
 _URL_SECONDS = 900
 
 
@@ -70,16 +70,12 @@ class _S3Writer:
         `HistoryWriteError` naming the first object that could not be written."""
         if not objects:
             return
-        urls = [
-            self._client.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": self._bucket, "Key": key, "ContentType": content_type},
-                ExpiresIn=_URL_SECONDS,
-            )
-            for key, _, content_type in objects
-        ]
 
         async def send_round(pending: Sequence[int], timeout_s: float) -> dict[int, Outcome]:
+            # Signed anew each round (locally, no request): an `ExpiredToken` or a
+            # credential rotation between rounds cannot succeed with the old signature.
+            urls = {index: self._presign(*objects[index][::2]) for index in pending}
+
             async def one(index: int) -> Outcome:
                 _, body, content_type = objects[index]
                 response = await self._http.request(
@@ -103,6 +99,13 @@ class _S3Writer:
                 raise HistoryWriteError(
                     f"s3 PutObject s3://{self._bucket}/{key} failed: {reason}", code=code
                 )
+
+    def _presign(self, key: str, content_type: str) -> str:
+        return self._client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self._bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=_URL_SECONDS,
+        )
 
     def close(self) -> None:
         if self._owns_http:
