@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint bench soak package deploy teardown clean
+.PHONY: demo test lint fuzz bench soak package deploy teardown clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11 or newer)")'
@@ -15,6 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# checkov lives in its own environment: it pins its own versions of boto3 and friends.
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+	@touch $(CHECKOV_STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null || (echo "npm (Node.js) is required for the local Kinesis and DynamoDB emulators" && exit 2)
@@ -29,10 +38,19 @@ demo: $(STAMP)
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist load
 
-lint: $(STAMP)
+lint: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check stream_processor tests benchmarks infra
 	$(BIN)/mypy
 	$(BIN)/cfn-lint infra/template.yaml infra/member.yaml
+	@# Policy checks; a skip lives in the resource's Metadata with its reason. Offline.
+	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --compact --skip-download \
+		-f infra/template.yaml -f infra/member.yaml
+
+# The fuzzer at length (make test runs a bounded, fixed set of its examples).
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_fuzz.py tests/core/test_redaction.py tests/test_hostile_input.py
 
 # The full soak: 1,000,000 events through consume on the local endpoint (long).
 soak: $(STAMP) $(NODE_STAMP)
@@ -60,4 +78,4 @@ teardown: $(STAMP)
 	$(BIN)/python infra/deploy.py teardown --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

@@ -248,9 +248,10 @@ def test_maintenance_runs_daily_with_its_own_least_privilege() -> None:
     assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["MaintenanceFunction", "Arn"]}
     assert schedule["ScheduleExpression"].startswith("cron(")
     invoke = RESOURCES["MaintenanceSchedulerRole"]["Properties"]["Policies"][0]
-    (statement,) = invoke["PolicyDocument"]["Statement"]
+    statement, dead_letters = invoke["PolicyDocument"]["Statement"]
     assert statement["Action"] == "lambda:InvokeFunction"
     assert statement["Resource"] == {"Fn::GetAtt": ["MaintenanceFunction", "Arn"]}
+    assert dead_letters["Action"] == "sqs:SendMessage"
     behind = RESOURCES["MaintenanceBehindAlarm"]["Properties"]
     assert behind["MetricName"] == "SnapshotLagDays"
     assert behind["Namespace"] == lambda_function.METRICS_NAMESPACE
@@ -274,12 +275,14 @@ def test_watchdog_runs_on_its_schedule_reads_only_the_state_and_alarms_on_its_me
         for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
     }
     # Reads only: keys through the indexes, items by key, the cluster list; never a Scan.
+    # (And a failed run may go to its dead-letter queue.)
     assert actions == {
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "dynamodb:Query",
         "dynamodb:BatchGetItem",
         "ecs:ListClusters",
+        "sqs:SendMessage",
     }
     alarm = RESOURCES["StuckResourcesAlarm"]["Properties"]
     assert alarm["MetricName"] == "StuckResources"
@@ -610,3 +613,133 @@ def test_enhanced_fan_out_reads_through_a_registered_consumer_with_its_own_permi
     assert efo[1]["Resource"] == {"Fn::GetAtt": ["StreamConsumer", "ConsumerARN"]}
     assert set(efo[1]["Action"]) == {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"}
     assert efo[2] == {"Ref": "AWS::NoValue"}
+
+
+# --- nothing dropped unseen: every route that can fail has a dead-letter queue it may use --
+
+
+_ACCOUNT, _REGION = "123456789012", "us-east-1"
+
+
+def _sub(value: Any) -> str:
+    """A `Fn::Sub` string with the pseudo parameters of a test account filled in."""
+    text = value["Fn::Sub"] if isinstance(value, dict) else value
+    for name, filled in (
+        ("AWS::Partition", "aws"),
+        ("AWS::Region", _REGION),
+        ("AWS::AccountId", _ACCOUNT),
+    ):
+        text = text.replace("${" + name + "}", filled)
+    assert "${" not in text, text
+    return str(text)
+
+
+def _admits(statement: dict[str, Any], source_arn: str) -> bool:
+    """Whether an Allow statement's condition admits EventBridge sending for `source_arn`
+    (the condition forms the templates use: ArnLike on aws:SourceArn, StringEquals on
+    aws:SourceAccount; an ArnEquals list of GetAtts cannot be checked, so it is refused)."""
+    import fnmatch
+
+    condition = statement.get("Condition", {})
+    if set(condition) - {"ArnLike", "StringEquals"}:
+        return False
+    patterns = condition.get("ArnLike", {}).get("aws:SourceArn")
+    if patterns is None:
+        return False
+    patterns = patterns if isinstance(patterns, list) else [patterns]
+    account = condition.get("StringEquals", {}).get("aws:SourceAccount")
+    if account is not None and account != {"Ref": "AWS::AccountId"}:
+        return False
+    return any(fnmatch.fnmatchcase(source_arn, _sub(p)) for p in patterns)
+
+
+@pytest.mark.parametrize("which", ["template", "member"])
+def test_every_rule_may_write_to_its_dead_letter_queue(which: str) -> None:
+    resources = RESOURCES if which == "template" else MEMBER["Resources"]
+    policies = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+    rules = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Events::Rule"}
+    assert rules
+    for name, rule in rules.items():
+        bus = "central-bus/" if "EventBusName" in rule else ""
+        arn = f"arn:aws:events:{_REGION}:{_ACCOUNT}:rule/{bus}stack-{name}-ABC123"
+        for target in rule["Targets"]:
+            queue = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+            (policy,) = [p for p in policies if {"Ref": queue} in p["Queues"]]
+            allowed = [
+                s
+                for s in policy["PolicyDocument"]["Statement"]
+                if s["Effect"] == "Allow"
+                and s["Principal"] == {"Service": "events.amazonaws.com"}
+                and s["Action"] == "sqs:SendMessage"
+            ]
+            assert any(_admits(s, arn) for s in allowed), f"{name} cannot dead-letter to {queue}"
+
+
+@pytest.mark.parametrize("which", ["template", "member"])
+def test_every_queue_is_tls_only_and_dead_letters_alarm(which: str) -> None:
+    resources = RESOURCES if which == "template" else MEMBER["Resources"]
+    queues = [n for n, r in resources.items() if r["Type"] == "AWS::SQS::Queue"]
+    policies = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    for queue in queues:
+        (policy,) = [p for p in policies if {"Ref": queue} in p["Queues"]]
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in policy["PolicyDocument"]["Statement"]
+        ), queue
+        depth = {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+        assert any(depth in a.get("Dimensions", []) for a in alarms), f"no alarm on {queue}"
+    # What EventBridge could not even dead-letter is lost: alarmed, whatever the rule.
+    assert any(
+        "InvocationsFailedToBeSentToDlq" in m.get("Expression", "")
+        for a in alarms
+        for m in a.get("Metrics", [])
+    )
+
+
+def test_scheduled_runs_have_a_dead_letter_queue_their_roles_may_use() -> None:
+    schedules = _of_type("AWS::Scheduler::Schedule")
+    assert schedules
+    for schedule in schedules.values():
+        target = schedule["Target"]
+        queue = target["DeadLetterConfig"]["Arn"]
+        function = target["Arn"]["Fn::GetAtt"][0]
+        assert RESOURCES[function]["Properties"]["DeadLetterConfig"] == {"TargetArn": queue}
+        for role in (
+            target["RoleArn"]["Fn::GetAtt"][0],
+            RESOURCES[function]["Properties"]["Role"]["Fn::GetAtt"][0],
+        ):
+            assert any(
+                s["Action"] == "sqs:SendMessage" and s["Resource"] == queue
+                for s in _allow_statements(role)
+            ), role
+
+
+def test_the_member_reconcile_role_trusts_only_the_central_reconciler() -> None:
+    trust = MEMBER["Resources"]["ReconcileRole"]["Properties"]["AssumeRolePolicyDocument"]
+    (statement,) = trust["Statement"]
+    principal = statement["Condition"]["ArnEquals"]["aws:PrincipalArn"]["Fn::Sub"][0]
+    assert principal.endswith(":role/${CentralReconcilerRoleName}")
+    central = RESOURCES["ReconcilerRole"]["Properties"]
+    assert central["RoleName"] == {"Ref": "ReconcilerRoleName"}
+    assert (
+        TEMPLATE["Parameters"]["ReconcilerRoleName"]["Default"]
+        == MEMBER["Parameters"]["CentralReconcilerRoleName"]["Default"]
+    )
+    assert (
+        TEMPLATE["Parameters"]["MemberReconcileRoleName"]["Default"]
+        == MEMBER["Parameters"]["ReconcileRoleName"]["Default"]
+    )
+
+
+@pytest.mark.parametrize("which", ["template", "member"])
+def test_every_checkov_skip_says_why(which: str) -> None:
+    resources = RESOURCES if which == "template" else MEMBER["Resources"]
+    skips = [
+        skip
+        for r in resources.values()
+        for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for skip in skips:
+        assert skip["id"].startswith("CKV_") and len(skip["comment"]) > 40, skip
