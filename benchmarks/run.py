@@ -36,7 +36,7 @@ from boto3.dynamodb.types import TypeSerializer
 
 from stream_processor.adapters.s3_history import parquet_bytes
 from stream_processor.config import Settings
-from stream_processor.core.events import _BY_DETAIL_TYPE, _DETAIL_DECODERS, _ENVELOPE
+from stream_processor.core.events import _DETAIL_DECODERS, _ENVELOPE, spec_of
 from stream_processor.core.history import HistoryObject
 from stream_processor.core.items import StateWrite
 from stream_processor.core.ports import StateReport
@@ -75,7 +75,10 @@ def decode_floor(batches: list[dict[str, Any]]) -> None:
     for batch in batches:
         for rec in batch["Records"]:
             env = _ENVELOPE.decode(base64.b64decode(rec["kinesis"]["data"]))
-            _DETAIL_DECODERS[_BY_DETAIL_TYPE[env.detail_type].dataset].decode(env.detail)
+            # An unknown detail type (the simulator sends one) has no typed decoder.
+            decoder = _DETAIL_DECODERS.get(spec_of(env.detail_type).dataset)
+            if decoder is not None:
+                decoder.decode(env.detail)
 
 
 def reference(batches: list[dict[str, Any]]) -> None:
@@ -96,6 +99,9 @@ class _ParquetBytesHistory:
 
     def add(self, obj: HistoryObject) -> None:
         self._buffer.append(obj)
+
+    def mark(self, key: str) -> None:
+        """A late marker: an empty object (the simulator's old days get them)."""
 
     def flush(self, deadline: Deadline | None = None) -> None:
         try:

@@ -184,6 +184,11 @@ class TaskDetail(msgspec.Struct, gc=False):
     cpu: Any = None
     memory: Any = None
     updatedAt: Any = None
+    # Kept raw: only redaction looks inside it (`core.redaction.redact_detail`'s slice).
+    overrides: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_NO_OVERRIDES = msgspec.Raw(b"null")
 
 
 class ContainerInstanceDetail(msgspec.Struct, gc=False):
@@ -353,9 +358,14 @@ def _decode_typed(decoder: msgspec.json.Decoder[Any], kind: type, raw: bytes) ->
         if "Integer value out of range" not in str(exc):
             raise
     try:
-        return msgspec.convert(decode_any(raw), kind)
+        value = decode_any(raw)
     except JsonError as exc:
         raise msgspec.DecodeError(str(exc)) from None
+    if isinstance(value, dict) and kind is TaskDetail:
+        # A raw slice cannot be converted from decoded values; without it, redaction
+        # takes its whole-detail path.
+        value.pop("overrides", None)
+    return msgspec.convert(value, kind)
 
 
 def decode_event(
@@ -385,18 +395,24 @@ def decode_event(
         return Rejected.of(record, "event without a detail-type")
     if env.time.tzinfo is None or not _EPOCH <= env.time < _LATEST:
         return Rejected.of(record, "event time must be a UTC instant in 1970..2099")
+    detail_raw = bytes(env.detail)
     try:
-        detail_raw = redact_detail(bytes(env.detail), redaction)
         if spec.dataset is Dataset.OTHER:
             decode_any(detail_raw)  # well-formed is all we ask of what we do not know
             detail: Detail = _OTHER_DETAIL
         else:
             kind = _DETAIL_TYPES[spec.dataset]
             detail = _decode_typed(_DETAIL_DECODERS[spec.dataset], kind, detail_raw)
+        # Before anything stores it; the typed fields are columns, never a secret's path.
+        within = bytes(detail.overrides) if isinstance(detail, TaskDetail) else None
+        detail_raw = redact_detail(detail_raw, redaction, within)
     except (msgspec.ValidationError, msgspec.DecodeError, JsonError) as exc:
         return Rejected.of(record, _reason("invalid detail", exc).replace("`$", "`$.detail", 1))
     except RecursionError:
         return Rejected.of(record, "invalid detail: nested too deeply")
+    if isinstance(detail, TaskDetail):
+        # The raw slice pins the unredacted payload in memory for the batch's lifetime.
+        detail.overrides = _NO_OVERRIDES
 
     first = env.resources[0] if env.resources else None
     subject_arn = first if isinstance(first, str) and first else None

@@ -306,7 +306,11 @@ def _native_attributes(event: EcsEvent, as_text: list[int]) -> Item:
     """Every top-level detail attribute by name, values converted exactly (one nested
     deeper than DynamoDB allows as its JSON text)."""
     detail = decode_any(event.detail_raw)
-    return {name: top_level_attribute(value, as_text) for name, value in detail.items()}
+    try:  # the common case, in one comprehension
+        return {name: to_attribute(value, as_text) for name, value in detail.items()}
+    except _TooDeep:
+        as_text[0] = 0
+        return {name: top_level_attribute(value, as_text) for name, value in detail.items()}
 
 
 def build_state_write(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -50,42 +50,58 @@ class RedactionPolicy:
 
     environment: bool = True
     commands: bool = False
+    #: The key names redacted, as bytes: a detail that holds none of them and no `\\u`
+    #: escape cannot spell one (derived; this runs for every event).
+    names: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = (b"environment",) * self.environment + (b"command",) * self.commands
+        object.__setattr__(self, "names", names)
 
     @property
     def markers(self) -> tuple[bytes, ...]:
         """Byte strings of which a detail must hold one to possibly spell a redacted key."""
-        names = (b"environment",) * self.environment + (b"command",) * self.commands
-        return (*names, b"\\u") if names else ()
+        return (*self.names, b"\\u") if self.names else ()
 
     def may_apply(self, raw: bytes) -> bool:
         """Whether `raw` may hold something to redact (else it passes through untouched)."""
-        return any(marker in raw for marker in self.markers)
+        return bool(self.names) and (
+            _has_escape(raw) or any(name in raw for name in self.names)
+        )
 
     def redact(self, value: Any) -> bool:
         """Redact a decoded JSON value in place, iteratively (a record cannot exhaust the
         stack); True when anything was replaced."""
         changed = False
-        pending = [value]
+        environment, commands = self.environment, self.commands
+        pending = [value] if type(value) is dict or type(value) is list else []
         while pending:
             node = pending.pop()
-            if isinstance(node, list):
-                pending.extend(node)
+            if type(node) is list:
+                for child in node:
+                    if type(child) is dict or type(child) is list:
+                        pending.append(child)
                 continue
-            if not isinstance(node, dict):
-                continue
-            for name, child in node.items():
-                if isinstance(child, list):
-                    if self.environment and name == "environment":
+            for name, child in node.items():  # a dict: only containers are pushed
+                kind = type(child)
+                if kind is dict:
+                    pending.append(child)
+                elif kind is list:
+                    if environment and name == "environment":
                         for variable in child:
-                            if isinstance(variable, dict) and "value" in variable:
+                            if type(variable) is dict and "value" in variable:
                                 variable["value"] = REDACTED
                                 changed = True
-                    elif self.commands and name == "command":
+                    elif commands and name == "command" and child:
                         child[:] = [REDACTED] * len(child)
-                        changed = changed or bool(child)
-                if isinstance(child, list | dict):
+                        changed = True
                     pending.append(child)
         return changed
+
+
+def _has_escape(raw: bytes) -> bool:
+    # A backslash is found by memchr; ECS details rarely hold one at all.
+    return b"\\" in raw and b"\\u" in raw
 
 
 DEFAULT_REDACTION = RedactionPolicy()
@@ -133,15 +149,41 @@ def encode_exact(value: Any) -> bytes:
     return _EXACT.encode(value)
 
 
-def redact_detail(raw: bytes, policy: RedactionPolicy) -> bytes:
+def redact_detail(raw: bytes, policy: RedactionPolicy, within: bytes | None = None) -> bytes:
     """The detail as every sink may see it (see the module doc); `JsonError` if the
-    detail cannot be decoded."""
-    if not policy.may_apply(raw):
+    detail cannot be decoded.
+
+    `within` is a slice of `raw` (a task's `overrides` value, from the typed decode). When
+    every occurrence of every marker lies inside it, no other part of the detail can spell
+    a redacted key, so only that slice is decoded, redacted and spliced back: the common
+    case of a task with override environment variables costs a small decode, not two
+    whole ones."""
+    # This runs for every event: a few byte scans, no decode, in the common cases.
+    names = policy.names
+    if not names:
         return raw
+    escaped = b"\\" in raw and b"\\u" in raw  # memchr first: backslashes are rare
+    firsts = [raw.find(name) for name in names]
+    if not escaped and max(firsts) < 0:
+        return raw
+    if within is not None and not escaped:
+        at = raw.find(within)
+        end = at + len(within)
+        if (
+            at >= 0
+            and raw.find(within, at + 1) == -1  # one place to splice
+            and all(  # every occurrence of every name lies inside the slice
+                first < 0 or (first >= at and raw.rfind(name) + len(name) <= end)
+                for first, name in zip(firsts, names, strict=True)
+            )
+        ):
+            value = decode_any(within)
+            policy.redact(value)
+            # Spliced even when nothing was replaced: a first copy of a duplicate key
+            # inside the slice, which a last-wins reader never sees, may hold a secret.
+            return raw[:at] + encode_exact(value) + raw[end:]
     value = decode_any(raw)
     policy.redact(value)
-    # Re-encoded even when nothing was replaced: a first copy of a duplicate key, which a
-    # last-wins reader never sees, may hold the secret.
     return encode_exact(value)
 
 
