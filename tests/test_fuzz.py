@@ -189,33 +189,47 @@ def _aggregate(payloads: list[bytes]) -> bytes:
 # --- the oracle -------------------------------------------------------------------------
 
 
-def _secret_reachable(data: bytes) -> bool:
-    """Whether the payload holds the secret where redaction must find it: at an
-    `environment[].value` in any copy of any object (duplicate keys included), or, for
-    bytes no JSON reader accepts, anywhere after an `environment` key in any spelling."""
+def _secret_state(data: bytes) -> str:
+    """Where the payload holds the secret: `absent`; `redactable`, only at an
+    `environment[].value` in some copy of some object (duplicate keys included) or, for
+    bytes no JSON reader accepts, after an `environment` key in any spelling; `plain`, also
+    anywhere else (a bit flip turned `environment` into another key: then it is data)."""
     if SECRET_BYTES not in data and b"\\u" not in data:
-        return False
+        return "absent"
+    found = _Found()
     try:
-        text = data.decode("utf-8")
-        json.loads(text, object_pairs_hook=_pairs_hook)
+        json.loads(data.decode("utf-8"), object_pairs_hook=found.hook)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return b"environment" in data or b"\\u" in data
-    except _SecretFound:
-        return True
-    return False
+        if SECRET_BYTES not in data:
+            return "absent"
+        return "redactable" if b"environment" in data or b"\\u" in data else "plain"
+    if found.anywhere > found.in_environment:
+        return "plain"
+    return "redactable" if found.in_environment else "absent"
 
 
-class _SecretFound(Exception):
-    pass
+class _Found:
+    """Counts the secret as a string in every object the parser builds (duplicates too)."""
 
+    def __init__(self) -> None:
+        self.anywhere = 0
+        self.in_environment = 0
 
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    for name, value in pairs:
-        if name == "environment" and isinstance(value, list):
-            for variable in value:
-                if isinstance(variable, dict) and variable.get("value") == SECRET:
-                    raise _SecretFound
-    return dict(pairs)
+    def _count(self, value: Any) -> int:
+        if value == SECRET:
+            return 1
+        if isinstance(value, list):
+            return sum(self._count(v) for v in value if not isinstance(v, dict))
+        return 0
+
+    def hook(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        for name, value in pairs:
+            self.anywhere += self._count(value)
+            if name == "environment" and isinstance(value, list):
+                self.in_environment += sum(
+                    1 for v in value if isinstance(v, dict) and v.get("value") == SECRET
+                )
+        return dict(pairs)
 
 
 @contextmanager
@@ -281,8 +295,10 @@ def _run_batch(payloads: list[bytes], refuse: Callable[[InMemoryStateStore], Non
     )
     assert outcome.state_written + outcome.state_stale + refused >= 0
     assert outcome.quarantined == len(lines) + refused
-    # No secret anywhere it could be read back from.
-    if any(_secret_reachable(p) for p in payloads):
+    # No secret anywhere it could be read back from (unless some payload holds it as plain
+    # data, where no redaction applies).
+    states = {_secret_state(p) for p in payloads}
+    if "redactable" in states and "plain" not in states:
         for blob in (*_sink_bytes(state, history, quarantine), logs.getvalue().encode()):
             assert SECRET_BYTES not in blob
 
