@@ -73,6 +73,21 @@ def _with_day(table: pa.Table, day: str | None) -> pa.Table:
     return table.append_column("event_date", values)
 
 
+def cluster_predicate(dataset: Dataset, cluster: str) -> tuple[str, list[str]]:
+    """SQL that keeps one cluster's rows, given its name or ARN, exactly: `prod` is not
+    `preprod` or `prod-eu`, and `_` is no wildcard. Deployments name it in their service's
+    ARN (`…:service/<cluster>/<service>`)."""
+    name = cluster.rsplit(":cluster/", 1)[-1] if cluster.startswith("arn:") else cluster
+    if dataset is Dataset.DEPLOYMENT:
+        if cluster.startswith("arn:"):
+            prefix = cluster.replace(":cluster/", ":service/", 1) + "/"
+            return "starts_with(service_arn, ?)", [prefix]
+        return "contains(service_arn, ?)", [f":service/{name}/"]
+    if cluster.startswith("arn:"):
+        return "cluster_arn = ?", [cluster]
+    return "ends_with(cluster_arn, ?)", [f":cluster/{name}"]
+
+
 class HistoryQuery:
     """A DuckDB connection whose views hold the days each statement needs.
 
@@ -243,9 +258,9 @@ class HistoryQuery:
         where = "event_time <= ?"
         parameters: list[Any] = [moment]
         if cluster:
-            column = "cluster_arn" if dataset is not Dataset.DEPLOYMENT else "service_arn"
-            where += f" AND {column} LIKE ?"
-            parameters.append(f"%{cluster}%" if not cluster.startswith("arn:") else cluster)
+            sql, values = cluster_predicate(dataset, cluster)
+            where += f" AND {sql}"
+            parameters.extend(values)
         # Deployments have no version: their latest update wins.
         order = LATEST_ORDER if SPECS[dataset].versioned else UNVERSIONED_ORDER
         latest = latest_rows(rows, where, parameters, order)

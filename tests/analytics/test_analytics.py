@@ -302,3 +302,29 @@ def test_bad_sql_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     _, root, _ = _history(tmp_path, tasks=2)
     assert main(["query", "--history", str(root), "SELEC nonsense"]) == 2
     assert "SQL error" in capsys.readouterr().err
+
+
+def test_state_as_of_a_cluster_is_that_cluster_exactly(tmp_path: Path) -> None:
+    """`prod` is not `preprod` nor `prod-eu`, and `_` in a name is no wildcard."""
+    from tests.conftest import task_event
+
+    prefix = "arn:aws:ecs:us-west-2:111122223333"
+    clusters = ["prod", "preprod", "prod-eu", "a_b", "axb"]
+    events = [
+        task_event(f"{prefix}:task/{name}/t{i}", 1, clusterArn=f"{prefix}:cluster/{name}")
+        for i, name in enumerate(clusters)
+    ]
+    write_local_history(events, tmp_path / "history", batch=10)
+    engine = HistoryQuery(LocalHistoryStore(tmp_path / "history"), PREFIX)
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+    try:
+        for asked, expected in (
+            ("prod", "prod"),
+            (f"{prefix}:cluster/prod", "prod"),
+            ("a_b", "a_b"),
+            (f"{prefix}:cluster/a_b", "a_b"),
+        ):
+            rows = engine.state_as_of(moment, cluster=asked).records()
+            assert [r["cluster_arn"] for r in rows] == [f"{prefix}:cluster/{expected}"], asked
+    finally:
+        engine.close()
