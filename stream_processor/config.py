@@ -8,11 +8,12 @@ a botocore `Config` ourselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from stream_processor.core.events import Dataset
-from stream_processor.core.items import ITEM_FORMATS
+from stream_processor.core.items import ITEM_FORMATS, ItemPolicy
 from stream_processor.core.redaction import RedactionPolicy
 from stream_processor.errors import ConfigError
 
@@ -114,6 +115,12 @@ class Settings:
 
         parts = [p.strip() for p in self.stuck_thresholds.split(",") if p.strip()]
         return thresholds(parse_overrides(parts, "STUCK_THRESHOLDS"))
+
+    def item_policy(self, clock: Callable[[], datetime] | None = None) -> ItemPolicy:
+        """How every writer builds a state item (format, TTL, ingest instant)."""
+        if clock is None:
+            return ItemPolicy(self.state_item_format, self.state_ttl_days)
+        return ItemPolicy(self.state_item_format, self.state_ttl_days, clock)
 
     def redaction(self) -> RedactionPolicy:
         """What is replaced by "***" before anything is stored."""

@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 
 from stream_processor.adapters.history_store import HistoryStore
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.items import build_state_write
+from stream_processor.core.items import ItemPolicy
 from stream_processor.core.ports import StateSink
 from stream_processor.core.records import KinesisRecord
+from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
 from stream_processor.core.reduce import reduce_batch
 from stream_processor.core.times import iso_z
 
@@ -87,14 +88,15 @@ def rebuild_state(
     prefix: str,
     state: StateSink,
     *,
-    ingested_at: str,
-    ttl_days: int = 0,
-    item_format: str = "native",
+    items: ItemPolicy,
+    redaction: RedactionPolicy = DEFAULT_REDACTION,
     chunk: int = 5000,
     on_progress: Callable[[str], None] | None = None,
 ) -> RebuildReport:
-    """Replay the history of every dataset with state into `state`."""
+    """Replay the history of every dataset with state into `state`, building each item as
+    the pipeline does (`items`: shape, TTL; one ingest instant for the whole replay)."""
     report = RebuildReport()
+    ingested_at = items.ingested_at()
     for dataset in (d for d in Dataset if SPECS[d].has_state):
         batch: list[KinesisRecord] = []
         records = _records(store, prefix, dataset)
@@ -103,19 +105,11 @@ def rebuild_state(
             if record is not None:
                 batch.append(record)
             if batch and (record is None or len(batch) >= chunk):
-                plan = reduce_batch(batch)
+                plan = reduce_batch(batch, redaction=redaction)
                 report.rows += len(batch)
                 report.rejected += len(plan.rejected)
                 for event in plan.state:
-                    state.add(
-                        build_state_write(
-                            event,
-                            ingested_at=ingested_at,
-                            snapshot_uri="",
-                            ttl_days=ttl_days,
-                            item_format=item_format,
-                        )
-                    )
+                    state.add(items.build(event, ingested_at=ingested_at))
                 outcome = state.flush()
                 report.written += len(outcome.written)
                 report.stale += len(outcome.stale)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,27 +164,21 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    from stream_processor.adapters.clients import dynamodb_client
-    from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
     from stream_processor.analytics.rebuild import rebuild_state
+    from stream_processor.ingest.wiring import state_store
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
     store = open_history(args.history, settings)
     progress = Progress(sys.stderr)
-    sink = DynamoDBStateStore(
-        dynamodb_client(settings),
-        settings.state_tables(),
-        max_workers=settings.state_write_concurrency,
-    )
+    sink = state_store(settings)  # the pipeline's writes: mode, timeouts, retry rounds
     try:
         result = rebuild_state(
             store,
             settings.history_prefix,
             sink,
-            ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            ttl_days=settings.state_ttl_days,
-            item_format=settings.state_item_format,
+            items=settings.item_policy(),
+            redaction=settings.redaction(),
             on_progress=progress.step,
         )
     finally:

@@ -255,7 +255,6 @@ def run_reindex(args: argparse.Namespace) -> int:
 def run_reconcile(args: argparse.Namespace) -> int:
     from stream_processor.adapters.clients import dynamodb_client, ecs_client
     from stream_processor.adapters.dynamodb_repair import DynamoDBStateRepair
-    from stream_processor.adapters.dynamodb_state import DynamoDBStateStore
     from stream_processor.adapters.ecs_inventory import EcsInventory
     from stream_processor.ingest.reconcile import (
         FleetReconcileReport,
@@ -263,12 +262,13 @@ def run_reconcile(args: argparse.Namespace) -> int:
         reconcile,
         reconcile_fleet,
     )
+    from stream_processor.ingest.wiring import state_store
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
     if (args.role_name or args.role_arn) and not (args.account or args.organization):
         raise ConfigError("--role-name/--role-arn need --account or --organization")
-    store = DynamoDBStateStore(dynamodb_client(settings), settings.state_tables())
+    store = state_store(settings)  # the pipeline's writes: mode, timeouts, retry rounds
     table = DynamoDBStateRepair(dynamodb_client(settings), settings.state_tables())
     progress = Progress(sys.stderr)
     fleet: FleetReconcileReport | None = None
@@ -298,7 +298,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
                 table,
                 clusters=args.cluster,
                 repair=args.repair,
-                item_format=settings.state_item_format,
+                items=settings.item_policy(),
                 redaction=settings.redaction(),
                 on_progress=progress.step,
             )
@@ -310,7 +310,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
                 table,
                 clusters=args.cluster,
                 repair=args.repair,
-                item_format=settings.state_item_format,
+                items=settings.item_policy(),
                 redaction=settings.redaction(),
                 on_progress=progress.step,
             )

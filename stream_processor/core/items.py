@@ -28,7 +28,7 @@ import operator
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -364,6 +364,49 @@ def build_state_write(
     return StateWrite(
         event, spec.key_field, _ENCODER.encode(item), order, oversized, as_text[0], as_text[1]
     )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPolicy:
+    """How every writer builds a state item: its shape (`STATE_ITEM_FORMAT`), its TTL
+    (`STATE_TTL_DAYS`) and the ingest instant written into it. Made once from the settings
+    (`Settings.item_policy()`) and used by every writer: the pipeline and its gap fills,
+    reconcile's repairs and `rebuild-state`, so none of them can forget one."""
+
+    item_format: str = "native"
+    ttl_days: int = 0
+    clock: Callable[[], datetime] = _utc_now
+
+    def __post_init__(self) -> None:
+        if self.item_format not in ITEM_FORMATS:
+            raise ValueError(f"unknown item format {self.item_format!r}; one of {ITEM_FORMATS}")
+
+    def ingested_at(self) -> str:
+        """The ingest instant, as every item writes it (`_ingestedAt`, milliseconds, Z)."""
+        return iso_z(self.clock(), "milliseconds")
+
+    def build(
+        self,
+        event: EcsEvent,
+        *,
+        ingested_at: str | None = None,
+        snapshot_uri: str | Callable[[], str] = "",
+        order: str | None = None,
+    ) -> StateWrite:
+        """The state write of `event` (see `build_state_write`); `ingested_at` shares one
+        instant across a batch's items."""
+        return build_state_write(
+            event,
+            ingested_at=ingested_at or self.ingested_at(),
+            snapshot_uri=snapshot_uri,
+            ttl_days=self.ttl_days,
+            item_format=self.item_format,
+            order=order,
+        )
 
 
 def _plain(value: AttributeValue) -> Any:

@@ -74,7 +74,7 @@ class RedactionPolicy:
         stack); True when anything was replaced."""
         changed = False
         environment, commands = self.environment, self.commands
-        pending = [value] if type(value) is dict or type(value) is list else []
+        pending: list[Any] = [value] if type(value) is dict or type(value) is list else []
         while pending:
             node = pending.pop()
             if type(node) is list:

@@ -45,7 +45,7 @@ from stream_processor.core.history import (
     quarantine_lines,
     quarantine_object_key,
 )
-from stream_processor.core.items import StateWrite, build_state_write
+from stream_processor.core.items import StateWrite
 from stream_processor.core.known import KnownOrders
 from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, StateSink
 from stream_processor.core.records import Received, Rejected
@@ -170,6 +170,7 @@ class Pipeline:
         self._clock = clock
         self._known = KnownOrders(settings.known_keys)
         self._redaction = settings.redaction()
+        self._items = settings.item_policy()
 
     @property
     def settings(self) -> Settings:
@@ -272,14 +273,12 @@ class Pipeline:
                 skipped += 1
                 continue
             try:
-                write = build_state_write(
+                write = self._items.build(
                     event,
                     order=order,
                     ingested_at=ingested_at,
                     # Only an oversized item needs it: computed on demand.
                     snapshot_uri=partial(self._snapshot_uri, event, shard, first, last),
-                    ttl_days=settings.state_ttl_days,
-                    item_format=settings.state_item_format,
                 )
             except Exception as exc:  # one record must never stop its shard
                 # Decoding already accepted the event, so this is a case the fuzzer has
@@ -361,15 +360,7 @@ class Pipeline:
                 continue
             if current is None:
                 continue
-            self._state.add(
-                build_state_write(
-                    current,
-                    ingested_at=ingested_at,
-                    snapshot_uri="",
-                    ttl_days=self._settings.state_ttl_days,
-                    item_format=self._settings.state_item_format,
-                )
-            )
+            self._state.add(self._items.build(current, ingested_at=ingested_at))
             filled += len(self._state.flush(deadline).written)
         return filled
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from stream_processor.core.events import SPECS, Dataset, EcsEvent
-from stream_processor.core.items import build_state_write
+from stream_processor.core.items import ItemPolicy
 from stream_processor.core.ports import Inventory, StateRepair, StateSink
 from stream_processor.core.reconcile import (
     ORPHAN_STATUS,
@@ -30,6 +30,7 @@ from stream_processor.core.times import iso_z
 from stream_processor.errors import StreamProcessorError
 
 DATASETS = (Dataset.TASK, Dataset.CONTAINER_INSTANCE)
+DEFAULT_ITEMS = ItemPolicy()
 
 
 @dataclass
@@ -70,7 +71,7 @@ def reconcile(
     repair: bool = False,
     account: str = "",
     region: str = "",
-    item_format: str = "native",
+    items: ItemPolicy = DEFAULT_ITEMS,
     redaction: RedactionPolicy = DEFAULT_REDACTION,
     on_progress: Callable[[str], None] | None = None,
     clock: Callable[[], datetime] = _now,
@@ -111,7 +112,7 @@ def reconcile(
                 resources[dataset],
                 (store, table),
                 report,
-                (account, region, item_format, redaction),
+                (account, region, items, redaction),
                 clock,
             )
     report.elapsed_s = round(time.perf_counter() - started, 3)
@@ -124,10 +125,10 @@ def _repair(
     resources: list[dict[str, object]],
     state: tuple[StateSink, StateRepair],
     report: ReconcileReport,
-    where: tuple[str, str, str, RedactionPolicy],
+    where: tuple[str, str, ItemPolicy, RedactionPolicy],
     clock: Callable[[], datetime],
 ) -> None:
-    account, region, item_format, redaction = where
+    account, region, items, redaction = where
     store, table = state
     key = SPECS[dataset].key_field
     assert key is not None, "reconcile covers datasets with state only"
@@ -150,9 +151,8 @@ def _repair(
             if not isinstance(event, EcsEvent):
                 report.skipped.append(f"{finding.arn}: {event.reason}")
                 continue
-            store.add(
-                build_state_write(event, ingested_at=at, snapshot_uri="", item_format=item_format)
-            )
+            # The same item the pipeline would write (shape, TTL), as of this pass.
+            store.add(items.build(event, ingested_at=at))
             report.repaired += len(store.flush().written)
         elif finding.kind == "orphan":
             fields = {STATUS_ATTRIBUTE[dataset]: ORPHAN_STATUS[dataset]}
@@ -205,7 +205,7 @@ def reconcile_fleet(
     *,
     clusters: Sequence[str] = (),
     repair: bool = False,
-    item_format: str = "native",
+    items: ItemPolicy = DEFAULT_ITEMS,
     redaction: RedactionPolicy = DEFAULT_REDACTION,
     on_progress: Callable[[str], None] | None = None,
 ) -> FleetReconcileReport:
@@ -226,7 +226,7 @@ def reconcile_fleet(
                 repair=repair,
                 account=target.account,
                 region=target.region,
-                item_format=item_format,
+                items=items,
                 redaction=redaction,
                 state=state,
             )

@@ -65,6 +65,30 @@ def io_engine(settings: Settings) -> AwsHttp:
     return AwsHttp(max_connections=settings.state_write_concurrency + 4)
 
 
+def state_store(
+    settings: Settings,
+    clients: AwsClients | None = None,
+    engine: AwsHttp | None = None,
+) -> DynamoDBStateStore:
+    """The state sink every writer uses (the pipeline, `rebuild-state`, `reconcile`), with
+    every setting that shapes its writes: tables, write mode, concurrency, request timeout
+    and retry rounds. Without `engine`, it owns a private one (closed with it)."""
+    clients = clients or AwsClients.create(settings)
+    return DynamoDBStateStore(
+        clients.dynamodb,
+        settings.state_tables(),
+        max_workers=settings.state_write_concurrency,
+        transactional=settings.state_write_mode == "transact",
+        transport=DynamoDBHttp.for_client(
+            clients.dynamodb,
+            engine,
+            clients.session,
+            max_connections=settings.state_write_concurrency + 4,
+        ),
+        policy=retry_policy(settings),
+    )
+
+
 @dataclass
 class AwsPipeline:
     """A pipeline and the adapters it owns (so they can be closed)."""
@@ -91,14 +115,7 @@ def build_pipeline(
     owned = engine is None
     engine = engine or io_engine(settings)
     policy = retry_policy(settings)
-    state = DynamoDBStateStore(
-        clients.dynamodb,
-        settings.state_tables(),
-        max_workers=settings.state_write_concurrency,
-        transactional=settings.state_write_mode == "transact",
-        transport=DynamoDBHttp.for_client(clients.dynamodb, engine, clients.session),
-        policy=policy,
-    )
+    state = state_store(settings, clients, engine)
     gap_filler = None
     if settings.reconcile_gaps:
         gap_filler = EcsGapFiller(

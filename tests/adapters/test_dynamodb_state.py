@@ -314,3 +314,24 @@ def test_keys_that_keep_conflicting_fail_after_bounded_rounds() -> None:
     assert len(transport.sizes) == NO_PAUSE.max_rounds
     assert len(report.failed) == 2 and not report.written
     assert report.failed[0][1].startswith("TransactionConflict")
+
+
+def test_every_writer_s_state_store_honours_the_write_settings(settings: Settings) -> None:
+    """One builder for the pipeline, `rebuild-state` and `reconcile` (they used to build
+    their own and ignore STATE_WRITE_MODE, RETRY_ROUNDS and REQUEST_TIMEOUT_SECONDS): a
+    store made from settings writes in their mode, within their rounds and timeouts."""
+    from dataclasses import replace
+
+    from stream_processor.ingest.wiring import state_store
+
+    tuned = replace(settings, state_write_mode="transact", retry_rounds=3, request_timeout_s=2.5)
+    store = state_store(tuned)
+    try:
+        assert store._transactional is True
+        assert (store._policy.max_rounds, store._policy.request_timeout_s) == (3, 2.5)
+        event = decode_event(record(task_event(version=2), 1))
+        assert isinstance(event, EcsEvent)
+        store.add(tuned.item_policy().build(event))
+        assert len(store.flush().written) == 1  # through TransactWriteItems on the wire
+    finally:
+        store.close()

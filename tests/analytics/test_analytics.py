@@ -24,6 +24,7 @@ from stream_processor.config import Settings
 from stream_processor.core.catalog import athena_ddl, glue_columns
 from stream_processor.core.events import Dataset
 from stream_processor.core.history import COMPACTED_SCHEMAS
+from stream_processor.core.items import ItemPolicy
 from stream_processor.demo.history import write_local_history
 from stream_processor.demo.simulation import Fleet, deliver, simulate_fleet
 from stream_processor.testing import InMemoryStateStore
@@ -175,7 +176,7 @@ def test_rebuild_state_restores_the_tables_and_changes_nothing_the_second_time(
 ) -> None:
     _, root, live = _history(tmp_path)
     rebuilt = InMemoryStateStore()
-    report = rebuild_state(LocalHistoryStore(root), PREFIX, rebuilt, ingested_at="t", chunk=40)
+    report = rebuild_state(LocalHistoryStore(root), PREFIX, rebuilt, items=ItemPolicy(), chunk=40)
     assert report.failed == 0 and report.rejected == 0
 
     def comparable(store: InMemoryStateStore) -> dict[Any, Any]:
@@ -190,8 +191,41 @@ def test_rebuild_state_restores_the_tables_and_changes_nothing_the_second_time(
         }
 
     assert comparable(rebuilt) == comparable(live)
-    again = rebuild_state(LocalHistoryStore(root), PREFIX, rebuilt, ingested_at="t2")
+    again = rebuild_state(LocalHistoryStore(root), PREFIX, rebuilt, items=ItemPolicy())
     assert again.written == 0 and again.stale > 0
+
+
+def test_rebuild_state_writes_the_pipeline_s_items_through_the_pipeline_s_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rebuild-state` builds items with the settings' item policy (TTL, shape, `_ingestedAt`
+    ending in Z as the pipeline writes it; it wrote +00:00) and writes them through the same
+    state store as the pipeline (write mode, timeouts, retry rounds; it ignored them)."""
+    from stream_processor.ingest import wiring
+
+    _, root, _ = _history(tmp_path, tasks=5)
+    settings = Settings(state_ttl_days=3, state_item_format="compact")
+    rebuilt = InMemoryStateStore()
+    at = datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
+    rebuild_state(LocalHistoryStore(root), PREFIX, rebuilt, items=settings.item_policy(lambda: at))
+    for table in rebuilt.items.values():
+        for item in table.values():
+            assert item["_ingestedAt"] == {"S": "2026-02-01T08:30:00.000Z"}
+            assert "_detailZlib" in item
+    assert any("expiresAt" in item for item in rebuilt.items[Dataset.TASK].values())
+
+    built: list[Settings] = []
+
+    class _Closable(InMemoryStateStore):
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(wiring, "state_store", lambda s: built.append(s) or _Closable())
+    monkeypatch.setenv("STATE_WRITE_MODE", "transact")
+    monkeypatch.setenv("RETRY_ROUNDS", "3")
+    assert main(["rebuild-state", "--history", str(root)]) == 0
+    (used,) = built
+    assert (used.state_write_mode, used.retry_rounds) == ("transact", 3)
 
 
 @pytest.mark.parametrize("dataset", list(Dataset))

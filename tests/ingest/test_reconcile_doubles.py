@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
 from stream_processor.core.items import build_state_write
+from stream_processor.core.reconcile import api_event
 from stream_processor.ingest.reconcile import Target, reconcile, reconcile_fleet
 from stream_processor.testing import InMemoryInventory, InMemoryStateStore
 from tests.conftest import record
@@ -80,3 +82,27 @@ def test_a_fleet_skips_a_failing_target_and_merges_the_rest() -> None:
     merged = fleet.merged()
     assert merged.counts() == fleet.reports[good].counts()
     assert [row["status"] for row in fleet.target_rows()] == ["ok", "failed"]
+
+
+def test_a_repaired_item_is_the_item_the_pipeline_writes_ttl_and_all() -> None:
+    """Repairs build through the settings' item policy: a STOPPED task repaired with
+    STATE_TTL_DAYS expires like the pipeline's (it never expired before), in the same
+    shape and with the same `_ingestedAt` spelling."""
+    settings = Settings(state_ttl_days=7, state_item_format="compact")
+    stopped = _api_task("missing", 4, "STOPPED")
+    store = InMemoryStateStore()
+    reconcile(
+        InMemoryInventory({CLUSTER: [stopped]}, {CLUSTER: []}),
+        store,
+        store,
+        repair=True,
+        items=settings.item_policy(),
+        clock=lambda: NOW,
+    )
+    repaired = store.items[Dataset.TASK][_task_arn("missing")]
+    event = api_event(Dataset.TASK, stopped, now=NOW)
+    assert isinstance(event, EcsEvent)
+    expected = settings.item_policy().build(event, ingested_at="2026-03-01T00:00:00.000Z").item
+    assert repaired == expected
+    assert repaired["expiresAt"] == {"N": str(int(NOW.timestamp()) + 7 * 86_400)}
+    assert "_detailZlib" in repaired and repaired["_ingestedAt"]["S"].endswith("Z")
