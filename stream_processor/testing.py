@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.events import Dataset
+from stream_processor.core.guard import guard_allows
 from stream_processor.core.history import HistoryObject
+from stream_processor.core.indexes import PHASE, marked_phase
 from stream_processor.core.items import (
     MAX_ITEM_BYTES,
     MAX_NESTING,
-    ORDER,
     Item,
     StateWrite,
     item_nesting,
@@ -39,20 +40,6 @@ from stream_processor.errors import (
     ReadThrottled,
     StreamProcessorError,
 )
-
-
-def guard_allows(stored: Item | None, write: StateWrite) -> bool:
-    """Python twin of `adapters.dynamodb_state.condition_for`: may `write` replace `stored`?"""
-    if stored is None:
-        return True
-    stored_order = stored.get(ORDER, {}).get("S")
-    if SPECS[write.event.dataset].versioned:
-        stored_version = int(stored["version"]["N"])
-        assert write.event.version is not None
-        if stored_version != write.event.version:
-            return stored_version < write.event.version
-        return stored_order is not None and stored_order < write.order
-    return stored_order is not None and stored_order < write.order
 
 
 def dynamodb_refuses(item: Item) -> str | None:
@@ -118,6 +105,7 @@ class InMemoryStateStore:
         stored = item.get("version", {}).get("N") if item is not None else None
         if item is None or stored != (str(version) if version is not None else None):
             return False
+        fields = {**fields, **marked_phase(dataset, item.get(PHASE, {}).get("S"), fields)}
         item.update({name: {"S": value} for name, value in fields.items()})
         item.update({"_reconcileReason": {"S": reason}, "_reconciledAt": {"S": at}})
         return True

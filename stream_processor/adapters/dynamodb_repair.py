@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.indexes import PHASE, TERMINAL, phase_of, phase_value
+from stream_processor.core.indexes import PHASE, TERMINAL, marked_phase
 from stream_processor.core.reconcile import Observed, observed_from_item
 from stream_processor.errors import StateReadError, StateWriteError
 
@@ -97,9 +97,8 @@ class DynamoDBStateRepair:
     def _phase_change(
         self, dataset: Dataset, key: str, fields: Mapping[str, str]
     ) -> dict[str, str]:
-        """`_phase` for an item whose status `fields` set, if that changes its phase."""
-        attribute = TERMINAL[dataset][0]
-        if attribute not in fields:
+        """`_phase` for an item whose status `fields` set (`core.indexes.marked_phase`)."""
+        if TERMINAL[dataset][0] not in fields:
             return {}
         spec_key = SPECS[dataset].key_field
         assert spec_key is not None
@@ -113,8 +112,4 @@ class DynamoDBStateRepair:
             ).get("Item", {})
         except (ClientError, BotoCoreError) as exc:
             raise StateReadError(f"reading {key}'s index phase: {exc}") from exc
-        phase = stored.get(PHASE, {}).get("S")
-        if not isinstance(phase, str):
-            return {}  # not in the index (an item from before it): reindex places it
-        group = phase.partition("#")[2]
-        return {PHASE: phase_value(phase_of(dataset, fields[attribute]), group)}
+        return marked_phase(dataset, stored.get(PHASE, {}).get("S"), fields)

@@ -36,7 +36,8 @@ import msgspec
 from stream_processor.adapters.aws_http import AwsHttp, HttpResponse, bounded
 from stream_processor.adapters.aws_sigv4 import Credentials, Endpoint, SigV4, session_credentials
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.items import ORDER, StateWrite
+from stream_processor.core.guard import condition_for
+from stream_processor.core.items import StateWrite
 from stream_processor.core.ports import Buffer, StateReport
 from stream_processor.core.retry import Deadline, Outcome, RetryPolicy, settle
 from stream_processor.errors import ConfigError
@@ -154,31 +155,6 @@ def _cancelled(reason: _Reason) -> Outcome:
     # "None": not at fault, cancelled because another write was; conflicts and throttling:
     # worth another round.
     return Outcome("retry", f"{code}: {(reason.Message or '')[:200]}", None)
-
-
-# Versioned resources: newer version wins; on an equal version our total order decides.
-# An item written by AWS's reference Lambda has no `_order`, so an equal version leaves it.
-_VERSIONED = "attribute_not_exists(#k) OR #v < :v OR (#v = :v AND #o < :o)"
-# Deployments have no version: the order string starts with updatedAt.
-_UNVERSIONED = "attribute_not_exists(#k) OR #o < :o"
-
-
-def condition_for(write: StateWrite) -> dict[str, Any]:
-    """The `ConditionExpression` and its names/values for a write."""
-    if SPECS[write.event.dataset].versioned:
-        return {
-            "ConditionExpression": _VERSIONED,
-            "ExpressionAttributeNames": {"#k": write.key_attribute, "#v": "version", "#o": ORDER},
-            "ExpressionAttributeValues": {
-                ":v": {"N": str(write.event.version)},
-                ":o": {"S": write.order},
-            },
-        }
-    return {
-        "ConditionExpression": _UNVERSIONED,
-        "ExpressionAttributeNames": {"#k": write.key_attribute, "#o": ORDER},
-        "ExpressionAttributeValues": {":o": {"S": write.order}},
-    }
 
 
 def _with_item(params: dict[str, Any], write: StateWrite) -> bytes:

@@ -33,6 +33,7 @@ the indexes from here (a test holds them equal) and retire the old ones.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,20 @@ def phase_of(dataset: Dataset, status: object) -> str:
 def phase_value(phase: str, group: str = "") -> str:
     """The `_phase` sort key: `live#service:web` (tasks), `ended#` (no group)."""
     return f"{phase}#{group}"
+
+
+def marked_phase(
+    dataset: Dataset, stored_phase: object, fields: Mapping[str, str]
+) -> dict[str, str]:
+    """`_phase` for an item whose status attribute `fields` set (reconcile's orphan mark),
+    from the phase it had: the same group, the new status's phase. Empty when the status
+    is not set, or the item has no phase (an item from before the index: reindex places
+    it). One rule for the DynamoDB repair and its in-memory double."""
+    attribute = TERMINAL[dataset][0]
+    if attribute not in fields or not isinstance(stored_phase, str):
+        return {}
+    group = stored_phase.partition("#")[2]
+    return {PHASE: phase_value(phase_of(dataset, fields[attribute]), group)}
 
 
 def _text(value: object) -> str:

@@ -65,9 +65,7 @@ class RedactionPolicy:
 
     def may_apply(self, raw: bytes) -> bool:
         """Whether `raw` may hold something to redact (else it passes through untouched)."""
-        return bool(self.names) and (
-            _has_escape(raw) or any(name in raw for name in self.names)
-        )
+        return bool(self.names) and (_has_escape(raw) or any(name in raw for name in self.names))
 
     def redact(self, value: Any) -> bool:
         """Redact a decoded JSON value in place, iteratively (a record cannot exhaust the

@@ -19,10 +19,10 @@ from stream_processor.adapters.clients import dynamodb_client
 from stream_processor.adapters.dynamodb_state import (
     DynamoDBHttp,
     DynamoDBStateStore,
-    condition_for,
 )
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
+from stream_processor.core.guard import condition_for
 from stream_processor.core.items import StateWrite, build_state_write, item_json
 from stream_processor.core.retry import RetryPolicy
 from tests.conftest import instance_event, record, task_event
