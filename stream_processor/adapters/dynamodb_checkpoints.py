@@ -270,6 +270,11 @@ class DynamoDBCheckpointStore:
             if current is None or current.owner != owner:
                 holder = current.owner if current else None
                 raise LeaseLost(f"lease of {shard_id} is held by {holder!r}") from None
+            if sequence_number is None:  # a renewal or release: only ownership was asked
+                raise CheckpointError(
+                    f"lease of {shard_id} changed hands during the update "
+                    f"(held by {owner!r} again now)"
+                ) from None
             raise CheckpointError(
                 f"refusing to move the checkpoint of {shard_id} backwards: "
                 f"{current.sequence_number} -> {sequence_number}"

@@ -336,6 +336,9 @@ class Consumer:
         self._on_progress = on_progress
         self._stop = threading.Event()
         self.workers: dict[str, ShardWorker] = {}
+        #: The counts of workers that ended (handed over, lease lost, failed): the totals
+        #: are the consumer's whole run, not only its current shards'.
+        self._retired: list[ShardStats] = []
         self._shards: list[ShardInfo] = []
         self._ended_seen: set[str] = set()
         self._finished: set[str] = set()
@@ -452,6 +455,7 @@ class Consumer:
                 self._finished.add(shard_id)
             if not worker.is_alive() and not worker.finished:
                 del self.workers[shard_id]  # lease lost, handed over or failed
+                self._retired.append(worker.stats)
         for shard_id, checkpoint in checkpoints.items():
             if checkpoint.ended:
                 self._finished.add(shard_id)
@@ -555,7 +559,9 @@ class Consumer:
         return True
 
     def totals(self) -> dict[str, int]:
-        stats = [w.stats for w in self.workers.values()]
+        """Counts over the whole run (ended workers included); lag over current shards."""
+        current = [w.stats for w in self.workers.values()]
+        stats = current + self._retired
         return {
             "records": sum(s.records for s in stats),
             "batches": sum(s.batches for s in stats),
@@ -563,7 +569,7 @@ class Consumer:
             "stale": sum(s.stale for s in stats),
             "quarantined": sum(s.quarantined for s in stats),
             "failed_batches": sum(s.failed_batches for s in stats),
-            "max_millis_behind": max((s.millis_behind for s in stats), default=0),
+            "max_millis_behind": max((s.millis_behind for s in current), default=0),
         }
 
     def held(self) -> int:

@@ -89,3 +89,30 @@ def test_shard_end_is_recorded_and_listed(store: LeaseStore) -> None:
     checkpoints = store.load_all()
     assert checkpoints["shard-1"].ended and not checkpoints["shard-2"].ended
     assert checkpoints["shard-2"].sequence_number is None
+
+
+def test_a_failed_renewal_says_what_happened_not_backwards() -> None:
+    """A renewal's condition asks only for ownership; when it fails and a re-read shows
+    the lease ours again (it changed hands meanwhile), the error says so, not "moving the
+    checkpoint backwards" (which only a checkpoint's own condition can mean)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    stub = Stubber(client)
+    stub.add_client_error("update_item", "ConditionalCheckFailedException")
+    stub.add_response(
+        "get_item",
+        {"Item": {"streamName": {"S": "s"}, "shardId": {"S": "s0"}, "owner": {"S": "me"}}},
+    )
+    with stub:
+        store = DynamoDBCheckpointStore(client, "t", "s")
+        with pytest.raises(CheckpointError) as caught:
+            store.renew("s0", "me", 10)
+    assert "backwards" not in str(caught.value)
+    assert "changed hands" in str(caught.value)

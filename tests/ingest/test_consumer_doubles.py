@@ -231,3 +231,37 @@ def test_two_workers_share_four_shards_and_the_leaver_hands_over_at_once() -> No
     consumers[0].stop()
     first.join(10)
     assert owners() == Counter()
+
+
+def test_totals_keep_the_work_of_workers_that_ended() -> None:
+    """A worker that lost its shard is forgotten at the next sync; what it processed stays
+    in the consumer's totals (records/s and the final report undercounted after a
+    handover)."""
+    source, store, items = InMemoryShardSource(), InMemoryLeaseStore(), {}
+    source.add_shard("s0")
+    for n in range(10):
+        source.put("s0", _task(n))
+    consumer = Consumer(
+        consumer_options(
+            "doubles",
+            max_records=5,
+            max_wait_s=0.05,
+            lease_s=0.6,
+            shard_sync_interval_s=0.1,
+            stop_when_idle_s=None,
+        ),
+        source=source,
+        store=store,
+        pipeline_factory=_pipelines(items),
+    )
+    thread = _run(consumer)
+    _until("every record", lambda: consumer.totals()["records"] == 10)
+    worker = consumer.workers["s0"]
+    store.release("s0", consumer.options.worker_id)
+    assert store.acquire("s0", "thief", 60) is not None
+    _until("the worker to stop", lambda: not worker.is_alive())
+    _until("the consumer to forget it", lambda: "s0" not in consumer.workers)
+    assert consumer.totals()["records"] == 10
+    assert consumer.totals()["batches"] == 2
+    consumer.stop()
+    thread.join(10)
