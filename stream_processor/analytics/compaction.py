@@ -43,9 +43,13 @@ from stream_processor.core.history import (
     day_of,
     to_parquet,
 )
+from stream_processor.core.layout import (
+    EVENT_DATE,
+    closure_key,
+    compacted_key,
+    validity_name,
+)
 
-COMPACTED_PREFIX = "compacted-"
-VALIDITY_SUFFIX = "_validity"
 CLOSURE_SCHEMA = pa.schema(
     [
         pa.field("resource_arn", pa.string(), nullable=False),
@@ -148,18 +152,14 @@ class _Compactor:
         )
 
     def closure_days(self) -> list[str]:
-        return partition_days(
-            self.store, self.prefix, f"{self.dataset.value}{VALIDITY_SUFFIX}", "event_date"
-        )
+        return partition_days(self.store, self.prefix, validity_name(self.dataset), EVENT_DATE)
 
     def day(self, day: str) -> CompactionReport:
         """Compact one day; its report (duplicates_removed is left to the total)."""
         store, prefix, dataset = self.store, self.prefix, self.dataset
         outcome = CompactionReport(partitions_seen=1)
-        keys = sorted(partition_keys(store, prefix, dataset.value, "event_date", [day]))
-        closure_keys = partition_keys(
-            store, prefix, f"{dataset.value}{VALIDITY_SUFFIX}", "event_date", [day]
-        )
+        keys = sorted(partition_keys(store, prefix, dataset.value, EVENT_DATE, [day]))
+        closure_keys = partition_keys(store, prefix, validity_name(dataset), EVENT_DATE, [day])
         bodies = read_objects(store, keys)
         closure_bodies = read_objects(store, closure_keys)
         outcome.objects_read = len(bodies) + len(closure_bodies)
@@ -177,10 +177,7 @@ class _Compactor:
             size_in = sum(len(b) for b in bodies.values())
             per_file = max(1, int(self.target_bytes * max(rows_in, 1) / max(size_in, 1)))
             for index, start in enumerate(range(0, max(compacted.num_rows, 1), per_file)):
-                name = (
-                    f"{prefix}{dataset.value}/event_date={day}/"
-                    f"{COMPACTED_PREFIX}{index:05d}.parquet"
-                )
+                name = compacted_key(prefix, dataset, day, index)
                 outputs[name] = to_parquet(compacted.slice(start, per_file), ROW_GROUP_ROWS)
         outcome.files_in, outcome.rows_in = len(keys), rows_in
         outcome.files_out = len(outputs)
@@ -193,8 +190,7 @@ class _Compactor:
                 outcome.objects_read += 1
                 for earlier, rows in closures_for(compacted, before).items():
                     store.write(
-                        f"{prefix}{dataset.value}{VALIDITY_SUFFIX}/event_date={earlier}/"
-                        f"closed-by-{day}.parquet",
+                        closure_key(prefix, dataset, earlier, day, late=False),
                         to_parquet(rows),
                     )
                     outcome.closures_written += 1
@@ -228,7 +224,7 @@ def compact(
 
     for dataset in datasets:
         selected = [
-            d for d in partition_days(store, prefix, dataset.value, "event_date") if d in scope
+            d for d in partition_days(store, prefix, dataset.value, EVENT_DATE) if d in scope
         ]
         if dataset in VALIDITY_DATASETS and selected:
             # Snapshots say where each resource's previous version lives.
@@ -260,7 +256,7 @@ def close_from_later_days(store: HistoryStore, prefix: str, dataset: Dataset, da
     the day say in which day each one's successor first appears (the first snapshot holding
     a higher version: its day's predecessor), and only those days are read. Returns the
     closures written, folded by the next compaction of `day`."""
-    keys = partition_keys(store, prefix, dataset.value, "event_date", [day])
+    keys = partition_keys(store, prefix, dataset.value, EVENT_DATE, [day])
     columns = ["resource_arn", "version", "event_time", "valid_to"]
     tables = [conform(t, COMPACTED_SCHEMAS[dataset]) for t in read_tables(store, keys, columns)]
     if not tables:
@@ -288,7 +284,7 @@ def close_from_later_days(store: HistoryStore, prefix: str, dataset: Dataset, da
     written = 0
     for later, arns in sorted(successor_day.items()):
         wanted = set(arns)
-        later_keys = partition_keys(store, prefix, dataset.value, "event_date", [later])
+        later_keys = partition_keys(store, prefix, dataset.value, EVENT_DATE, [later])
         rows = pa.concat_tables(
             conform(t, COMPACTED_SCHEMAS[dataset]).select(["resource_arn", "version", "event_time"])
             for t in read_tables(store, later_keys, ["resource_arn", "version", "event_time"])
@@ -312,10 +308,6 @@ def close_from_later_days(store: HistoryStore, prefix: str, dataset: Dataset, da
             schema=CLOSURE_SCHEMA,
         )
         if closure.num_rows:
-            store.write(
-                f"{prefix}{dataset.value}{VALIDITY_SUFFIX}/event_date={day}/"
-                f"closed-by-{later}-late.parquet",
-                to_parquet(closure),
-            )
+            store.write(closure_key(prefix, dataset, day, later, late=True), to_parquet(closure))
             written += 1
     return written

@@ -12,23 +12,20 @@ later) ends exact.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 from stream_processor.adapters.history_store import HistoryStore
 from stream_processor.core.events import Dataset
-from stream_processor.core.history import LATE_PREFIX
+from stream_processor.core.layout import late_marker_root, parse_late_marker
 
-_MARKER = re.compile(r"^([a-z_]+)/event_date=(\d{4}-\d{2}-\d{2})/")
 _DATASETS = {d.value: d for d in Dataset}
 
 
 def late_markers(store: HistoryStore, prefix: str) -> dict[Dataset, dict[str, list[str]]]:
     """Pending markers: dataset → marked day → marker keys."""
     found: dict[Dataset, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    root = f"{prefix}{LATE_PREFIX}"
-    for key in store.keys(root):
-        match = _MARKER.match(key[len(root) :])
-        if match and match.group(1) in _DATASETS:
-            found[_DATASETS[match.group(1)]][match.group(2)].append(key)
+    for key in store.keys(late_marker_root(prefix)):
+        named = parse_late_marker(prefix, key)
+        if named and named[0] in _DATASETS:
+            found[_DATASETS[named[0]]][named[1]].append(key)
     return {dataset: dict(days) for dataset, days in found.items()}

@@ -32,6 +32,7 @@ from stream_processor.analytics.snapshot import build_snapshots, snapshot_days
 from stream_processor.core.catalog import SNAPSHOT_DATASETS
 from stream_processor.core.events import Dataset
 from stream_processor.core.history import VALIDITY_DATASETS
+from stream_processor.core.layout import EVENT_DATE
 
 
 @dataclass
@@ -99,7 +100,7 @@ def maintain(
     else:
         report.finished = False
     for dataset in SNAPSHOT_DATASETS:
-        history = partition_days(store, prefix, dataset.value, "event_date")
+        history = partition_days(store, prefix, dataset.value, EVENT_DATE)
         built = snapshot_days(store, prefix, dataset)
         if history:
             newest = built[-1] if built else history[0]

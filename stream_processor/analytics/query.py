@@ -12,7 +12,6 @@ day onwards. `state --as-of` reads one snapshot plus the days since it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +40,7 @@ from stream_processor.analytics.snapshot import (
 from stream_processor.core.catalog import SNAPSHOT_DATASETS, WINDOW_COLUMNS, view_sql
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import SCHEMAS, VALIDITY_DATASETS, conform, day_of
+from stream_processor.core.layout import EVENT_DATE, event_day
 
 #: Athena functions the example queries use, defined in DuckDB so the same SQL runs on both.
 _MACROS = (
@@ -48,8 +48,6 @@ _MACROS = (
     "CREATE OR REPLACE MACRO date_format(ts, fmt) AS strftime(ts, fmt)",
     "CREATE OR REPLACE MACRO from_iso8601_timestamp(s) AS CAST(s AS TIMESTAMPTZ)",
 )
-
-_DAY = re.compile(r"/event_date=(\d{4}-\d{2}-\d{2})/")
 
 
 @dataclass
@@ -126,7 +124,7 @@ class HistoryQuery:
     def _partition_days(self, dataset: Dataset) -> list[str]:
         if dataset not in self._days:
             self._days[dataset] = partition_days(
-                self._store, self._prefix, dataset.value, "event_date"
+                self._store, self._prefix, dataset.value, EVENT_DATE
             )
         return self._days[dataset]
 
@@ -142,15 +140,15 @@ class HistoryQuery:
         cache = self._cache.setdefault(dataset, {})
         missing = [d for d in days if d not in cache or not columns <= cache[d][0]]
         if missing:
-            keys = partition_keys(self._store, self._prefix, dataset.value, "event_date", missing)
+            keys = partition_keys(self._store, self._prefix, dataset.value, EVENT_DATE, missing)
             if self._on_progress:
                 self._on_progress(f"{dataset.value}: {len(missing)} days, {len(keys)} objects")
             tables = read_tables(self._store, keys, wanted.names)
             by_day: dict[str, list[pa.Table]] = {d: [] for d in missing}
             for key, table in zip(keys, tables, strict=True):
-                match = _DAY.search(key)
-                if match:
-                    by_day.setdefault(match.group(1), []).append(conform(table, wanted))
+                day = event_day(key)
+                if day:
+                    by_day.setdefault(day, []).append(conform(table, wanted))
             for day, parts in by_day.items():
                 rows = pa.concat_tables(parts) if parts else wanted.empty_table()
                 cache[day] = (columns, _with_day(rows, day))

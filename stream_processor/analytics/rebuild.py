@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from stream_processor.adapters.history_store import HistoryStore
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ItemPolicy
+from stream_processor.core.layout import is_parquet
 from stream_processor.core.ports import StateSink
 from stream_processor.core.records import KinesisRecord
 from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
@@ -49,7 +50,7 @@ class RebuildReport:
 
 def _records(store: HistoryStore, prefix: str, dataset: Dataset) -> Iterator[KinesisRecord]:
     for key in store.keys(f"{prefix}{dataset.value}/"):
-        if not key.endswith(".parquet"):
+        if not is_parquet(key):
             continue
         # Deployments: the event's resources[0] was the service (the indexes need it).
         columns = [*_COLUMNS, "service_arn"] if dataset is Dataset.DEPLOYMENT else _COLUMNS

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from stream_processor.adapters.history_store import HistoryStore, concurrently
+from stream_processor.core.layout import is_parquet, partition
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ def partition_keys(
     store: HistoryStore, prefix: str, name: str, column: str, days: Iterable[str]
 ) -> list[str]:
     """The Parquet objects of the given day partitions (one listing per day, concurrent)."""
-    prefixes = [f"{prefix}{name}/{column}={day}/" for day in days]
+    prefixes = [partition(prefix, name, day, column) for day in days]
 
-    def one(partition: str) -> list[str]:
-        return [k for k in store.keys(partition) if k.endswith(".parquet")]
+    def one(where: str) -> list[str]:
+        return [k for k in store.keys(where) if is_parquet(k)]
 
     return [key for keys in concurrently(one, prefixes) for key in keys]

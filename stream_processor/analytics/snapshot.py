@@ -18,7 +18,6 @@ reader merges every file of a snapshot partition, so a crash never makes a reade
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -32,8 +31,14 @@ from stream_processor.analytics.scan import partition_days, partition_keys
 from stream_processor.core.catalog import SNAPSHOT_DATASETS, SNAPSHOT_PARTITION
 from stream_processor.core.events import Dataset
 from stream_processor.core.history import SCHEMAS, TIMESTAMP, conform, to_parquet
-
-_NAME = re.compile(r"/snapshot-([0-9a-f]{16})-([0-9a-f]{16})\.parquet$")
+from stream_processor.core.layout import (
+    EVENT_DATE,
+    is_parquet,
+    partition,
+    snapshot_day,
+    snapshot_digests,
+    snapshot_key,
+)
 
 #: Among rows of one resource, the one a snapshot (and `state --as-of`) keeps.
 LATEST_ORDER = "version DESC, event_time DESC, event_id DESC, sequence_number, sub_sequence_number"
@@ -164,13 +169,13 @@ def build_snapshots(
         name = SNAPSHOT_DATASETS[dataset]
         existing: dict[str, list[str]] = {}
         for key in store.keys(f"{prefix}{name}/"):
-            match = re.search(rf"/{SNAPSHOT_PARTITION}=(\d{{4}}-\d{{2}}-\d{{2}})/", key)
-            if match:
-                existing.setdefault(match.group(1), []).append(key)
+            day = snapshot_day(key)
+            if day:
+                existing.setdefault(day, []).append(key)
         previous_content = ""
         previous: pa.Table | None = None  # rows of the previous snapshot, once read
         previous_day: str | None = None
-        history_days = partition_days(store, prefix, dataset.value, "event_date")
+        history_days = partition_days(store, prefix, dataset.value, EVENT_DATE)
         settled = ""
         if lookback_days is not None and history_days:
             newest = date.fromisoformat(history_days[-1])
@@ -182,25 +187,25 @@ def build_snapshots(
                 break
             if should_stop is not None and should_stop():
                 return report
-            trusted = [m for k in existing.get(day, []) if (m := _NAME.search(k))]
+            trusted = [d for k in existing.get(day, []) if (d := snapshot_digests(k))]
             if source_day < settled and len(trusted) == 1:
                 report.up_to_date += 1  # settled: no listing, the key names its content
-                previous_content, previous, previous_day = trusted[0].group(2), None, day
+                previous_content, previous, previous_day = trusted[0][1], None, day
                 continue
-            listing = sorted(store.entries(f"{prefix}{dataset.value}/event_date={source_day}/"))
+            listing = sorted(store.entries(partition(prefix, dataset.value, source_day)))
             source = _digest(previous_content, *(f"{k} {tag}" for k, tag in listing))
             current = existing.get(day, [])
-            matches = [m for k in current if (m := _NAME.search(k)) and m.group(1) == source]
+            matches = [d for k in current if (d := snapshot_digests(k)) and d[0] == source]
             if matches:
                 report.up_to_date += 1
-                previous_content, previous = matches[0].group(2), None
+                previous_content, previous = matches[0][1], None
                 previous_day = day
                 continue
             schema = SCHEMAS[dataset]
             if previous is None and previous_day is not None:
                 previous = read_snapshot(store, prefix, dataset, previous_day)
                 report.objects_read += len(existing.get(previous_day, []))
-            keys = [k for k, _ in listing if k.endswith(".parquet")]
+            keys = [k for k, _ in listing if is_parquet(k)]
             added = [conform(t, schema) for t in read_tables(store, keys, schema.names)]
             report.objects_read += len(keys)
             parts = ([previous] if previous is not None else []) + added
@@ -208,7 +213,7 @@ def build_snapshots(
             rows = conform(rows, schema)
             body = to_parquet(rows)
             content = _digest(body)
-            key = f"{prefix}{name}/{SNAPSHOT_PARTITION}={day}/snapshot-{source}-{content}.parquet"
+            key = snapshot_key(prefix, name, day, source, content)
             store.write(key, body)  # 1. the new snapshot ...
             store.delete([k for k in current if k != key])  # 2. ... then the old one
             existing[day] = [key]

@@ -19,6 +19,7 @@ from stream_processor.adapters.history_store import HistoryStore, read_matching
 from stream_processor.analytics.scan import DayRange
 from stream_processor.core.events import Dataset, service_arn
 from stream_processor.core.history import day_of
+from stream_processor.core.layout import is_parquet, partition
 from stream_processor.core.timeline import (
     Timeline,
     dataset_of,
@@ -65,8 +66,8 @@ def _rows(
     objects = [
         (key, size)
         for day in days
-        for key, size in store.sizes(f"{prefix}{dataset.value}/event_date={day}/")
-        if key.endswith(".parquet")
+        for key, size in store.sizes(partition(prefix, dataset.value, day))
+        if is_parquet(key)
     ]
     columns = [*_COLUMNS, "group", "cluster_arn", "container_instance_arn", "service_arn"]
     tables = read_matching(store, objects, column, values, columns)

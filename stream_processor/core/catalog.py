@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import COMPACTED_SCHEMAS, SCHEMAS, VALIDITY_DATASETS
+from stream_processor.core.layout import SNAPSHOT_DATE
 
 #: Hive partition column of every dataset (from the object key, not stored in the files).
 PARTITION_COLUMN = ("event_date", "string")
@@ -184,7 +185,7 @@ SNAPSHOT_DATASETS: dict[Dataset, str] = {
     Dataset.TASK: "task_state_snapshot",
     Dataset.CONTAINER_INSTANCE: "container_instance_state_snapshot",
 }
-SNAPSHOT_PARTITION = "snapshot_date"
+SNAPSHOT_PARTITION = SNAPSHOT_DATE
 
 
 def snapshot_columns(dataset: Dataset) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """History rows: explicit Arrow schemas, Athena-friendly layout, deterministic object keys.
 
-Layout: `<prefix><dataset>/event_date=YYYY-MM-DD/<shard>-<first seq>-<last seq>.parquet`.
-The key is derived only from the batch's input, so a retried batch overwrites its objects.
+Keys: `core.layout` (`<prefix><dataset>/event_date=D/<shard>-<first>-<last>.parquet`,
+derived only from the batch's input, so a retried batch overwrites its objects).
 Timestamps are INT64 milliseconds in UTC (never INT96), which Athena reads as `timestamp`.
 """
 
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stream_processor.core.events import Dataset, EcsEvent, micros_since_epoch
+from stream_processor.core.layout import history_object_key
 from stream_processor.core.records import Rejected
 from stream_processor.core.redaction import (
     DEFAULT_REDACTION,
@@ -231,16 +232,6 @@ class HistoryObject:
     table: pa.Table
 
 
-def history_object_key(
-    prefix: str, dataset: Dataset, event_date: str, shard_id: str, first: str, last: str
-) -> str:
-    """The S3 key of a batch's Parquet object, derived from the input only."""
-    return f"{prefix}{dataset.value}/event_date={event_date}/{shard_id}-{first}-{last}.parquet"
-
-
-#: Where the writer leaves a marker (an empty object) beside history written for a day that
-#: routine maintenance no longer looks at: `<prefix>_late/<dataset>/event_date=D/<file>.late`.
-LATE_PREFIX = "_late/"
 #: Routine maintenance compacts yesterday and the day before (and snapshots look back a
 #: week), so a write for the day before yesterday or earlier is late: any lateness, from a
 #: consumer that was down to an EventBridge archive replay months later.
@@ -251,11 +242,6 @@ def is_late(event_date: str, today: str) -> bool:
     """Whether history written on `today` for `event_date` needs a late marker."""
     cutoff = date.fromisoformat(today) - timedelta(days=LATE_AFTER_DAYS)
     return event_date <= cutoff.isoformat()
-
-
-def late_marker_key(prefix: str, object_key: str) -> str:
-    """The marker of a history object written late (derived from its key: idempotent)."""
-    return f"{prefix}{LATE_PREFIX}{object_key.removeprefix(prefix)}.late"
 
 
 _DAY_US = 86_400 * 1_000_000
@@ -360,13 +346,6 @@ def build_history(
             groups.items(), key=lambda kv: (kv[0][0].value, kv[0][1])
         )
     ]
-
-
-def quarantine_object_key(
-    prefix: str, shard_id: str, first: str, last: str, suffix: str = ""
-) -> str:
-    """The S3 key of a batch's quarantine file, derived from the input only."""
-    return f"{prefix}{shard_id}/{first}-{last}{suffix}.jsonl"
 
 
 class QuarantineLine(msgspec.Struct):

@@ -39,14 +39,16 @@ from stream_processor.core.history import (
     HistoryObject,
     build_history,
     event_date,
-    history_object_key,
     is_late,
-    late_marker_key,
     quarantine_lines,
-    quarantine_object_key,
 )
 from stream_processor.core.items import StateWrite
 from stream_processor.core.known import KnownOrders
+from stream_processor.core.layout import (
+    history_object_key,
+    late_marker_key,
+    quarantine_object_key,
+)
 from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, StateSink
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import BatchPlan, reduce_batch

@@ -19,7 +19,8 @@ from stream_processor.analytics.query import HistoryQuery
 from stream_processor.analytics.scan import partition_keys
 from stream_processor.analytics.snapshot import build_snapshots
 from stream_processor.core.events import Dataset
-from stream_processor.core.history import LATE_PREFIX, is_late
+from stream_processor.core.history import is_late
+from stream_processor.core.layout import LATE_PREFIX
 from stream_processor.demo.history import write_local_history
 from stream_processor.demo.simulation import history_stream
 from tests.analytics.test_history_scale import (

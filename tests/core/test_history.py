@@ -13,13 +13,8 @@ import pytest
 
 from stream_processor.adapters.s3_history import parquet_bytes
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
-from stream_processor.core.history import (
-    SCHEMAS,
-    build_history,
-    history_object_key,
-    quarantine_lines,
-    quarantine_object_key,
-)
+from stream_processor.core.history import SCHEMAS, build_history, quarantine_lines
+from stream_processor.core.layout import history_object_key, quarantine_object_key
 from stream_processor.core.records import Rejected
 from tests.conftest import ecs_fixtures, load_fixture, record, task_event
 
