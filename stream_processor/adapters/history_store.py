@@ -13,13 +13,14 @@ import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processor.core.ports import HistoryStore
 from stream_processor.errors import HistoryReadError, HistoryWriteError
 
 if TYPE_CHECKING:
@@ -31,22 +32,6 @@ K = TypeVar("K")
 
 #: Objects fetched at once by `read_tables` (the S3 client's pool holds more connections).
 READ_CONCURRENCY = 16
-
-
-class HistoryStore(Protocol):
-    def keys(self, prefix: str) -> Iterator[str]: ...
-    def entries(self, prefix: str) -> Iterator[tuple[str, str]]: ...
-    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
-        """(key, size in bytes) of each object under `prefix`."""
-
-    def children(self, prefix: str) -> list[str]: ...
-    def read(self, key: str) -> bytes: ...
-    def open(self, key: str) -> io.RawIOBase:
-        """A seekable reader of one object that fetches only the byte ranges read."""
-
-    def write(self, key: str, body: bytes) -> None: ...
-    def delete(self, keys: list[str]) -> None: ...
-    def describe(self) -> str: ...
 
 
 class LocalHistoryStore:

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stream_processor.adapters.history_store import HistoryStore, read_objects, read_tables
+from stream_processor.adapters.history_store import read_objects, read_tables
 from stream_processor.analytics.scan import DayRange, partition_days, partition_keys
 from stream_processor.analytics.snapshot import build_snapshots, read_snapshot, snapshot_days
 from stream_processor.core.catalog import DUPLICATE_ORDER, dedupe_key
@@ -49,6 +49,7 @@ from stream_processor.core.layout import (
     compacted_key,
     validity_name,
 )
+from stream_processor.core.ports import HistoryStore
 
 CLOSURE_SCHEMA = pa.schema(
     [

@@ -49,8 +49,8 @@ from stream_processor.errors import ConfigError, NotFound
 if TYPE_CHECKING:
     import boto3
 
-    from stream_processor.adapters.history_store import HistoryStore
     from stream_processor.config import Settings
+    from stream_processor.core.ports import HistoryStore
 
 Row = dict[str, Any]
 

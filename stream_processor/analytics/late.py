@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from stream_processor.adapters.history_store import HistoryStore
 from stream_processor.core.events import Dataset
 from stream_processor.core.layout import late_marker_root, parse_late_marker
+from stream_processor.core.ports import HistoryStore
 
 _DATASETS = {d.value: d for d in Dataset}
 

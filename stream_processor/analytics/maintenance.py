@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from stream_processor.adapters.history_store import HistoryStore
 from stream_processor.analytics.compaction import (
     CompactionReport,
     close_from_later_days,
@@ -33,6 +32,7 @@ from stream_processor.core.catalog import SNAPSHOT_DATASETS
 from stream_processor.core.events import Dataset
 from stream_processor.core.history import VALIDITY_DATASETS
 from stream_processor.core.layout import EVENT_DATE
+from stream_processor.core.ports import HistoryStore
 
 
 @dataclass

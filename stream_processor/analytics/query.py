@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from stream_processor.adapters.history_store import HistoryStore, read_tables
+from stream_processor.adapters.history_store import read_tables
 from stream_processor.analytics.predicates import QueryNeeds, analyze
 from stream_processor.analytics.scan import (
     EVERY_DAY,
@@ -41,6 +41,7 @@ from stream_processor.core.catalog import SNAPSHOT_DATASETS, WINDOW_COLUMNS, vie
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import SCHEMAS, VALIDITY_DATASETS, conform, day_of
 from stream_processor.core.layout import EVENT_DATE, event_day
+from stream_processor.core.ports import HistoryStore
 
 #: Athena functions the example queries use, defined in DuckDB so the same SQL runs on both.
 _MACROS = (

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from stream_processor.adapters.history_store import HistoryStore
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ItemPolicy
 from stream_processor.core.layout import is_parquet
-from stream_processor.core.ports import StateSink
+from stream_processor.core.ports import HistoryStore, StateSink
 from stream_processor.core.records import KinesisRecord
 from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
 from stream_processor.core.reduce import reduce_batch

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from stream_processor.adapters.history_store import HistoryStore, concurrently
+from stream_processor.adapters.history_store import concurrently
 from stream_processor.core.layout import is_parquet, partition
+from stream_processor.core.ports import HistoryStore
 
 
 @dataclass(frozen=True)

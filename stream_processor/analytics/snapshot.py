@@ -25,7 +25,7 @@ from datetime import date, timedelta
 import duckdb
 import pyarrow as pa
 
-from stream_processor.adapters.history_store import HistoryStore, read_tables
+from stream_processor.adapters.history_store import read_tables
 from stream_processor.analytics.late import late_markers
 from stream_processor.analytics.scan import partition_days, partition_keys
 from stream_processor.core.catalog import SNAPSHOT_DATASETS, SNAPSHOT_PARTITION
@@ -39,6 +39,7 @@ from stream_processor.core.layout import (
     snapshot_digests,
     snapshot_key,
 )
+from stream_processor.core.ports import HistoryStore
 
 #: Among rows of one resource, the one a snapshot (and `state --as-of`) keeps.
 LATEST_ORDER = "version DESC, event_time DESC, event_id DESC, sequence_number, sub_sequence_number"

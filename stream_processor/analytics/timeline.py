@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from stream_processor.adapters.history_store import HistoryStore, read_matching
+from stream_processor.adapters.history_store import read_matching
 from stream_processor.analytics.scan import DayRange
 from stream_processor.core.events import Dataset, service_arn
 from stream_processor.core.history import day_of
 from stream_processor.core.layout import is_parquet, partition
+from stream_processor.core.ports import HistoryStore
 from stream_processor.core.timeline import (
     Timeline,
     dataset_of,

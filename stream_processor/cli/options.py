@@ -15,7 +15,7 @@ from stream_processor.core.tables import table_text
 from stream_processor.errors import ConfigError
 
 if TYPE_CHECKING:
-    from stream_processor.adapters.history_store import HistoryStore
+    from stream_processor.core.ports import HistoryStore
 
 
 def rate(text: str) -> float:

@@ -8,6 +8,7 @@ requests and retries end in time for the caller to report what is not durable.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -210,6 +211,37 @@ class LeaseStore(Protocol):
 
     def release(self, shard_id: str, owner: str) -> None:
         """Give the lease up (its expiry now); never raises for a lease already lost."""
+
+
+class HistoryStore(Protocol):
+    """The history bucket (or a local directory laid out like it): listing, whole and
+    ranged reads, writes and deletes (`adapters.history_store`)."""
+
+    def keys(self, prefix: str) -> Iterator[str]: ...
+    def entries(self, prefix: str) -> Iterator[tuple[str, str]]: ...
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size in bytes) of each object under `prefix`."""
+
+    def children(self, prefix: str) -> list[str]: ...
+    def read(self, key: str) -> bytes: ...
+    def open(self, key: str) -> io.RawIOBase:
+        """A seekable reader of one object that fetches only the byte ranges read."""
+
+    def write(self, key: str, body: bytes) -> None: ...
+    def delete(self, keys: list[str]) -> None: ...
+    def describe(self) -> str: ...
+
+
+class Reindexer(Protocol):
+    """A state table read in pages and updated item by item (`reindex`)."""
+
+    def page(
+        self, dataset: Dataset, start: dict[str, Any] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int, dict[str, Any] | None]: ...
+
+    def update(
+        self, dataset: Dataset, item: dict[str, Any], sets: dict[str, str], remove: list[str]
+    ) -> bool: ...
 
 
 class Clock(Protocol):

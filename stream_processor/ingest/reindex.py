@@ -13,23 +13,14 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from stream_processor.core.events import Dataset
 from stream_processor.core.indexes import reindexed
+from stream_processor.core.ports import Reindexer
 from stream_processor.errors import ConfigError
 
 Item = dict[str, Any]
-
-
-class Reindexer(Protocol):
-    def page(
-        self, dataset: Dataset, start: Item | None, limit: int
-    ) -> tuple[list[Item], int, Item | None]: ...
-
-    def update(
-        self, dataset: Dataset, item: Item, sets: dict[str, str], remove: list[str]
-    ) -> bool: ...
 
 
 @dataclass
