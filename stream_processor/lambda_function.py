@@ -19,11 +19,12 @@ from typing import Any
 
 from aws_lambda_powertools import Metrics
 
+from stream_processor.composition import Ports
 from stream_processor.config import Settings
 from stream_processor.core.records import Received, from_lambda_event
 from stream_processor.core.retry import Deadline
 from stream_processor.ingest.metrics import BATCH_METRICS, NAMESPACE, SERVICE, add_batch_metrics
-from stream_processor.ingest.wiring import AwsPipeline, build_pipeline
+from stream_processor.ingest.wiring import AwsPipeline
 
 __all__ = [
     "BATCH_METRICS",
@@ -52,7 +53,7 @@ metrics = Metrics(namespace=METRICS_NAMESPACE, service=METRICS_SERVICE)
 def _pipeline() -> AwsPipeline:
     global _runtime
     if _runtime is None:
-        _runtime = build_pipeline(Settings.from_env(os.environ))
+        _runtime = Ports(Settings.from_env(os.environ)).pipeline()
     return _runtime
 
 
@@ -105,13 +106,11 @@ def maintenance_handler(event: dict[str, Any], context: object) -> dict[str, Any
 
     from aws_lambda_powertools.metrics import MetricUnit
 
-    from stream_processor.adapters.clients import s3_client
-    from stream_processor.adapters.history_store import S3HistoryStore
     from stream_processor.analytics.maintenance import maintain
 
     settings = Settings.from_env(os.environ)
     deadline = _deadline(context, MAINTENANCE_RESERVE_S)
-    store = S3HistoryStore(s3_client(settings), settings.require_bucket())
+    store = Ports(settings).history()
     report = maintain(
         store,
         settings.history_prefix,
@@ -142,14 +141,12 @@ def watchdog_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
 
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-    from stream_processor.adapters.clients import ecs_client
-    from stream_processor.adapters.ecs_inventory import EcsInventory
-    from stream_processor.analytics.fleet import FleetState
     from stream_processor.core.stuck import KINDS, counts
 
     settings = Settings.from_env(os.environ)
-    clusters = settings.stuck_cluster_list() or EcsInventory(ecs_client(settings)).clusters()
-    fleet = FleetState.from_settings(settings)
+    ports = Ports(settings)
+    clusters = settings.stuck_cluster_list() or ports.inventory().clusters()
+    fleet = ports.fleet()
     now = datetime.now(UTC)
     found = fleet.stuck(clusters, now=now, limits=settings.stuck_limits())
     by_cluster = counts(found)

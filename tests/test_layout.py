@@ -20,6 +20,7 @@ LAYERS = {
     "ingest": 2,
     "analytics": 2,
     "demo": 3,
+    "composition": 3,
     "cli": 4,
     "lambda_function": 4,
     "__main__": 5,

@@ -165,20 +165,21 @@ def run_compact(args: argparse.Namespace) -> int:
 
 def run_rebuild(args: argparse.Namespace) -> int:
     from stream_processor.analytics.rebuild import rebuild_state
-    from stream_processor.ingest.wiring import state_store
+    from stream_processor.composition import Ports
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
-    store = open_history(args.history, settings)
+    ports = Ports(settings)
+    store = ports.history(args.history)
     progress = Progress(sys.stderr)
-    sink = state_store(settings)  # the pipeline's writes: mode, timeouts, retry rounds
+    sink = ports.state_store()  # the pipeline's writes: mode, timeouts, retry rounds
     try:
         result = rebuild_state(
             store,
             settings.history_prefix,
             sink,
-            items=settings.item_policy(),
-            redaction=settings.redaction(),
+            items=ports.items,
+            redaction=ports.redaction,
             on_progress=progress.step,
         )
     finally:

@@ -253,23 +253,21 @@ def run_reindex(args: argparse.Namespace) -> int:
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    from stream_processor.adapters.clients import dynamodb_client, ecs_client
-    from stream_processor.adapters.dynamodb_repair import DynamoDBStateRepair
-    from stream_processor.adapters.ecs_inventory import EcsInventory
+    from stream_processor.composition import Ports
     from stream_processor.ingest.reconcile import (
         FleetReconcileReport,
         Target,
         reconcile,
         reconcile_fleet,
     )
-    from stream_processor.ingest.wiring import state_store
     from stream_processor.progress import Progress
 
     settings = Settings.from_env(os.environ)
     if (args.role_name or args.role_arn) and not (args.account or args.organization):
         raise ConfigError("--role-name/--role-arn need --account or --organization")
-    store = state_store(settings)  # the pipeline's writes: mode, timeouts, retry rounds
-    table = DynamoDBStateRepair(dynamodb_client(settings), settings.state_tables())
+    ports = Ports(settings)
+    store = ports.state_store()  # the pipeline's writes: mode, timeouts, retry rounds
+    table = ports.state_repair()
     progress = Progress(sys.stderr)
     fleet: FleetReconcileReport | None = None
     try:
@@ -293,25 +291,25 @@ def run_reconcile(args: argparse.Namespace) -> int:
             targets = [Target(a, r) for a in dict.fromkeys(accounts) for r in regions]
             fleet = reconcile_fleet(
                 targets,
-                lambda t: EcsInventory(ecs_client(settings, sessions.session(t.account, t.region))),
+                lambda t: Ports(settings, sessions.session(t.account, t.region)).inventory(),
                 store,
                 table,
                 clusters=args.cluster,
                 repair=args.repair,
-                items=settings.item_policy(),
-                redaction=settings.redaction(),
+                items=ports.items,
+                redaction=ports.redaction,
                 on_progress=progress.step,
             )
             report = fleet.merged()
         else:
             report = reconcile(
-                EcsInventory(ecs_client(settings)),
+                ports.inventory(),
                 store,
                 table,
                 clusters=args.cluster,
                 repair=args.repair,
-                items=settings.item_policy(),
-                redaction=settings.redaction(),
+                items=ports.items,
+                redaction=ports.redaction,
                 on_progress=progress.step,
             )
     finally:

@@ -81,10 +81,10 @@ def add_commands(sub: Any) -> None:
 
 
 def _fleet() -> tuple[FleetState, Settings]:
-    from stream_processor.analytics.fleet import FleetState
+    from stream_processor.composition import Ports
 
     settings = Settings.from_env(os.environ)
-    return FleetState.from_settings(settings), settings
+    return Ports(settings).fleet(), settings
 
 
 def run_timeline(args: argparse.Namespace) -> int:
@@ -127,10 +127,9 @@ def run_stuck(args: argparse.Namespace) -> int:
     fleet, settings = _fleet()
     clusters = list(args.cluster)
     if not clusters:
-        from stream_processor.adapters.clients import ecs_client
-        from stream_processor.adapters.ecs_inventory import EcsInventory
+        from stream_processor.composition import Ports
 
-        clusters = EcsInventory(ecs_client(settings)).clusters()
+        clusters = Ports(settings).inventory().clusters()
         if not clusters:
             print("stream-processor: ECS lists no cluster: give --cluster", file=sys.stderr)
             return 1

@@ -7,7 +7,6 @@ import csv
 import json
 import sys
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stream_processor.config import Settings
@@ -86,16 +85,9 @@ def add_format_option(command: argparse.ArgumentParser) -> None:
 
 def open_history(location: str | None, settings: Settings) -> HistoryStore:
     """The history store named by `--history` (default: the configured bucket)."""
-    from stream_processor.adapters.clients import s3_client
-    from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
+    from stream_processor.composition import Ports
 
-    location = location or f"s3://{settings.require_bucket()}"
-    if location.startswith("s3://"):
-        return S3HistoryStore(s3_client(settings), location.removeprefix("s3://").rstrip("/"))
-    root = Path(location)
-    if not root.is_dir():
-        raise ConfigError(f"--history {location}: no such directory")
-    return LocalHistoryStore(root)
+    return Ports(settings).history(location)
 
 
 def print_rows(columns: list[str], rows: list[tuple[object, ...]], fmt: str) -> None:

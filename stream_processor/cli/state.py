@@ -103,12 +103,10 @@ def add_commands(sub: Any) -> None:
 
 
 def _fleet(args: argparse.Namespace) -> FleetState:
-    from stream_processor.analytics.fleet import FleetState
+    from stream_processor.composition import Ports
 
-    return FleetState.from_settings(
-        Settings.from_env(os.environ),
-        account=getattr(args, "account", None),
-        region=getattr(args, "region", None),
+    return Ports(Settings.from_env(os.environ)).fleet(
+        account=getattr(args, "account", None), region=getattr(args, "region", None)
     )
 
 

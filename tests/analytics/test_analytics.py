@@ -201,7 +201,7 @@ def test_rebuild_state_writes_the_pipeline_s_items_through_the_pipeline_s_store(
     """`rebuild-state` builds items with the settings' item policy (TTL, shape, `_ingestedAt`
     ending in Z as the pipeline writes it; it wrote +00:00) and writes them through the same
     state store as the pipeline (write mode, timeouts, retry rounds; it ignored them)."""
-    from stream_processor.ingest import wiring
+    from stream_processor.composition import Ports
 
     _, root, _ = _history(tmp_path, tasks=5)
     settings = Settings(state_ttl_days=3, state_item_format="compact")
@@ -220,7 +220,9 @@ def test_rebuild_state_writes_the_pipeline_s_items_through_the_pipeline_s_store(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(wiring, "state_store", lambda s: built.append(s) or _Closable())
+    monkeypatch.setattr(
+        Ports, "state_store", lambda self: built.append(self.settings) or _Closable()
+    )
     monkeypatch.setenv("STATE_WRITE_MODE", "transact")
     monkeypatch.setenv("RETRY_ROUNDS", "3")
     assert main(["rebuild-state", "--history", str(root)]) == 0
