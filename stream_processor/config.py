@@ -12,12 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from stream_processor.core.events import Dataset
+from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ITEM_FORMATS, ItemPolicy
 from stream_processor.core.redaction import RedactionPolicy
 from stream_processor.errors import ConfigError
 
 _RETRY_MODES = ("legacy", "standard", "adaptive")
+#: Dataset → the field naming its state table (from the dataset registry).
+_TABLE_FIELDS = {d: spec.state_table for d, spec in SPECS.items() if spec.state_table}
 #: `put`: one conditional PutItem per key (1 write unit per KB). `transact`: up to 100
 #: conditional puts per TransactWriteItems call (2 write units per KB, far fewer requests).
 STATE_WRITE_MODES = ("put", "transact")
@@ -70,12 +72,7 @@ class Settings:
     stuck_thresholds: str = ""
 
     def __post_init__(self) -> None:
-        for name in (
-            "task_state_table",
-            "container_instance_state_table",
-            "deployment_state_table",
-            "daemon_deployment_state_table",
-        ):
+        for name in _TABLE_FIELDS.values():
             if not getattr(self, name):
                 raise ConfigError(f"{name} must not be empty")
         for name in ("history_prefix", "quarantine_prefix"):
@@ -131,13 +128,8 @@ class Settings:
         return [c.strip() for c in self.stuck_clusters.split(",") if c.strip()]
 
     def state_tables(self) -> dict[Dataset, str]:
-        """Dataset → DynamoDB state table name."""
-        return {
-            Dataset.TASK: self.task_state_table,
-            Dataset.CONTAINER_INSTANCE: self.container_instance_state_table,
-            Dataset.DEPLOYMENT: self.deployment_state_table,
-            Dataset.DAEMON_DEPLOYMENT: self.daemon_deployment_state_table,
-        }
+        """Dataset → DynamoDB state table name (each dataset's spec names its setting)."""
+        return {dataset: getattr(self, name) for dataset, name in _TABLE_FIELDS.items()}
 
     def require_bucket(self) -> str:
         """The history bucket, or a clear error when it was not configured."""

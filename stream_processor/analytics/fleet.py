@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any
 from stream_processor.analytics.scan import DayRange
 from stream_processor.analytics.timeline import life_days, timeline
 from stream_processor.core.events import SPECS, Dataset, service_arn
-from stream_processor.core.indexes import ENDED, LIVE, TERMINAL, partitions, phase_of, phase_value
+from stream_processor.core.indexes import (
+    CLUSTER_PHASE,
+    ENDED,
+    LIVE,
+    SERVICE_DEPLOYMENT,
+    TERMINAL,
+    partitions,
+    phase_of,
+    phase_value,
+)
 from stream_processor.core.items import EVENT_TIME, ORDER, item_json
 from stream_processor.core.ports import SortKey, StateQueries
 from stream_processor.core.stuck import (
@@ -54,49 +63,10 @@ if TYPE_CHECKING:
 
 Row = dict[str, Any]
 
-#: What a listed row holds besides the key: what the commands print and filter on.
+#: What a listed row holds besides the key: what the commands print and filter on (each
+#: dataset's spec lists it).
 ROW_ATTRIBUTES: dict[Dataset, tuple[str, ...]] = {
-    Dataset.TASK: (
-        "version",
-        "clusterArn",
-        "lastStatus",
-        "desiredStatus",
-        "launchType",
-        "taskDefinitionArn",
-        "group",
-        "containerInstanceArn",
-        "availabilityZone",
-        "cpu",
-        "memory",
-        "createdAt",
-        "startedAt",
-        "stoppedAt",
-        "updatedAt",
-        "stopCode",
-        EVENT_TIME,
-    ),
-    Dataset.CONTAINER_INSTANCE: (
-        "version",
-        "clusterArn",
-        "status",
-        "statusReason",
-        "agentConnected",
-        "ec2InstanceId",
-        "runningTasksCount",
-        "pendingTasksCount",
-        "registeredAt",
-        "updatedAt",
-        EVENT_TIME,
-    ),
-    Dataset.DEPLOYMENT: (
-        "eventType",
-        "eventName",
-        "reason",
-        "updatedAt",
-        "_serviceArn",
-        EVENT_TIME,
-        ORDER,
-    ),
+    dataset: spec.listed for dataset, spec in SPECS.items() if spec.listed
 }
 
 
@@ -179,17 +149,17 @@ class FleetState:
             raise ConfigError("give a service or a group, not both")
         if service:
             group = f"service:{service.rsplit('/', 1)[-1]}"
-        return self._list(Dataset.TASK, "cluster-phase", self.cluster_arn(cluster), status, group)
+        return self._list(Dataset.TASK, CLUSTER_PHASE, self.cluster_arn(cluster), status, group)
 
     def instances(self, cluster: str, *, status: str | None = None) -> list[Row]:
         """The cluster's container instances, optionally of one status."""
         arn = self.cluster_arn(cluster)
-        return self._list(Dataset.CONTAINER_INSTANCE, "cluster-phase", arn, status, "")
+        return self._list(Dataset.CONTAINER_INSTANCE, CLUSTER_PHASE, arn, status, "")
 
     def deployments(self, service: str, *, cluster: str | None = None) -> list[Row]:
         """The service's deployments, oldest first (by `updatedAt`)."""
         arn = self.service_arn(service, cluster)
-        keys = self._queries.keys(Dataset.DEPLOYMENT, "service-deployment", [arn], None)
+        keys = self._queries.keys(Dataset.DEPLOYMENT, SERVICE_DEPLOYMENT, [arn], None)
         rows = self._rows(Dataset.DEPLOYMENT, keys)
         return sorted(rows, key=lambda row: (str(row.get(ORDER, "")), row["deploymentId"]))
 
@@ -274,11 +244,11 @@ class FleetState:
         live = SortKey(phase_value(LIVE), prefix=True)
         for cluster in clusters:
             arn = self.cluster_arn(cluster)
-            task_keys = self._queries.keys(Dataset.TASK, "cluster-phase", partitions(arn), live)
+            task_keys = self._queries.keys(Dataset.TASK, CLUSTER_PHASE, partitions(arn), live)
             tasks = self._items(Dataset.TASK, task_keys, TASK_ATTRIBUTES)
             found += stuck_tasks(tasks, arn, now, limits)
             keys = self._queries.keys(
-                Dataset.CONTAINER_INSTANCE, "cluster-phase", partitions(arn), live
+                Dataset.CONTAINER_INSTANCE, CLUSTER_PHASE, partitions(arn), live
             )
             found += stuck_instances(
                 self._items(Dataset.CONTAINER_INSTANCE, keys, INSTANCE_ATTRIBUTES), arn, now, limits
@@ -288,7 +258,7 @@ class FleetState:
                 key
                 for service in services
                 for key in self._queries.keys(
-                    Dataset.DEPLOYMENT, "service-deployment", [service], None
+                    Dataset.DEPLOYMENT, SERVICE_DEPLOYMENT, [service], None
                 )
             ]
             deployments = self._items(Dataset.DEPLOYMENT, deployment_keys, DEPLOYMENT_ATTRIBUTES)

@@ -84,71 +84,12 @@ class DatasetSpec:
     terminal: frozenset[str] = frozenset()
     #: What reconcile marks a resource ECS no longer returns as (instead of deleting it).
     orphan_status: str | None = None
-
-
-SPECS: dict[Dataset, DatasetSpec] = {
-    Dataset.TASK: DatasetSpec(
-        Dataset.TASK,
-        "ECS Task State Change",
-        "taskArn",
-        True,
-        True,
-        "lastStatus",
-        frozenset({"STOPPED"}),
-        "STOPPED",
-    ),
-    Dataset.CONTAINER_INSTANCE: DatasetSpec(
-        Dataset.CONTAINER_INSTANCE,
-        "ECS Container Instance State Change",
-        "containerInstanceArn",
-        True,
-        True,
-        "status",
-        frozenset({"INACTIVE", "DEREGISTERED"}),
-        "INACTIVE",
-    ),
-    Dataset.DEPLOYMENT: DatasetSpec(
-        Dataset.DEPLOYMENT,
-        "ECS Deployment State Change",
-        "deploymentId",
-        False,
-        True,
-        "eventName",
-        frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
-    ),
-    Dataset.SERVICE_ACTION: DatasetSpec(
-        Dataset.SERVICE_ACTION, "ECS Service Action", None, False, False
-    ),
-    Dataset.DAEMON_SERVICE_ACTION: DatasetSpec(
-        Dataset.DAEMON_SERVICE_ACTION, "ECS Daemon Service Action", None, False, False
-    ),
-    Dataset.DAEMON_DEPLOYMENT: DatasetSpec(
-        Dataset.DAEMON_DEPLOYMENT,
-        "ECS Daemon Deployment State Change",
-        "daemonDeploymentArn",
-        False,
-        True,
-        "eventName",
-        frozenset(
-            {
-                "DAEMON_DEPLOYMENT_SUCCESSFUL",
-                "DAEMON_DEPLOYMENT_STOPPED",
-                "DAEMON_DEPLOYMENT_ROLLBACK_SUCCESSFUL",
-                "DAEMON_DEPLOYMENT_ROLLBACK_FAILED",
-            }
-        ),
-    ),
-    # Any other detail type: matched by elimination, never by this name.
-    Dataset.OTHER: DatasetSpec(Dataset.OTHER, "", None, False, False),
-}
-_BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values() if spec.detail_type}
-#: The detail types this code knows by name (the catch-all rule routes every other one).
-KNOWN_DETAIL_TYPES = tuple(_BY_DETAIL_TYPE)
-
-
-def spec_of(detail_type: str) -> DatasetSpec:
-    """The spec of a detail type; `OTHER`'s for one this code does not know."""
-    return _BY_DETAIL_TYPE.get(detail_type) or SPECS[Dataset.OTHER]
+    #: The typed detail its events decode into (None: an unknown type, read as a whole).
+    detail: type[msgspec.Struct] | None = None
+    #: The `Settings` field naming its DynamoDB state table (None: history only).
+    state_table: str | None = None
+    #: What a listed row of its state holds besides the key (`FleetState`'s listings).
+    listed: tuple[str, ...] = ()
 
 
 class _Envelope(msgspec.Struct):
@@ -263,13 +204,136 @@ Detail = (
     | OtherDetail
 )
 
+#: State items' metadata attributes a listing reads (`core.items` builds them from these).
+ORDER_ATTRIBUTE = "_order"
+EVENT_TIME_ATTRIBUTE = "_eventTime"
+
+SPECS: dict[Dataset, DatasetSpec] = {
+    Dataset.TASK: DatasetSpec(
+        Dataset.TASK,
+        "ECS Task State Change",
+        key_field="taskArn",
+        versioned=True,
+        has_state=True,
+        status_attribute="lastStatus",
+        terminal=frozenset({"STOPPED"}),
+        orphan_status="STOPPED",
+        detail=TaskDetail,
+        state_table="task_state_table",
+        listed=(
+            "version",
+            "clusterArn",
+            "lastStatus",
+            "desiredStatus",
+            "launchType",
+            "taskDefinitionArn",
+            "group",
+            "containerInstanceArn",
+            "availabilityZone",
+            "cpu",
+            "memory",
+            "createdAt",
+            "startedAt",
+            "stoppedAt",
+            "updatedAt",
+            "stopCode",
+            EVENT_TIME_ATTRIBUTE,
+        ),
+    ),
+    Dataset.CONTAINER_INSTANCE: DatasetSpec(
+        Dataset.CONTAINER_INSTANCE,
+        "ECS Container Instance State Change",
+        key_field="containerInstanceArn",
+        versioned=True,
+        has_state=True,
+        status_attribute="status",
+        terminal=frozenset({"INACTIVE", "DEREGISTERED"}),
+        orphan_status="INACTIVE",
+        detail=ContainerInstanceDetail,
+        state_table="container_instance_state_table",
+        listed=(
+            "version",
+            "clusterArn",
+            "status",
+            "statusReason",
+            "agentConnected",
+            "ec2InstanceId",
+            "runningTasksCount",
+            "pendingTasksCount",
+            "registeredAt",
+            "updatedAt",
+            EVENT_TIME_ATTRIBUTE,
+        ),
+    ),
+    Dataset.DEPLOYMENT: DatasetSpec(
+        Dataset.DEPLOYMENT,
+        "ECS Deployment State Change",
+        key_field="deploymentId",
+        versioned=False,
+        has_state=True,
+        status_attribute="eventName",
+        terminal=frozenset({"SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"}),
+        detail=DeploymentDetail,
+        state_table="deployment_state_table",
+        listed=(
+            "eventType",
+            "eventName",
+            "reason",
+            "updatedAt",
+            "_serviceArn",
+            EVENT_TIME_ATTRIBUTE,
+            ORDER_ATTRIBUTE,
+        ),
+    ),
+    Dataset.SERVICE_ACTION: DatasetSpec(
+        Dataset.SERVICE_ACTION,
+        "ECS Service Action",
+        key_field=None,
+        versioned=False,
+        has_state=False,
+        detail=ServiceActionDetail,
+    ),
+    Dataset.DAEMON_SERVICE_ACTION: DatasetSpec(
+        Dataset.DAEMON_SERVICE_ACTION,
+        "ECS Daemon Service Action",
+        key_field=None,
+        versioned=False,
+        has_state=False,
+        detail=DaemonServiceActionDetail,
+    ),
+    Dataset.DAEMON_DEPLOYMENT: DatasetSpec(
+        Dataset.DAEMON_DEPLOYMENT,
+        "ECS Daemon Deployment State Change",
+        key_field="daemonDeploymentArn",
+        versioned=False,
+        has_state=True,
+        status_attribute="eventName",
+        terminal=frozenset(
+            {
+                "DAEMON_DEPLOYMENT_SUCCESSFUL",
+                "DAEMON_DEPLOYMENT_STOPPED",
+                "DAEMON_DEPLOYMENT_ROLLBACK_SUCCESSFUL",
+                "DAEMON_DEPLOYMENT_ROLLBACK_FAILED",
+            }
+        ),
+        detail=DaemonDeploymentDetail,
+        state_table="daemon_deployment_state_table",
+    ),
+    # Any other detail type: matched by elimination, never by this name.
+    Dataset.OTHER: DatasetSpec(Dataset.OTHER, "", key_field=None, versioned=False, has_state=False),
+}
+_BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values() if spec.detail_type}
+#: The detail types this code knows by name (the catch-all rule routes every other one).
+KNOWN_DETAIL_TYPES = tuple(_BY_DETAIL_TYPE)
+
+
+def spec_of(detail_type: str) -> DatasetSpec:
+    """The spec of a detail type; `OTHER`'s for one this code does not know."""
+    return _BY_DETAIL_TYPE.get(detail_type) or SPECS[Dataset.OTHER]
+
+
 _DETAIL_TYPES: dict[Dataset, type] = {
-    Dataset.TASK: TaskDetail,
-    Dataset.CONTAINER_INSTANCE: ContainerInstanceDetail,
-    Dataset.DEPLOYMENT: DeploymentDetail,
-    Dataset.SERVICE_ACTION: ServiceActionDetail,
-    Dataset.DAEMON_SERVICE_ACTION: DaemonServiceActionDetail,
-    Dataset.DAEMON_DEPLOYMENT: DaemonDeploymentDetail,
+    dataset: spec.detail for dataset, spec in SPECS.items() if spec.detail is not None
 }
 # Fractions decode as exact decimals: `1e400` in a column field is out of the column's
 # range (null there), not a reason to refuse the event.

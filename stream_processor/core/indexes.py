@@ -48,6 +48,9 @@ from stream_processor.core.events import (
 #: Partitions of each sharded index key. Readers query them all; changing it needs a reindex.
 INDEX_SHARDS = 8
 #: Item attributes that hold the index keys.
+#: The index names (the read side queries them by these).
+CLUSTER_PHASE = "cluster-phase"
+SERVICE_DEPLOYMENT = "service-deployment"
 CLUSTER = "_cluster"
 PHASE = "_phase"
 #: Deployments' index partition: the service, metadata every deployment item carries.
@@ -99,9 +102,9 @@ class Index:
 
 
 INDEXES: tuple[Index, ...] = (
-    Index(Dataset.TASK, "cluster-phase", CLUSTER, PHASE),
-    Index(Dataset.CONTAINER_INSTANCE, "cluster-phase", CLUSTER, PHASE),
-    Index(Dataset.DEPLOYMENT, "service-deployment", SERVICE_ARN, "deploymentId", sharded=False),
+    Index(Dataset.TASK, CLUSTER_PHASE, CLUSTER, PHASE),
+    Index(Dataset.CONTAINER_INSTANCE, CLUSTER_PHASE, CLUSTER, PHASE),
+    Index(Dataset.DEPLOYMENT, SERVICE_DEPLOYMENT, SERVICE_ARN, "deploymentId", sharded=False),
 )
 
 

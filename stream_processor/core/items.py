@@ -35,15 +35,11 @@ from typing import Any
 import msgspec
 
 from stream_processor.core.events import (
+    EVENT_TIME_ATTRIBUTE,
+    ORDER_ATTRIBUTE,
     SPECS,
-    ContainerInstanceDetail,
-    DaemonDeploymentDetail,
-    DaemonServiceActionDetail,
     Dataset,
-    DeploymentDetail,
     EcsEvent,
-    ServiceActionDetail,
-    TaskDetail,
     from_micros,
 )
 from stream_processor.core.indexes import (
@@ -66,12 +62,12 @@ _EXACT_SIZE_ABOVE = 200 * 1024
 #: are fields of `_order` (every byte past a KB boundary costs a write unit), and
 #: `item_json` derives them.
 EVENT_ID = "_eventId"
-EVENT_TIME = "_eventTime"
+EVENT_TIME = EVENT_TIME_ATTRIBUTE
 SHARD_ID = "_shardId"
 SEQUENCE_NUMBER = "_sequenceNumber"
 SUB_SEQUENCE_NUMBER = "_subSequenceNumber"
 INGESTED_AT = "_ingestedAt"
-ORDER = "_order"
+ORDER = ORDER_ATTRIBUTE
 OVERSIZED = "_oversized"
 SNAPSHOT = "_snapshot"
 #: The whole detail as JSON text: the item shape before issue #13 (still read).
@@ -104,15 +100,9 @@ _METADATA = (SHARD_ID, SEQUENCE_NUMBER, SUB_SEQUENCE_NUMBER, INGESTED_AT, ORDER)
 #: The attributes an item holds by name: the typed fields of the detail (the same ones the
 #: history has as columns), not `overrides`, which stays raw for redaction.
 _NAMED: dict[type, tuple[str, ...]] = {
-    kind: tuple(f for f in kind.__struct_fields__ if f != "overrides")
-    for kind in (
-        TaskDetail,
-        ContainerInstanceDetail,
-        DeploymentDetail,
-        ServiceActionDetail,
-        DaemonServiceActionDetail,
-        DaemonDeploymentDetail,
-    )
+    spec.detail: tuple(f for f in spec.detail.__struct_fields__ if f != "overrides")
+    for spec in SPECS.values()
+    if spec.detail is not None
 }
 _FETCH: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     kind: operator.attrgetter(*names) for kind, names in _NAMED.items()
