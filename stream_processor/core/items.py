@@ -184,14 +184,24 @@ def to_attribute(value: Any, as_text: list[int] | None = None, depth: int = 1) -
     kind = type(value)
     if kind is str:
         return {"S": value}
+    # Strings inline: most values are strings, and a call per value is most of the cost.
     if kind is dict:
         if depth > MAX_NESTING:
             raise _TooDeep
-        return {"M": {k: to_attribute(v, as_text, depth + 1) for k, v in value.items()}}
+        depth += 1
+        return {
+            "M": {
+                k: {"S": v} if type(v) is str else to_attribute(v, as_text, depth)
+                for k, v in value.items()
+            }
+        }
     if kind is list:
         if depth > MAX_NESTING:
             raise _TooDeep
-        return {"L": [to_attribute(v, as_text, depth + 1) for v in value]}
+        depth += 1
+        return {
+            "L": [{"S": v} if type(v) is str else to_attribute(v, as_text, depth) for v in value]
+        }
     if kind is bool:
         return {"BOOL": value}
     if kind is int:
@@ -296,8 +306,11 @@ def _native_attributes(event: EcsEvent, as_text: list[int]) -> Item:
     """Every top-level detail attribute by name, values converted exactly (one nested
     deeper than DynamoDB allows as its JSON text)."""
     detail = decode_any(event.detail_raw)
-    try:  # the common case, in one comprehension
-        return {name: to_attribute(value, as_text) for name, value in detail.items()}
+    try:  # the common case, in one comprehension (strings inline, as in `to_attribute`)
+        return {
+            name: {"S": value} if type(value) is str else to_attribute(value, as_text)
+            for name, value in detail.items()
+        }
     except _TooDeep:
         as_text[0] = 0
         return {name: top_level_attribute(value, as_text) for name, value in detail.items()}

@@ -161,20 +161,20 @@ def redact_detail(raw: bytes, policy: RedactionPolicy, within: bytes | None = No
     if not names:
         return raw
     escaped = b"\\" in raw and b"\\u" in raw  # memchr first: backslashes are rare
-    firsts = [raw.find(name) for name in names]
+    firsts = []
+    for name in names:
+        firsts.append(raw.find(name))
     if not escaped and max(firsts) < 0:
         return raw
     if within is not None and not escaped:
         at = raw.find(within)
         end = at + len(within)
-        if (
-            at >= 0
-            and raw.find(within, at + 1) == -1  # one place to splice
-            and all(  # every occurrence of every name lies inside the slice
-                first < 0 or (first >= at and raw.rfind(name) + len(name) <= end)
-                for first, name in zip(firsts, names, strict=True)
-            )
-        ):
+        # One place to splice, and every occurrence of every name inside it.
+        inside = at >= 0 and raw.find(within, at + 1) == -1
+        for first, name in zip(firsts, names, strict=True):
+            if inside and first >= 0 and (first < at or raw.rfind(name) + len(name) > end):
+                inside = False
+        if inside:
             value = decode_any(within)
             policy.redact(value)
             # Spliced even when nothing was replaced: a first copy of a duplicate key
