@@ -75,7 +75,9 @@ class DatasetSpec:
 
     dataset: Dataset
     detail_type: str
-    key_field: str | None  # detail attribute holding the key; None = resources[0]
+    #: The detail attribute holding the key (its typed detail then has `version` if
+    #: `versioned`, else `updatedAt`); None: keyed by `decode_event` (resources[0], ...).
+    key_field: str | None
     versioned: bool  # ordered by detail.version (else by detail.updatedAt, or history only)
     has_state: bool
     #: The detail attribute holding the resource's status (a deployment: its event name).
@@ -481,20 +483,17 @@ def decode_event(
     first = env.resources[0] if env.resources else None
     subject_arn = first if isinstance(first, str) and first else None
     version: int | None = None
-    if isinstance(detail, TaskDetail):
-        key, version, primary = detail.taskArn, detail.version, detail.version
-    elif isinstance(detail, ContainerInstanceDetail):
-        key, version = detail.containerInstanceArn, detail.version
-        primary = version
-    elif isinstance(detail, DeploymentDetail | DaemonDeploymentDetail):
-        if detail.updatedAt.tzinfo is None or not _EPOCH <= detail.updatedAt < _LATEST:
-            return Rejected.of(record, "detail.updatedAt must be a UTC instant in 1970..2099")
-        key = (
-            detail.deploymentId
-            if isinstance(detail, DeploymentDetail)
-            else detail.daemonDeploymentArn
-        )
-        primary = micros_since_epoch(detail.updatedAt)
+    if spec.key_field is not None:
+        # A keyed dataset (its spec names the key): ordered by `version`, or by `updatedAt`
+        # where ECS sends no version. A new keyed dataset needs no branch here.
+        key = getattr(detail, spec.key_field)
+        if spec.versioned:
+            version = primary = detail.version  # type: ignore[union-attr]
+        else:
+            updated: datetime = detail.updatedAt  # type: ignore[union-attr]
+            if updated.tzinfo is None or not _EPOCH <= updated < _LATEST:
+                return Rejected.of(record, "detail.updatedAt must be a UTC instant in 1970..2099")
+            primary = micros_since_epoch(updated)
     elif isinstance(detail, DaemonServiceActionDetail):
         # No task when it could not be created (and then `resources` is empty): the
         # instance it failed on is the subject.
