@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream_processor.config import Settings
+from stream_processor.core.events import SPECS
 from stream_processor.core.history import to_parquet
 from stream_processor.core.records import from_lambda_event
 from stream_processor.ingest.pipeline import Pipeline
@@ -293,7 +294,14 @@ def _run_batch(payloads: list[bytes], refuse: Callable[[InMemoryStateStore], Non
         for key, body in quarantine.files.items()
         if key.endswith("-state.jsonl")
     )
-    assert outcome.state_written + outcome.state_stale + refused >= 0
+    winners = {
+        (obj.dataset, row["resource_arn"])
+        for obj in history.objects.values()
+        if SPECS[obj.dataset].has_state
+        for row in obj.table.to_pylist()
+    }
+    assert outcome.state_written + outcome.state_stale + refused == len(winners)
+    assert outcome.state_failed == 0
     assert outcome.quarantined == len(lines) + refused
     # No secret anywhere it could be read back from (unless some payload holds it as plain
     # data, where no redaction applies).

@@ -18,14 +18,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from stream_processor.core.jsonvalue import JsonError, decode_any, decode_typed
 from stream_processor.core.records import KinesisRecord, Rejected
-from stream_processor.core.redaction import (
-    DEFAULT_REDACTION,
-    JsonError,
-    RedactionPolicy,
-    decode_any,
-    redact_detail,
-)
+from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy, redact_detail
 
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
 Version = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -210,6 +205,16 @@ Detail = (
 ORDER_ATTRIBUTE = "_order"
 EVENT_TIME_ATTRIBUTE = "_eventTime"
 
+
+def _history_only(
+    dataset: Dataset, detail_type: str, detail: type[msgspec.Struct] | None
+) -> DatasetSpec:
+    """A dataset kept in the history only: no key of its own, no order, no state."""
+    return DatasetSpec(
+        dataset, detail_type, key_field=None, versioned=False, has_state=False, detail=detail
+    )
+
+
 SPECS: dict[Dataset, DatasetSpec] = {
     Dataset.TASK: DatasetSpec(
         Dataset.TASK,
@@ -287,21 +292,11 @@ SPECS: dict[Dataset, DatasetSpec] = {
             ORDER_ATTRIBUTE,
         ),
     ),
-    Dataset.SERVICE_ACTION: DatasetSpec(
-        Dataset.SERVICE_ACTION,
-        "ECS Service Action",
-        key_field=None,
-        versioned=False,
-        has_state=False,
-        detail=ServiceActionDetail,
+    Dataset.SERVICE_ACTION: _history_only(
+        Dataset.SERVICE_ACTION, "ECS Service Action", ServiceActionDetail
     ),
-    Dataset.DAEMON_SERVICE_ACTION: DatasetSpec(
-        Dataset.DAEMON_SERVICE_ACTION,
-        "ECS Daemon Service Action",
-        key_field=None,
-        versioned=False,
-        has_state=False,
-        detail=DaemonServiceActionDetail,
+    Dataset.DAEMON_SERVICE_ACTION: _history_only(
+        Dataset.DAEMON_SERVICE_ACTION, "ECS Daemon Service Action", DaemonServiceActionDetail
     ),
     Dataset.DAEMON_DEPLOYMENT: DatasetSpec(
         Dataset.DAEMON_DEPLOYMENT,
@@ -322,7 +317,7 @@ SPECS: dict[Dataset, DatasetSpec] = {
         state_table="daemon_deployment_state_table",
     ),
     # Any other detail type: matched by elimination, never by this name.
-    Dataset.OTHER: DatasetSpec(Dataset.OTHER, "", key_field=None, versioned=False, has_state=False),
+    Dataset.OTHER: _history_only(Dataset.OTHER, "", None),
 }
 _BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values() if spec.detail_type}
 #: The detail types this code knows by name (the catch-all rule routes every other one).
@@ -415,25 +410,6 @@ def _reason(prefix: str, exc: Exception) -> str:
     return f"{prefix}: {str(exc)[:200]}"
 
 
-def _decode_typed(decoder: msgspec.json.Decoder[Any], kind: type, raw: bytes) -> Any:
-    """A typed decode that survives integers longer than Python's digit limit (msgspec
-    refuses them even in `Any` fields): those are read as exact decimals and converted."""
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        if "Integer value out of range" not in str(exc):
-            raise
-    try:
-        value = decode_any(raw)
-    except JsonError as exc:
-        raise msgspec.DecodeError(str(exc)) from None
-    if isinstance(value, dict) and kind is TaskDetail:
-        # A raw slice cannot be converted from decoded values; without it, redaction
-        # takes its whole-detail path.
-        value.pop("overrides", None)
-    return msgspec.convert(value, kind)
-
-
 def decode_event(
     record: KinesisRecord, *, redaction: RedactionPolicy = DEFAULT_REDACTION
 ) -> EcsEvent | Rejected:
@@ -447,7 +423,7 @@ def decode_event(
         except UnicodeDecodeError as exc:
             return Rejected.of(record, f"payload is not JSON: invalid UTF-8 at byte {exc.start}")
     try:
-        env = _decode_typed(_ENVELOPE, _Envelope, data)
+        env = decode_typed(_ENVELOPE, _Envelope, data)
     except msgspec.ValidationError as exc:
         return Rejected.of(record, _reason("invalid event envelope", exc))
     except msgspec.DecodeError as exc:
@@ -468,7 +444,11 @@ def decode_event(
             detail: Detail = _OTHER_DETAIL
         else:
             kind = _DETAIL_TYPES[spec.dataset]
-            detail = _decode_typed(_DETAIL_DECODERS[spec.dataset], kind, detail_raw)
+            # A task's raw `overrides` slice cannot be rebuilt from decoded values: without
+            # it, redaction takes its whole-detail path.
+            detail = decode_typed(
+                _DETAIL_DECODERS[spec.dataset], kind, detail_raw, raw_fields=("overrides",)
+            )
         # Before anything stores it; the typed fields are columns, never a secret's path.
         within = bytes(detail.overrides) if isinstance(detail, TaskDetail) else None
         detail_raw = redact_detail(detail_raw, redaction, within)

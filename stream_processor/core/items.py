@@ -49,7 +49,7 @@ from stream_processor.core.indexes import (
     TERMINAL,
     index_attributes,
 )
-from stream_processor.core.redaction import decode_any, encode_exact
+from stream_processor.core.jsonvalue import decode_any, encode_exact
 from stream_processor.core.times import iso_z
 
 #: DynamoDB's item size limit, and the size above which we compute sizes exactly.
@@ -225,7 +225,7 @@ def to_attribute(value: Any, as_text: list[int] | None = None, depth: int = 1) -
     raise TypeError(f"unexpected JSON value of type {kind.__name__}")
 
 
-def top_level_attribute(value: Any, as_text: list[int]) -> AttributeValue:
+def _top_level_attribute(value: Any, as_text: list[int]) -> AttributeValue:
     """A top-level detail attribute: `to_attribute`, or, for a value nesting deeper than
     DynamoDB stores, its JSON text in a string attribute (counted in `as_text[1]`)."""
     numbers = as_text[0]
@@ -313,7 +313,7 @@ def _native_attributes(event: EcsEvent, as_text: list[int]) -> Item:
         }
     except _TooDeep:
         as_text[0] = 0
-        return {name: top_level_attribute(value, as_text) for name, value in detail.items()}
+        return {name: _top_level_attribute(value, as_text) for name, value in detail.items()}
 
 
 def build_state_write(

@@ -19,28 +19,16 @@ when it holds no marker, else with everything after the first marker masked.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Literal
 
-import msgspec
+from stream_processor.core.jsonvalue import JsonError, decode_any, encode_exact
 
 REDACTED = "***"
-#: Python's own limit on an integer's digits (`sys.get_int_max_str_digits()`'s default):
-#: msgspec refuses longer integer literals; we read them as exact decimals instead.
-_INT_DIGITS = 4300
-
-_ANY = msgspec.json.Decoder(float_hook=Decimal)
-_EXACT = msgspec.json.Encoder(decimal_format="number")
 #: Characters kept when a record that is not JSON is masked after a marker: JSON's
 #: punctuation and white space, so the shape stays readable and no text survives.
 _MASK = re.compile(rb'[^\s{}\[\],:"]+')
-
-
-class JsonError(ValueError):
-    """Bytes that are not JSON we accept (syntax, UTF-8, surrogates, depth, NaN)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,47 +94,6 @@ DEFAULT_REDACTION = RedactionPolicy()
 NO_REDACTION = RedactionPolicy(environment=False, commands=False)
 
 
-def _big_int(text: str) -> int | Decimal:
-    return int(text) if len(text.lstrip("-")) <= _INT_DIGITS else Decimal(text)
-
-
-def _no_constant(name: str) -> Any:
-    raise JsonError(f"{name} is not JSON")
-
-
-def decode_any(raw: bytes) -> Any:
-    """Any JSON value, numbers exact (`Decimal` for fractions and exponents), or
-    `JsonError`. Integers longer than Python's digit limit, which msgspec refuses, are read
-    as `Decimal` too (through the standard library, on that rare path only)."""
-    try:
-        return _ANY.decode(raw)
-    except msgspec.ValidationError as exc:
-        if "Integer value out of range" not in str(exc):
-            raise JsonError(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise JsonError(str(exc)) from None
-    except RecursionError:
-        raise JsonError("nested too deeply") from None
-    try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            parse_float=Decimal,
-            parse_int=_big_int,
-            parse_constant=_no_constant,
-        )
-        _EXACT.encode(value)  # the standard library admits lone surrogates; we do not
-    except (UnicodeError, ValueError) as exc:
-        raise JsonError(str(exc)[:200]) from None
-    except RecursionError:
-        raise JsonError("nested too deeply") from None
-    return value
-
-
-def encode_exact(value: Any) -> bytes:
-    """JSON bytes of a value from `decode_any`, numbers written exactly."""
-    return _EXACT.encode(value)
-
-
 def redact_detail(raw: bytes, policy: RedactionPolicy, within: bytes | None = None) -> bytes:
     """The detail as every sink may see it (see the module doc); `JsonError` if the
     detail cannot be decoded.
@@ -160,7 +107,7 @@ def redact_detail(raw: bytes, policy: RedactionPolicy, within: bytes | None = No
     names = policy.names
     if not names:
         return raw
-    escaped = b"\\" in raw and b"\\u" in raw  # memchr first: backslashes are rare
+    escaped = _has_escape(raw)
     firsts = []
     for name in names:
         firsts.append(raw.find(name))

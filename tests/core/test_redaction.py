@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_processor.core.jsonvalue import JsonError, decode_any
 from stream_processor.core.redaction import (
     NO_REDACTION,
-    JsonError,
     RedactionPolicy,
-    decode_any,
     quarantine_payload,
     redact_detail,
 )
