@@ -18,7 +18,7 @@ import pytest
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset
 from stream_processor.core.retry import Deadline
-from stream_processor.ingest import consumer as consumer_module
+from stream_processor.ingest import shard_worker as consumer_module
 from stream_processor.ingest.consumer import Consumer
 from stream_processor.ingest.pipeline import Pipeline
 from stream_processor.testing import (
