@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -64,6 +64,28 @@ class Dataset(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Column:
+    """One history column: its name, its type, and the detail attribute it is read from
+    (coerced to the type; a value of a surprising type becomes null, and the raw `detail`
+    column keeps it)."""
+
+    name: str
+    kind: Literal["string", "timestamp", "int", "bool"]
+    attribute: str
+
+
+def _columns(
+    kind: Literal["string", "timestamp", "int", "bool"], *pairs: tuple[str, str]
+) -> list[Column]:
+    """Columns of one type from (name, detail attribute) pairs."""
+    return [Column(name, kind, attribute) for name, attribute in pairs]
+
+
+#: A `DatasetSpec.subjects` entry naming the envelope's `resources[0]`.
+RESOURCE = "resources[0]"
+
+
+@dataclass(frozen=True, slots=True)
 class DatasetSpec:
     """How one detail type is keyed and ordered, and what its statuses mean: the one home
     of these facts (indexes, reconcile, timelines derive from it)."""
@@ -87,6 +109,14 @@ class DatasetSpec:
     state_table: str | None = None
     #: What a listed row of its state holds besides the key (`FleetState`'s listings).
     listed: tuple[str, ...] = ()
+    #: Its history columns besides the envelope's (`core.history`'s schema).
+    columns: tuple[Column, ...] = ()
+    #: Its history rows carry the envelope's `resources[0]` (the service) as `service_arn`.
+    service_arn_column: bool = False
+    #: An unkeyed dataset's key: the first non-empty of these (`RESOURCE` or a detail
+    #: attribute); none found, the event id if `no_subject` is None, else rejected with it.
+    subjects: tuple[str, ...] = (RESOURCE,)
+    no_subject: str | None = None
 
 
 class _Envelope(msgspec.Struct):
@@ -207,11 +237,24 @@ EVENT_TIME_ATTRIBUTE = "_eventTime"
 
 
 def _history_only(
-    dataset: Dataset, detail_type: str, detail: type[msgspec.Struct] | None
+    dataset: Dataset,
+    detail_type: str,
+    detail: type[msgspec.Struct] | None,
+    columns: tuple[Column, ...] = (),
+    subjects: tuple[str, ...] = (RESOURCE,),
+    no_subject: str | None = None,
 ) -> DatasetSpec:
     """A dataset kept in the history only: no key of its own, no order, no state."""
     return DatasetSpec(
-        dataset, detail_type, key_field=None, versioned=False, has_state=False, detail=detail
+        dataset,
+        detail_type,
+        key_field=None,
+        versioned=False,
+        has_state=False,
+        detail=detail,
+        columns=columns,
+        subjects=subjects,
+        no_subject=no_subject,
     )
 
 
@@ -246,6 +289,31 @@ SPECS: dict[Dataset, DatasetSpec] = {
             "stopCode",
             EVENT_TIME_ATTRIBUTE,
         ),
+        columns=(
+            *_columns(
+                "string",
+                ("cluster_arn", "clusterArn"),
+                ("last_status", "lastStatus"),
+                ("desired_status", "desiredStatus"),
+                ("launch_type", "launchType"),
+                ("task_definition_arn", "taskDefinitionArn"),
+                ("group", "group"),
+                ("container_instance_arn", "containerInstanceArn"),
+                ("availability_zone", "availabilityZone"),
+                ("cpu", "cpu"),
+                ("memory", "memory"),
+                ("stop_code", "stopCode"),
+                ("stopped_reason", "stoppedReason"),
+            ),
+            *_columns(
+                "timestamp",
+                ("created_at", "createdAt"),
+                ("started_at", "startedAt"),
+                ("stopping_at", "stoppingAt"),
+                ("stopped_at", "stoppedAt"),
+                ("updated_at", "updatedAt"),
+            ),
+        ),
     ),
     Dataset.CONTAINER_INSTANCE: DatasetSpec(
         Dataset.CONTAINER_INSTANCE,
@@ -271,6 +339,26 @@ SPECS: dict[Dataset, DatasetSpec] = {
             "updatedAt",
             EVENT_TIME_ATTRIBUTE,
         ),
+        columns=(
+            *_columns(
+                "string",
+                ("cluster_arn", "clusterArn"),
+                ("status", "status"),
+                ("status_reason", "statusReason"),
+            ),
+            Column("agent_connected", "bool", "agentConnected"),
+            *_columns(
+                "string",
+                ("agent_update_status", "agentUpdateStatus"),
+                ("ec2_instance_id", "ec2InstanceId"),
+            ),
+            *_columns(
+                "int",
+                ("running_tasks_count", "runningTasksCount"),
+                ("pending_tasks_count", "pendingTasksCount"),
+            ),
+            *_columns("timestamp", ("registered_at", "registeredAt"), ("updated_at", "updatedAt")),
+        ),
     ),
     Dataset.DEPLOYMENT: DatasetSpec(
         Dataset.DEPLOYMENT,
@@ -291,12 +379,59 @@ SPECS: dict[Dataset, DatasetSpec] = {
             EVENT_TIME_ATTRIBUTE,
             ORDER_ATTRIBUTE,
         ),
+        columns=(
+            *_columns(
+                "string",
+                ("deployment_id", "deploymentId"),
+                ("event_type", "eventType"),
+                ("event_name", "eventName"),
+                ("reason", "reason"),
+            ),
+            Column("updated_at", "timestamp", "updatedAt"),
+        ),
+        service_arn_column=True,
     ),
     Dataset.SERVICE_ACTION: _history_only(
-        Dataset.SERVICE_ACTION, "ECS Service Action", ServiceActionDetail
+        Dataset.SERVICE_ACTION,
+        "ECS Service Action",
+        ServiceActionDetail,
+        columns=(
+            *_columns(
+                "string",
+                ("event_type", "eventType"),
+                ("event_name", "eventName"),
+                ("cluster_arn", "clusterArn"),
+                ("reason", "reason"),
+            ),
+            Column("created_at", "timestamp", "createdAt"),
+        ),
+        no_subject="service action without a resources[0] ARN",
     ),
     Dataset.DAEMON_SERVICE_ACTION: _history_only(
-        Dataset.DAEMON_SERVICE_ACTION, "ECS Daemon Service Action", DaemonServiceActionDetail
+        Dataset.DAEMON_SERVICE_ACTION,
+        "ECS Daemon Service Action",
+        DaemonServiceActionDetail,
+        columns=(
+            *_columns(
+                "string",
+                ("event_type", "eventType"),
+                ("event_name", "eventName"),
+                ("cluster_arn", "clusterArn"),
+                ("container_instance_arn", "containerInstanceArn"),
+                ("task_arn", "taskArn"),
+                ("daemon_arn", "daemonArn"),
+                ("daemon_revision_arn", "daemonRevisionArn"),
+                ("daemon_task_definition_arn", "daemonTaskDefinitionArn"),
+                ("capacity_provider_name", "capacityProviderName"),
+                ("failure_type", "failureType"),
+                ("reason", "reason"),
+            ),
+            Column("created_at", "timestamp", "createdAt"),
+        ),
+        # No task when it could not be created (and then `resources` is empty): the
+        # instance it failed on is the subject.
+        subjects=(RESOURCE, "taskArn", "containerInstanceArn", "daemonArn"),
+        no_subject="daemon service action naming no task, instance or daemon",
     ),
     Dataset.DAEMON_DEPLOYMENT: DatasetSpec(
         Dataset.DAEMON_DEPLOYMENT,
@@ -315,8 +450,20 @@ SPECS: dict[Dataset, DatasetSpec] = {
         ),
         detail=DaemonDeploymentDetail,
         state_table="daemon_deployment_state_table",
+        columns=(
+            *_columns(
+                "string",
+                ("event_type", "eventType"),
+                ("event_name", "eventName"),
+                ("cluster_arn", "clusterArn"),
+                ("daemon_arn", "daemonArn"),
+                ("target_daemon_revision_arn", "targetDaemonRevisionArn"),
+            ),
+            Column("updated_at", "timestamp", "updatedAt"),
+        ),
     ),
-    # Any other detail type: matched by elimination, never by this name.
+    # Any other detail type: matched by elimination, never by this name. The envelope
+    # columns and the detail as JSON; keyed by its resources[0], else its event id.
     Dataset.OTHER: _history_only(Dataset.OTHER, "", None),
 }
 _BY_DETAIL_TYPE = {spec.detail_type: spec for spec in SPECS.values() if spec.detail_type}
@@ -474,20 +621,22 @@ def decode_event(
             if updated.tzinfo is None or not _EPOCH <= updated < _LATEST:
                 return Rejected.of(record, "detail.updatedAt must be a UTC instant in 1970..2099")
             primary = micros_since_epoch(updated)
-    elif isinstance(detail, DaemonServiceActionDetail):
-        # No task when it could not be created (and then `resources` is empty): the
-        # instance it failed on is the subject.
-        subjects = (subject_arn, detail.taskArn, detail.containerInstanceArn, detail.daemonArn)
-        found = next((s for s in subjects if isinstance(s, str) and s), None)
-        if found is None:
-            return Rejected.of(record, "daemon service action naming no task, instance or daemon")
-        key, primary = found, 0
-    elif isinstance(detail, OtherDetail):
-        key, primary = subject_arn or env.id, 0
-    elif subject_arn is None:
-        return Rejected.of(record, "service action without a resources[0] ARN")
     else:
-        key, primary = subject_arn, 0
+        # An unkeyed dataset: its spec says where its subject is.
+        found = next(
+            (
+                s
+                for s in (
+                    subject_arn if name == RESOURCE else getattr(detail, name, None)
+                    for name in spec.subjects
+                )
+                if isinstance(s, str) and s
+            ),
+            None,
+        )
+        if found is None and spec.no_subject is not None:
+            return Rejected.of(record, spec.no_subject)
+        key, primary = found or env.id, 0
 
     if len(key.encode()) > MAX_KEY_BYTES:
         return Rejected.of(record, f"resource key longer than {MAX_KEY_BYTES} bytes")

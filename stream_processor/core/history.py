@@ -22,7 +22,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stream_processor.core.events import Dataset, EcsEvent, micros_since_epoch
+from stream_processor.core.events import SPECS, Dataset, EcsEvent, micros_since_epoch
 from stream_processor.core.layout import history_object_key
 from stream_processor.core.records import Rejected
 from stream_processor.core.redaction import (
@@ -48,82 +48,22 @@ _COMMON: list[tuple[str, pa.DataType]] = [
     ("sub_sequence_number", pa.int64()),
 ]
 
-# (column, Arrow type, detail attribute) per dataset; the detail attribute is coerced to
-# the column type, and a value of a surprising type becomes null (the raw `detail` keeps it).
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "timestamp": TIMESTAMP,
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+}
+# (column, Arrow type, detail attribute) per dataset, from its spec; the detail attribute is
+# coerced to the column type, and a value of a surprising type becomes null (the raw
+# `detail` keeps it).
 _COLUMNS: dict[Dataset, list[tuple[str, pa.DataType, str]]] = {
-    Dataset.TASK: [
-        ("cluster_arn", pa.string(), "clusterArn"),
-        ("last_status", pa.string(), "lastStatus"),
-        ("desired_status", pa.string(), "desiredStatus"),
-        ("launch_type", pa.string(), "launchType"),
-        ("task_definition_arn", pa.string(), "taskDefinitionArn"),
-        ("group", pa.string(), "group"),
-        ("container_instance_arn", pa.string(), "containerInstanceArn"),
-        ("availability_zone", pa.string(), "availabilityZone"),
-        ("cpu", pa.string(), "cpu"),
-        ("memory", pa.string(), "memory"),
-        ("stop_code", pa.string(), "stopCode"),
-        ("stopped_reason", pa.string(), "stoppedReason"),
-        ("created_at", TIMESTAMP, "createdAt"),
-        ("started_at", TIMESTAMP, "startedAt"),
-        ("stopping_at", TIMESTAMP, "stoppingAt"),
-        ("stopped_at", TIMESTAMP, "stoppedAt"),
-        ("updated_at", TIMESTAMP, "updatedAt"),
-    ],
-    Dataset.CONTAINER_INSTANCE: [
-        ("cluster_arn", pa.string(), "clusterArn"),
-        ("status", pa.string(), "status"),
-        ("status_reason", pa.string(), "statusReason"),
-        ("agent_connected", pa.bool_(), "agentConnected"),
-        ("agent_update_status", pa.string(), "agentUpdateStatus"),
-        ("ec2_instance_id", pa.string(), "ec2InstanceId"),
-        ("running_tasks_count", pa.int64(), "runningTasksCount"),
-        ("pending_tasks_count", pa.int64(), "pendingTasksCount"),
-        ("registered_at", TIMESTAMP, "registeredAt"),
-        ("updated_at", TIMESTAMP, "updatedAt"),
-    ],
-    Dataset.DEPLOYMENT: [
-        ("deployment_id", pa.string(), "deploymentId"),
-        ("event_type", pa.string(), "eventType"),
-        ("event_name", pa.string(), "eventName"),
-        ("reason", pa.string(), "reason"),
-        ("updated_at", TIMESTAMP, "updatedAt"),
-    ],
-    Dataset.SERVICE_ACTION: [
-        ("event_type", pa.string(), "eventType"),
-        ("event_name", pa.string(), "eventName"),
-        ("cluster_arn", pa.string(), "clusterArn"),
-        ("reason", pa.string(), "reason"),
-        ("created_at", TIMESTAMP, "createdAt"),
-    ],
-    Dataset.DAEMON_SERVICE_ACTION: [
-        ("event_type", pa.string(), "eventType"),
-        ("event_name", pa.string(), "eventName"),
-        ("cluster_arn", pa.string(), "clusterArn"),
-        ("container_instance_arn", pa.string(), "containerInstanceArn"),
-        ("task_arn", pa.string(), "taskArn"),
-        ("daemon_arn", pa.string(), "daemonArn"),
-        ("daemon_revision_arn", pa.string(), "daemonRevisionArn"),
-        ("daemon_task_definition_arn", pa.string(), "daemonTaskDefinitionArn"),
-        ("capacity_provider_name", pa.string(), "capacityProviderName"),
-        ("failure_type", pa.string(), "failureType"),
-        ("reason", pa.string(), "reason"),
-        ("created_at", TIMESTAMP, "createdAt"),
-    ],
-    Dataset.DAEMON_DEPLOYMENT: [
-        ("event_type", pa.string(), "eventType"),
-        ("event_name", pa.string(), "eventName"),
-        ("cluster_arn", pa.string(), "clusterArn"),
-        ("daemon_arn", pa.string(), "daemonArn"),
-        ("target_daemon_revision_arn", pa.string(), "targetDaemonRevisionArn"),
-        ("updated_at", TIMESTAMP, "updatedAt"),
-    ],
-    # The envelope columns and the detail as JSON: nothing more is known about it.
-    Dataset.OTHER: [],
+    dataset: [(c.name, _ARROW_TYPES[c.kind], c.attribute) for c in spec.columns]
+    for dataset, spec in SPECS.items()
 }
 
 #: Datasets whose rows carry the envelope's `resources[0]` (the service) beside the key.
-_SERVICE_ARN_COLUMN = {Dataset.DEPLOYMENT}
+_SERVICE_ARN_COLUMN = {dataset for dataset, spec in SPECS.items() if spec.service_arn_column}
 
 
 def schema_for(dataset: Dataset) -> pa.Schema:

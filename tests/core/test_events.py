@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream_processor.core.events import Dataset, EcsEvent, decode_event
+from stream_processor.core.events import SPECS, Dataset, EcsEvent, decode_event
 from stream_processor.core.records import Rejected, from_lambda_event
 from tests.conftest import ecs_fixtures, load_fixture, record, task_event
 
@@ -213,3 +213,38 @@ def test_order_is_version_then_time_then_id() -> None:
     assert isinstance(older, EcsEvent) and isinstance(newer, EcsEvent)
     assert isinstance(same_version_later, EcsEvent)
     assert older.order() < newer.order() < same_version_later.order()
+
+
+@pytest.mark.parametrize("dataset", [d for d in Dataset if SPECS[d].detail is not None])
+def test_each_spec_s_columns_are_its_typed_detail_s_fields(dataset: Dataset) -> None:
+    """The registry is one entry per dataset: its history columns read fields its typed
+    detail decodes, and every decoded field (beyond key, version and the raw overrides) has
+    its column, so the history and the state item hold the same facts."""
+    spec = SPECS[dataset]
+    assert spec.detail is not None
+    fields = set(spec.detail.__struct_fields__)
+    read = {column.attribute for column in spec.columns}
+    assert read <= fields
+    assert fields - {spec.key_field, "version", "overrides"} <= read
+    assert len({column.name for column in spec.columns}) == len(spec.columns)
+
+
+def test_an_unkeyed_dataset_is_keyed_as_its_spec_says() -> None:
+    """A daemon task that could not be created has no resources: the instance is the key."""
+    payload = {
+        "id": "e1",
+        "detail-type": "ECS Daemon Service Action",
+        "source": "aws.ecs",
+        "time": "2026-01-01T00:00:00Z",
+        "resources": [],
+        "detail": {"eventName": "X", "containerInstanceArn": "arn:aws:ecs:r:1:ci/c/i"},
+    }
+    event = decode_event(record(payload, 1))
+    assert isinstance(event, EcsEvent) and event.key == "arn:aws:ecs:r:1:ci/c/i"
+    payload["detail"] = {"eventName": "X"}
+    rejected = decode_event(record(payload, 1))
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason == SPECS[Dataset.DAEMON_SERVICE_ACTION].no_subject
+    payload["detail-type"] = "ECS Something New"
+    other = decode_event(record(payload, 1))
+    assert isinstance(other, EcsEvent) and other.key == "e1"
