@@ -2,7 +2,9 @@
 
 `InMemoryStateStore` applies the same version guard as the DynamoDB condition expression,
 so pure tests and property tests exercise the real rule without a server; it is also the
-`StateRepair` reconcile scans and marks. `InMemoryInventory` is what ECS lists.
+`StateRepair` reconcile scans and marks; `InMemoryStateQueries` and `InMemoryReindexer`
+read and reindex its items through the same index layout. `InMemoryInventory` is what ECS
+lists and describes (the gap filler runs over it as over the ECS API).
 `InMemoryShardSource` and `InMemoryLeaseStore` are a stream and its lease table for
 `consume` (the lease store is held to the DynamoDB store's contract by the same tests).
 """
@@ -16,19 +18,26 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from stream_processor.core.events import Dataset
+from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.guard import guard_allows
 from stream_processor.core.history import HistoryObject
-from stream_processor.core.indexes import PHASE, marked_phase
+from stream_processor.core.indexes import (
+    LEGACY_INDEX_ATTRIBUTES,
+    PHASE,
+    TERMINAL,
+    index_named,
+    marked_phase,
+)
 from stream_processor.core.items import (
     MAX_ITEM_BYTES,
     MAX_NESTING,
+    ORDER,
     Item,
     StateWrite,
     item_nesting,
     item_size,
 )
-from stream_processor.core.ports import Buffer, StateReport
+from stream_processor.core.ports import Buffer, SortKey, StateReport
 from stream_processor.core.reconcile import Observed, observed_from_item
 from stream_processor.core.retry import Deadline
 from stream_processor.core.shards import Checkpoint, RecordsPage, ShardInfo, sequence_key
@@ -111,6 +120,104 @@ class InMemoryStateStore:
         return True
 
 
+def _key_field(dataset: Dataset) -> str:
+    key = SPECS[dataset].key_field
+    assert key is not None, f"{dataset} has no state"
+    return key
+
+
+def _project(item: Item, names: tuple[str, ...] | list[str]) -> Item:
+    return {name: item[name] for name in names if name in item}
+
+
+class InMemoryStateQueries:
+    """`StateQueries` over an `InMemoryStateStore`'s items: an index holds the items that
+    carry both its key attributes, as DynamoDB's does."""
+
+    def __init__(self, store: InMemoryStateStore) -> None:
+        self._store = store
+
+    def keys(
+        self, dataset: Dataset, index: str, partitions: list[str], sort: SortKey | None
+    ) -> list[str]:
+        spec = index_named(dataset, index)
+        wanted = set(partitions)
+        found = []
+        for key, item in self._store.items.get(dataset, {}).items():
+            partition = item.get(spec.partition, {}).get("S")
+            sort_value = item.get(spec.sort, {}).get("S")
+            if partition not in wanted or not isinstance(sort_value, str):
+                continue
+            if sort is not None and not (
+                sort_value.startswith(sort.value) if sort.prefix else sort_value == sort.value
+            ):
+                continue
+            found.append(key)
+        return found
+
+    def get_many(
+        self, dataset: Dataset, keys: list[str], attributes: tuple[str, ...] | None
+    ) -> list[dict[str, Any]]:
+        table = self._store.items.get(dataset, {})
+        names = None if attributes is None else (_key_field(dataset), *attributes)
+        return [
+            dict(table[key]) if names is None else _project(table[key], names)
+            for key in dict.fromkeys(keys)
+            if key in table
+        ]
+
+    def get(self, dataset: Dataset, key: str) -> dict[str, Any] | None:
+        item = self._store.items.get(dataset, {}).get(key)
+        return None if item is None else dict(item)
+
+
+class InMemoryReindexer:
+    """`Reindexer` over an `InMemoryStateStore`'s items: pages in key order, the same
+    candidates as the adapter's filter (an old-layout attribute, or no `_phase` where the
+    table has a phase), and the same guard on `_order` (or `version`) for an update."""
+
+    def __init__(self, store: InMemoryStateStore) -> None:
+        self._store = store
+
+    def page(
+        self, dataset: Dataset, start: dict[str, Any] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int, dict[str, Any] | None]:
+        key_field = _key_field(dataset)
+        keys = sorted(self._store.items.get(dataset, {}))
+        if start:
+            keys = [k for k in keys if k > start[key_field]["S"]]
+        read = keys[:limit]
+        names = [key_field, ORDER, "version", "clusterArn", PHASE, *LEGACY_INDEX_ATTRIBUTES]
+        if dataset is not Dataset.DEPLOYMENT:
+            names += [TERMINAL[dataset][0], "group"]
+        table = self._store.items[dataset] if read else {}
+        found = [
+            _project(table[key], names)
+            for key in read
+            if any(name in table[key] for name in LEGACY_INDEX_ATTRIBUTES)
+            or (dataset is not Dataset.DEPLOYMENT and PHASE not in table[key])
+        ]
+        more = len(keys) > limit
+        return found, len(read), ({key_field: {"S": read[-1]}} if more else None)
+
+    def update(
+        self, dataset: Dataset, item: dict[str, Any], sets: dict[str, str], remove: list[str]
+    ) -> bool:
+        key_field = _key_field(dataset)
+        stored = self._store.items.get(dataset, {}).get(item[key_field]["S"])
+        if stored is None:
+            return False
+        if ORDER in item:
+            if stored.get(ORDER) != item[ORDER]:
+                return False
+        elif "version" in item and (ORDER in stored or stored.get("version") != item["version"]):
+            return False
+        stored.update({name: {"S": value} for name, value in sets.items()})
+        for name in remove:
+            stored.pop(name, None)
+        return True
+
+
 @dataclass
 class InMemoryHistory:
     """History sink keeping the latest table per object key (so retries overwrite)."""
@@ -138,9 +245,10 @@ class InMemoryHistory:
 
 @dataclass
 class InMemoryQuarantine:
-    """Quarantine sink keeping bodies per key."""
+    """Quarantine sink keeping bodies per key; `fail` makes a flush fail like S3 would."""
 
     files: dict[str, bytes] = field(default_factory=dict)
+    fail: bool = False
     _buffer: Buffer[tuple[str, bytes]] = field(default_factory=Buffer)
 
     def add(self, key: str, body: bytes) -> None:
@@ -148,6 +256,8 @@ class InMemoryQuarantine:
 
     def flush(self, deadline: Deadline | None = None) -> None:
         with self._buffer.drained() as files:
+            if self.fail and files:
+                raise HistoryWriteError("quarantine sink failing (test double)", code="SlowDown")
             for key, body in files:
                 self.files[key] = body
 
@@ -183,6 +293,15 @@ class InMemoryInventory:
         if on_progress:
             on_progress(len(found))
         return found
+
+    def describe(self, dataset: Dataset, cluster: str, arn: str) -> dict[str, Any] | None:
+        if dataset is Dataset.TASK:
+            listed, key = self.tasks(cluster), "taskArn"
+        elif dataset is Dataset.CONTAINER_INSTANCE:
+            listed, key = self.container_instances(cluster), "containerInstanceArn"
+        else:
+            return None
+        return next((dict(r) for r in listed if r.get(key) == arn), None)
 
 
 class InMemoryShardSource:

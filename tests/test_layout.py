@@ -4,6 +4,7 @@ cli and the Lambda entry. A newcomer can then read the tree in the order a recor
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "stream_processor"
@@ -60,3 +61,18 @@ def test_no_import_runs_from_a_lower_layer_up() -> None:
             if LAYERS[target] > LAYERS[me] or (me != target and {me, target} <= SIBLINGS_APART):
                 upward.append(f"{path.relative_to(PACKAGE)} imports {target}")
     assert upward == []
+
+
+def test_the_readme_code_map_names_every_module() -> None:
+    """The code map is how a newcomer finds a module: a module it does not name is one
+    they cannot find."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    start = readme.index("## Code map")
+    end = readme.find("\n## ", start + 1)
+    section = readme[start : end if end != -1 else None]
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.stem != "__init__" and not re.search(rf"\b{re.escape(path.stem)}\b", section)
+    ]
+    assert missing == []

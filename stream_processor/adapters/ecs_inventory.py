@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stream_processor.adapters.botocore_errors import error_code
 from stream_processor.core.events import Dataset, EcsEvent
+from stream_processor.core.ports import Inventory
 from stream_processor.core.reconcile import api_event
 from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
 from stream_processor.errors import StreamProcessorError
@@ -105,11 +106,12 @@ class EcsInventory:
 
 
 class EcsGapFiller:
-    """Fills a version gap by describing the resource from the ECS API (RECONCILE_GAPS)."""
+    """Fills a version gap by describing the resource from the ECS API (RECONCILE_GAPS):
+    any `Inventory` (`InMemoryInventory` in tests)."""
 
     def __init__(
         self,
-        inventory: EcsInventory,
+        inventory: Inventory,
         clock: Callable[[], datetime] | None = None,
         redaction: RedactionPolicy = DEFAULT_REDACTION,
     ):

@@ -149,7 +149,13 @@ class Inventory(Protocol):
 
     def container_instances(
         self, cluster: str, on_progress: Callable[[int], None] | None = None
-    ) -> Iterable[dict[str, Any]]: ...
+    ) -> Iterable[dict[str, Any]]:
+        """Every container instance of the cluster, each with its `clusterArn` (as the
+        events carry it)."""
+
+    def describe(self, dataset: Dataset, cluster: str, arn: str) -> dict[str, Any] | None:
+        """One task's or container instance's current description, or None when ECS no
+        longer returns it (or the dataset has no description)."""
 
 
 class ShardSource(Protocol):
