@@ -12,7 +12,8 @@ day onwards. `state --as-of` reads one snapshot plus the days since it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,8 @@ _MACROS = (
     "CREATE OR REPLACE MACRO approx_percentile(x, p) AS quantile_cont(x, p)",
     "CREATE OR REPLACE MACRO date_format(ts, fmt) AS strftime(ts, fmt)",
     "CREATE OR REPLACE MACRO from_iso8601_timestamp(s) AS CAST(s AS TIMESTAMPTZ)",
+    "CREATE OR REPLACE MACRO regexp_like(s, p) AS regexp_matches(s, p)",
+    "CREATE OR REPLACE MACRO json_extract_scalar(j, p) AS json_extract_string(j, p)",
 )
 
 
@@ -221,6 +224,16 @@ class HistoryQuery:
         cursor = self.connection.execute(sql, list(parameters))
         columns = [d[0] for d in cursor.description or []]
         return QueryResult(columns, cursor.fetchall())
+
+    def run_named(self, sql: str, parameters: Mapping[str, Any]) -> QueryResult:
+        """`run` with `$name` parameters (each occurrence bound to its value)."""
+        values: list[Any] = []
+
+        def bind(match: re.Match[str]) -> str:
+            values.append(parameters[match.group(1)])
+            return "?"
+
+        return self.run(re.sub(r"\$([a-z_]+)\b", bind, sql), values)
 
     def state_as_of(
         self,

@@ -1,9 +1,10 @@
-"""Commands of the read side over the history: `query`, `state`, `compact`, `snapshot`,
-`rebuild-state`, `report`, `athena-ddl`."""
+"""Commands of the read side over the history: `query`, `state`, `cost`, `failures`,
+`compact`, `snapshot`, `rebuild-state`, `report`, `athena-ddl`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -49,6 +50,31 @@ def add_commands(sub: Any) -> None:
     add_history_option(state)
     add_format_option(state)
     state.set_defaults(run=run_query)
+
+    from stream_processor.analytics.spend import COST_KEYS, FAILURE_KEYS
+
+    cost = sub.add_parser("cost", help="what each group's tasks cost in a window of days")
+    failures = sub.add_parser(
+        "failures", help="every task that stopped in a window of days, classified"
+    )
+    for command, keys in ((cost, COST_KEYS), (failures, FAILURE_KEYS)):
+        command.add_argument("--from", dest="date_from", required=True, metavar="DAY", type=day)
+        command.add_argument("--to", dest="date_to", required=True, metavar="DAY", type=day)
+        command.add_argument(
+            "--by", choices=list(keys), default="group", help="group by this (group)"
+        )
+        command.add_argument("--cluster", help="only this cluster (ARN or name, exactly)")
+        add_history_option(command)
+        add_format_option(command)
+        command.set_defaults(run=run_spend)
+    cost.add_argument(
+        "--prices", type=Path, help="a price file (docs/cost.md) over the shipped us-east-1 table"
+    )
+    cost.add_argument(
+        "--now",
+        type=instant,
+        help="bill running tasks to this instant when it is inside the window (default: now)",
+    )
 
     compact_cmd = sub.add_parser("compact", help="merge each partition's batch files")
     compact_cmd.add_argument(
@@ -189,6 +215,46 @@ def run_rebuild(args: argparse.Namespace) -> int:
         f"{result.stale} already current, {result.failed} failed"
     )
     return 0 if result.failed == 0 else 1
+
+
+def run_spend(args: argparse.Namespace) -> int:
+    """`cost` and `failures`: the views' SQL over the window's days."""
+    from datetime import UTC, datetime
+
+    from stream_processor.analytics.query import HistoryQuery
+    from stream_processor.analytics.scan import DayRange
+    from stream_processor.analytics.spend import Window, cost, failures
+    from stream_processor.core.pricing import PRICES, load_prices
+    from stream_processor.progress import Progress
+
+    if args.date_to < args.date_from:
+        print("stream-processor: --to is before --from", file=sys.stderr)
+        return 2
+    settings = Settings.from_env(os.environ)
+    store = open_history(args.history, settings)
+    progress = Progress(sys.stderr)
+    days = DayRange(args.date_from, args.date_to)
+    engine = HistoryQuery(store, settings.history_prefix, days=days, on_progress=progress.step)
+    now = getattr(args, "now", None) or datetime.now(UTC)
+    window = Window.of_days(args.date_from, args.date_to, now)
+    try:
+        if args.command == "cost":
+            prices = load_prices(args.prices) if args.prices else PRICES
+            rows = cost(engine, window, by=args.by, cluster=args.cluster, prices=prices)
+        else:
+            rows = failures(engine, window, by=args.by, cluster=args.cluster)
+    finally:
+        engine.close()
+    progress.clear()
+    if args.format == "json":
+        print(json.dumps(rows))
+        return 0
+    columns = list(rows[0]) if rows else ["cluster", args.by, "tasks"]
+    cells = [
+        tuple("; ".join(v) if isinstance(v, list) else v for v in row.values()) for row in rows
+    ]
+    print_rows(columns, cells, args.format)
+    return 0
 
 
 def run_query(args: argparse.Namespace) -> int:

@@ -1,0 +1,197 @@
+"""`cost` and `failures`: what each group's tasks cost in a window, and why they stopped.
+
+Both run the views' SQL (`core.pricing.USAGE_SQL`, `core.failures.FAILURES_SQL`) over a
+`HistoryQuery` bounded to the window's days, so they read those days and the snapshot
+before the first (a task running across the window's start), and only the columns the
+SQL names. Athena runs the same views (`athena-ddl`); `docs/cost.md` has the queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from stream_processor.analytics.query import HistoryQuery
+from stream_processor.core.failures import CATEGORIES, FAILURES_SQL
+from stream_processor.core.pricing import (
+    INCLUDED_STORAGE_GB,
+    MINIMUM_SECONDS,
+    PRICES,
+    USAGE_SQL,
+    Prices,
+    architecture,
+    os_family,
+)
+
+#: `--by` of `cost`: the option's value → the column of `task_usage` it groups by.
+COST_KEYS: Mapping[str, str] = {
+    "group": '"group"',
+    "cluster": "cluster_arn",
+    "family": "family",
+    "deployment": "deployment",
+    "capacity-provider": "capacity_provider",
+    "launch-type": "launch_type",
+}
+#: `--by` of `failures`.
+FAILURE_KEYS: Mapping[str, str] = {
+    "group": '"group"',
+    "family": "family",
+    "deployment": "deployment",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """[start, end) in UTC; `now` caps a running task's end (today's window)."""
+
+    start: datetime
+    end: datetime
+    now: datetime
+
+    @classmethod
+    def of_days(cls, first: str, last: str, now: datetime) -> Window:
+        start = datetime.fromisoformat(first)
+        end = datetime.fromisoformat(last) + timedelta(days=1)
+        return cls(start, end, min(end, now.replace(tzinfo=None)))
+
+
+def _cluster_filter(cluster: str | None) -> tuple[str, dict[str, Any]]:
+    """The cluster exactly, by ARN or by name (never a LIKE: `prod` is not `preprod`)."""
+    if not cluster:
+        return "", {}
+    if cluster.startswith("arn:"):
+        return " AND cluster_arn = $cluster", {"cluster": cluster}
+    return " AND ends_with(cluster_arn, $cluster)", {"cluster": f":cluster/{cluster}"}
+
+
+def usage_sql(by: str, cluster: str | None) -> tuple[str, dict[str, Any]]:
+    """Seconds times resources per group and price key, in the window (`$start`, `$end`,
+    `$now`, and `$cluster` when given)."""
+    key = COST_KEYS[by]
+    where, values = _cluster_filter(cluster)
+    sql = f"""
+WITH usage AS ({USAGE_SQL}),
+windowed AS (
+  SELECT u.*, greatest(billing_start, $start) AS s,
+         least(coalesce(billing_end, $now), $end) AS e
+  FROM usage u
+  WHERE billing_start IS NOT NULL AND billing_start < $end
+    AND coalesce(billing_end, $now) > $start{where}
+),
+billed AS (
+  SELECT *, CASE WHEN billing_start >= $start
+                 THEN greatest(ceil(date_diff('millisecond', s, e) / 1000.0), {MINIMUM_SECONDS})
+                 ELSE ceil(date_diff('millisecond', s, e) / 1000.0) END AS seconds
+  FROM windowed
+)
+SELECT cluster_arn, {key} AS key, launch_type, capacity_provider, cpu_architecture,
+       platform_family, region, count(*) AS tasks,
+       sum(seconds * coalesce(vcpu, 0)) / 3600 AS vcpu_hours,
+       sum(seconds * coalesce(gb, 0)) / 3600 AS gb_hours,
+       sum(seconds * greatest(storage_gb - {INCLUDED_STORAGE_GB}, 0)) / 3600
+         AS storage_gb_hours
+FROM billed
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""  # noqa: S608 - identifiers from our tables; values are parameters
+    return sql, values
+
+
+def cost(
+    engine: HistoryQuery,
+    window: Window,
+    *,
+    by: str = "group",
+    cluster: str | None = None,
+    prices: Prices = PRICES,
+) -> list[dict[str, Any]]:
+    """One row per (cluster, group): tasks, vCPU-, GB- and storage-hours, USD (None
+    where some usage has no price: EC2 tasks, or a region or capacity the table lacks,
+    said in `unpriced`), and the price date."""
+    sql, values = usage_sql(by, cluster)
+    named = {"start": window.start, "end": window.end, "now": window.now, **values}
+    rows = engine.run_named(sql, named).records()
+    out: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for row in rows:
+        group = out.setdefault(
+            (row["cluster_arn"], row["key"]),
+            {
+                "cluster": row["cluster_arn"],
+                by: row["key"],
+                "tasks": 0,
+                "vcpu_hours": 0.0,
+                "gb_hours": 0.0,
+                "storage_gb_hours": 0.0,
+                "usd": 0.0,
+                "unpriced": [],
+                "price_date": prices.date,
+            },
+        )
+        hours = (row["vcpu_hours"] or 0.0, row["gb_hours"] or 0.0, row["storage_gb_hours"] or 0.0)
+        group["tasks"] += row["tasks"]
+        group["vcpu_hours"] += hours[0]
+        group["gb_hours"] += hours[1]
+        group["storage_gb_hours"] += hours[2]
+        capacity = (row["capacity_provider"] or "").upper()
+        if row["launch_type"] != "FARGATE" and not capacity.startswith("FARGATE"):
+            group["unpriced"].append(f"{row['launch_type'] or 'unknown'} launch type: hours only")
+            continue
+        rate = prices.fargate_rate(
+            row["region"] or "",
+            "FARGATE_SPOT" if capacity == "FARGATE_SPOT" else "FARGATE",
+            architecture(row["cpu_architecture"]),
+            os_family(row["platform_family"]),
+        )
+        if rate is None:
+            group["unpriced"].append(
+                f"no price for {capacity or 'FARGATE'} {architecture(row['cpu_architecture'])}"
+                f" {os_family(row['platform_family'])} in {row['region']}"
+            )
+            continue
+        group["usd"] += rate.of(*hours)
+    result = []
+    for group in out.values():
+        group["unpriced"] = sorted(set(group["unpriced"]))
+        if group["unpriced"]:
+            group["usd"] = None
+        for name in ("vcpu_hours", "gb_hours", "storage_gb_hours"):
+            group[name] = round(group[name], 6)
+        if group["usd"] is not None:
+            group["usd"] = round(group["usd"], 6)
+        result.append(group)
+    return sorted(result, key=lambda g: (-(g["usd"] or 0.0), -g["vcpu_hours"], str(g[by])))
+
+
+def failures(
+    engine: HistoryQuery,
+    window: Window,
+    *,
+    by: str = "group",
+    cluster: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (cluster, group, category) of the tasks that stopped in the window,
+    with one example reason; categories in `CATEGORIES` order, the most tasks first."""
+    key = FAILURE_KEYS[by]
+    where, values = _cluster_filter(cluster)
+    sql = f"""
+SELECT cluster_arn, {key} AS key, category, count(*) AS tasks,
+       max(coalesce(stopped_reason, stop_code)) AS reason
+FROM ({FAILURES_SQL}) f
+WHERE stopped_at >= $start AND stopped_at < $end{where}
+GROUP BY 1, 2, 3
+"""  # noqa: S608 - identifiers from our tables; values are parameters
+    named = {"start": window.start, "end": window.end, "now": window.now, **values}
+    rows = engine.run_named(sql, named).records()
+    order = {category: n for n, category in enumerate(CATEGORIES)}
+    result = [
+        {
+            "cluster": r["cluster_arn"],
+            by: r["key"],
+            "category": r["category"],
+            "tasks": r["tasks"],
+            "reason": r["reason"],
+        }
+        for r in rows
+    ]
+    return sorted(result, key=lambda r: (order.get(r["category"], 99), -r["tasks"], str(r[by])))

@@ -1,0 +1,317 @@
+"""`cost` and `failures` over a small local history written as the pipeline writes it:
+Fargate billed per second from the image pull to the stop with its one-minute minimum, a
+running task billed to the window's end, an unpulled task free, EC2 hours unpriced and
+said so; stops classified by the rule table (one Python and one SQL form, equal), a
+scheduler stop told apart as deployment or scale-in from the deployment history."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from stream_processor.adapters.history_store import LocalHistoryStore
+from stream_processor.analytics.query import _MACROS, HistoryQuery
+from stream_processor.analytics.scan import DayRange
+from stream_processor.analytics.spend import Window, cost, failures
+from stream_processor.cli import main
+from stream_processor.core.events import EcsEvent, decode_event
+from stream_processor.core.failures import FAILURES_SQL, RULES, category_sql, classify
+from stream_processor.core.history import build_history, to_parquet
+from stream_processor.core.pricing import PRICES
+from tests.conftest import load_fixture, record, task_event
+
+CLUSTER = "arn:aws:ecs:us-east-1:111122223333:cluster/prod"
+SERVICE = "arn:aws:ecs:us-east-1:111122223333:service/prod/web"
+NOW = datetime(2026, 12, 4, tzinfo=UTC)
+
+
+def _task(name: str, version: int, status: str, **detail: Any) -> dict[str, Any]:
+    given = dict(detail)
+    event = task_event(
+        f"arn:aws:ecs:us-east-1:111122223333:task/prod/{name}",
+        version,
+        status,
+        time=detail.pop("time", "2026-11-02T12:00:00Z"),
+        clusterArn=CLUSTER,
+        group=detail.pop("group", "service:web"),
+        launchType=detail.pop("launchType", "FARGATE"),
+        **detail,
+    )
+    event["region"] = "us-east-1"
+    # The fixture's own instants are from 2020: only those given here count.
+    for name in ("pullStartedAt", "pullStoppedAt", "startedAt", "createdAt", "connectivityAt"):
+        if name not in given:
+            event["detail"].pop(name, None)
+    return event
+
+
+def _deployment(deployment_id: str, updated_at: str) -> dict[str, Any]:
+    event = copy.deepcopy(load_fixture("ecs-events/deployment_state_change__docs_in_progress.json"))
+    event["id"] = f"dep-{deployment_id}-{updated_at}"
+    event["time"] = updated_at
+    event["resources"] = [SERVICE]
+    event["detail"].update(deploymentId=deployment_id, updatedAt=updated_at)
+    return event
+
+
+def _write(tmp_path: Path, events: list[dict[str, Any]]) -> LocalHistoryStore:
+    store = LocalHistoryStore(tmp_path)
+    decoded = [decode_event(record(e, n)) for n, e in enumerate(events, 1)]
+    assert all(isinstance(e, EcsEvent) for e in decoded)
+    objects = build_history(
+        [e for e in decoded if isinstance(e, EcsEvent)],
+        prefix="ecs-history/",
+        shard_id="s",
+        first="1",
+        last=str(len(events)),
+    )
+    for obj in objects:
+        store.write(obj.key, to_parquet(obj.table))
+    return store
+
+
+def _engine(store: LocalHistoryStore, first: str, last: str) -> HistoryQuery:
+    return HistoryQuery(store, "ecs-history/", days=DayRange(first, last))
+
+
+ARM = {"attributes": [{"name": "ecs.cpu-architecture", "value": "arm64"}]}
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> LocalHistoryStore:
+    return _write(
+        tmp_path,
+        [
+            # One hour of 1 vCPU / 2 GB, x86 Linux.
+            _task(
+                "a",
+                1,
+                "RUNNING",
+                cpu="1024",
+                memory="2048",
+                pullStartedAt="2026-11-02T10:00:00Z",
+                time="2026-11-02T10:01:00Z",
+            ),
+            _task(
+                "a",
+                2,
+                "STOPPED",
+                cpu="1024",
+                memory="2048",
+                pullStartedAt="2026-11-02T10:00:00Z",
+                stoppedAt="2026-11-02T11:00:00Z",
+                stopCode="EssentialContainerExited",
+                stoppedReason="Essential container in task exited",
+                time="2026-11-02T11:00:00Z",
+            ),
+            # 30 s on ARM: billed the minute.
+            _task(
+                "b",
+                2,
+                "STOPPED",
+                cpu="512",
+                memory="1024",
+                group="service:api",
+                pullStartedAt="2026-11-02T10:00:00Z",
+                stoppedAt="2026-11-02T10:00:30Z",
+                **ARM,
+            ),
+            # Still running: billed to the window's end (one hour), with 30 GB of storage.
+            _task(
+                "c",
+                1,
+                "RUNNING",
+                cpu="1024",
+                memory="2048",
+                pullStartedAt="2026-11-02T23:00:00Z",
+                time="2026-11-02T23:00:05Z",
+                ephemeralStorage={"sizeInGiB": 30},
+            ),
+            # Never pulled: free.
+            _task("d", 1, "PROVISIONING", cpu="4096", memory="8192"),
+            # EC2: hours, no price.
+            _task(
+                "e",
+                1,
+                "RUNNING",
+                cpu="1024",
+                memory="1024",
+                group="service:batch",
+                launchType="EC2",
+                pullStartedAt="2026-11-02T22:00:00Z",
+            ),
+        ],
+    )
+
+
+def test_cost_bills_fargate_as_aws_does(history: LocalHistoryStore) -> None:
+    engine = _engine(history, "2026-11-02", "2026-11-02")
+    rows = {r["group"]: r for r in cost(engine, Window.of_days("2026-11-02", "2026-11-02", NOW))}
+    web, api, batch = rows["service:web"], rows["service:api"], rows["service:batch"]
+    assert (web["tasks"], web["vcpu_hours"], web["gb_hours"]) == (2, 2.0, 4.0)
+    assert web["storage_gb_hours"] == pytest.approx(10.0)
+    assert web["usd"] == pytest.approx(2 * 0.04048 + 4 * 0.004445 + 10 * 0.000111)
+    assert api["vcpu_hours"] == pytest.approx(0.5 * 60 / 3600, abs=1e-6)
+    assert api["usd"] == pytest.approx((0.5 * 0.03238 + 1.0 * 0.00356) * 60 / 3600, abs=1e-6)
+    assert batch["usd"] is None and batch["unpriced"] == ["EC2 launch type: hours only"]
+    assert batch["vcpu_hours"] == pytest.approx(2.0)
+    assert all(r["price_date"] == PRICES.date and r["cluster"] == CLUSTER for r in rows.values())
+    assert "d" not in json.dumps(list(rows))  # the unpulled task is nowhere
+
+
+def test_cost_cli_json_and_a_cluster_that_is_not_a_prefix(
+    history: LocalHistoryStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["cost", "--from", "2026-11-02", "--to", "2026-11-02", "--history", str(tmp_path)]
+    assert main([*args, "--format", "json", "--by", "launch-type"]) == 0
+    by_type = {r["launch-type"]: r for r in json.loads(capsys.readouterr().out)}
+    assert by_type["FARGATE"]["tasks"] == 3 and by_type["EC2"]["usd"] is None
+    assert main([*args, "--format", "json", "--cluster", "pro"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_failures_are_classified_and_scheduler_stops_told_apart(tmp_path: Path) -> None:
+    scaled = "Scaling activity initiated by (deployment ecs-svc/1)"
+    stopped = [
+        (
+            "ok",
+            {
+                "stopCode": "EssentialContainerExited",
+                "stoppedReason": "Essential container in task exited",
+                "containers": [{"name": "app", "exitCode": 0}],
+            },
+            "completed",
+        ),
+        (
+            "crash",
+            {
+                "stopCode": "EssentialContainerExited",
+                "stoppedReason": "Essential container in task exited",
+                "containers": [{"name": "app", "exitCode": 1}],
+            },
+            "app-error",
+        ),
+        (
+            "oom",
+            {
+                "stopCode": "EssentialContainerExited",
+                "stoppedReason": "Essential container in task exited",
+                "containers": [
+                    {
+                        "name": "app",
+                        "exitCode": 0,
+                        "reason": "OutOfMemoryError: Container killed due to memory usage",
+                    }
+                ],
+            },
+            "oom",
+        ),
+        (
+            "pull",
+            {
+                "stopCode": "TaskFailedToStart",
+                "stoppedReason": "CannotPullContainerError: pull image manifest has been "
+                "retried 5 time(s)",
+            },
+            "image-pull",
+        ),
+        (
+            "elb",
+            {
+                "stopCode": "ServiceSchedulerInitiated",
+                "stoppedReason": "Task failed ELB health checks in (target-group x)",
+            },
+            "health-check",
+        ),
+        (
+            "early",
+            {
+                "stopCode": "ServiceSchedulerInitiated",
+                "stoppedReason": scaled,
+                "startedBy": "ecs-svc/1",
+                "stoppedAt": "2026-11-02T11:00:00Z",
+            },
+            "scale-in",
+        ),
+        (
+            "late",
+            {
+                "stopCode": "ServiceSchedulerInitiated",
+                "stoppedReason": scaled,
+                "startedBy": "ecs-svc/1",
+                "stoppedAt": "2026-11-02T12:30:00Z",
+            },
+            "deployment",
+        ),
+        (
+            "user",
+            {"stopCode": "UserInitiated", "stoppedReason": "Task stopped by user"},
+            "user-stopped",
+        ),
+    ]
+    events = [
+        _deployment("ecs-svc/1", "2026-11-02T10:00:00Z"),
+        _deployment("ecs-svc/2", "2026-11-02T12:00:00Z"),
+    ]
+    for name, detail, _ in stopped:
+        detail = {"stoppedAt": "2026-11-02T13:00:00Z", **detail}
+        events.append(_task(name, 3, "STOPPED", **detail))
+    store = _write(tmp_path, events)
+    engine = _engine(store, "2026-11-02", "2026-11-02")
+    window = Window.of_days("2026-11-02", "2026-11-02", NOW)
+    rows = engine.run(f"SELECT task_arn, category FROM ({FAILURES_SQL}) f").records()
+    got = {r["task_arn"].rsplit("/", 1)[1]: r["category"] for r in rows}
+    assert got == {name: category for name, _, category in stopped}
+    grouped = failures(engine, window)
+    assert sum(r["tasks"] for r in grouped) == len(stopped)
+    assert grouped[0]["category"] == "completed"
+    oom = next(r for r in grouped if r["category"] == "oom")
+    assert oom["group"] == "service:web" and oom["reason"] == "Essential container in task exited"
+
+
+_CASES = list(
+    itertools.product(
+        [
+            None,
+            "EssentialContainerExited",
+            "TaskFailedToStart",
+            "SpotInterruption",
+            "ServiceSchedulerInitiated",
+            "UserInitiated",
+            "TerminationNotice",
+        ],
+        [
+            None,
+            "Essential container in task exited",
+            "Task failed container health checks",
+            "ResourceInitializationError: unable to pull secrets",
+            "Host EC2 (instance i-1) terminated.",
+            "Scaling activity initiated by (deployment ecs-svc/1)",
+            "Your Spot Task was interrupted.",
+        ],
+        [
+            None,
+            '{"containers":[{"exitCode":137}]}',
+            '{"containers":[{"exitCode":0,"reason":"OutOfMemoryError: Container killed '
+            'due to memory usage"}]}',
+        ],
+    )
+)
+
+
+def test_the_python_and_sql_forms_of_the_rules_agree() -> None:
+    connection = duckdb.connect()
+    for macro in _MACROS:
+        connection.execute(macro)
+    sql = f"SELECT {category_sql('$1', '$2', '$3')}"
+    for case in _CASES:
+        (sql_says,) = connection.execute(sql, list(case)).fetchone() or ("?",)
+        assert sql_says == classify(*case), case
+    assert {r.category for r in RULES} >= {"oom", "scheduler", "completed", "host"}
