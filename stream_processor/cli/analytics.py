@@ -125,9 +125,12 @@ def add_commands(sub: Any) -> None:
 
 
 def run_athena_ddl(args: argparse.Namespace) -> int:
-    """The raw tables, the deduplicating views named like the datasets, the snapshots."""
+    """The raw tables, the deduplicating views named like the datasets, the snapshots,
+    and the answer views (`task_usage`, `task_failures`)."""
     from stream_processor.core.catalog import (
+        ANSWER_VIEWS,
         SNAPSHOT_DATASETS,
+        answer_view_ddl,
         athena_ddl,
         athena_view_ddl,
         snapshot_ddl,
@@ -141,6 +144,8 @@ def run_athena_ddl(args: argparse.Namespace) -> int:
         print(athena_view_ddl(dataset, args.database))
     for dataset in SNAPSHOT_DATASETS:
         print(snapshot_ddl(dataset, **where))
+    for name in ANSWER_VIEWS:
+        print(answer_view_ddl(name, args.database))
     return 0
 
 

@@ -16,8 +16,10 @@ import json
 import pyarrow as pa
 
 from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.failures import FAILURES_SQL
 from stream_processor.core.history import COMPACTED_SCHEMAS, SCHEMAS, VALIDITY_DATASETS
 from stream_processor.core.layout import SNAPSHOT_DATE
+from stream_processor.core.pricing import USAGE_SQL
 
 #: Hive partition column of every dataset (from the object key, not stored in the files).
 PARTITION_COLUMN = ("event_date", "string")
@@ -110,6 +112,21 @@ def athena_view_ddl(dataset: Dataset, database: str) -> str:
     return f'CREATE OR REPLACE VIEW "{database}"."{table_name(dataset)}" AS\n' + (
         view_sql(dataset, source) + ";\n"
     )
+
+
+#: Views that answer the operators' questions over the dataset views: the SQL `cost` and
+#: `failures` run locally is the SQL of these views (`core.pricing`, `core.failures`).
+ANSWER_VIEWS: dict[str, str] = {"task_usage": USAGE_SQL, "task_failures": FAILURES_SQL}
+
+
+def answer_view_ddl(name: str, database: str) -> str:
+    """`CREATE OR REPLACE VIEW` of one answer view, its datasets qualified by `database`."""
+    sql = ANSWER_VIEWS[name]
+    for dataset in Dataset:
+        sql = sql.replace(
+            f"FROM {table_name(dataset)}\n", f'FROM "{database}"."{table_name(dataset)}"\n'
+        )
+    return f'CREATE OR REPLACE VIEW "{database}"."{name}" AS{sql.rstrip()};\n'
 
 
 _PRESTO_TYPES = {

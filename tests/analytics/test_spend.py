@@ -9,18 +9,21 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+import sqlglot
 
 from stream_processor.adapters.history_store import LocalHistoryStore
 from stream_processor.analytics.query import _MACROS, HistoryQuery
 from stream_processor.analytics.scan import DayRange
 from stream_processor.analytics.spend import Window, cost, failures
 from stream_processor.cli import main
+from stream_processor.core.catalog import ANSWER_VIEWS, answer_view_ddl
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.failures import FAILURES_SQL, RULES, category_sql, classify
 from stream_processor.core.history import build_history, to_parquet
@@ -315,3 +318,13 @@ def test_the_python_and_sql_forms_of_the_rules_agree() -> None:
         (sql_says,) = connection.execute(sql, list(case)).fetchone() or ("?",)
         assert sql_says == classify(*case), case
     assert {r.category for r in RULES} >= {"oom", "scheduler", "completed", "host"}
+
+
+@pytest.mark.parametrize("name", sorted(ANSWER_VIEWS))
+def test_the_answer_views_are_the_sql_the_cli_runs_and_parse_as_trino(name: str) -> None:
+    ddl = answer_view_ddl(name, "ecs_history")
+    parsed = sqlglot.parse_one(ddl, read="trino")
+    assert parsed is not None
+    unqualified = re.sub(r'"ecs_history"\."(\w+)"', r"\1", ddl)
+    assert unqualified.endswith(ANSWER_VIEWS[name].rstrip() + ";\n")
+    assert '"ecs_history"."task_state_change"' in ddl
