@@ -2,7 +2,8 @@
 
 One module per command group: `demo`, `ingest` (setup, consume, reconcile), `state` (tasks,
 instances, deployments, get: the current state), `oncall` (timeline, stuck) and
-`analytics` (query, state, compact, rebuild-state, report, athena-ddl: the history).
+`analytics` (query, state, cost, failures, compact, rebuild-state, report, athena-ddl: the
+history).
 """
 
 from __future__ import annotations
