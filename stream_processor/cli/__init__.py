@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
 from stream_processor.cli import analytics, demo, ingest, oncall, state
@@ -46,15 +47,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
         sys.stdout.flush()
-    except StreamProcessorError as exc:
-        print(f"stream-processor: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader went away (`... | head`): stop quietly, as Unix tools do, and keep
         # the interpreter's final flush of stdout from failing again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as exc:  # one line per failure; the traceback only with -v
+        return _failed(exc, verbose=args.verbose)
     return code
+
+
+def _failed(exc: Exception, *, verbose: bool) -> int:
+    """Say what went wrong in one line on stderr, and exit with its class's status: a
+    setup mistake (`adapters.botocore_errors.explain`: 3-9), another error of ours (2),
+    anything else (1, a bug: `-v` shows where)."""
+    from stream_processor.adapters.botocore_errors import explain
+
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    mistake = explain(exc)
+    if mistake is not None:
+        print(f"stream-processor: {mistake.line}", file=sys.stderr)
+        return mistake.status
+    if isinstance(exc, StreamProcessorError):
+        print(f"stream-processor: error: {exc}", file=sys.stderr)
+        return 2
+    hint = "" if verbose else " (run with -v for the traceback)"
+    print(f"stream-processor: internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
