@@ -106,9 +106,9 @@ def cost(
     cluster: str | None = None,
     prices: Prices = PRICES,
 ) -> list[dict[str, Any]]:
-    """One row per (cluster, group): tasks, vCPU-, GB- and storage-hours, USD (None
-    where some usage has no price: EC2 tasks, or a region or capacity the table lacks,
-    said in `unpriced`), and the price date."""
+    """One row per (cluster, group): tasks, vCPU-, GB- and storage-hours, USD of the
+    usage that has a price (None when none has), what has no price (EC2 tasks, a region
+    or capacity the table lacks) in `unpriced`, and the price date."""
     sql, values = usage_sql(by, cluster)
     named = {"start": window.start, "end": window.end, "now": window.now, **values}
     rows = engine.run_named(sql, named).records()
@@ -126,6 +126,7 @@ def cost(
                 "usd": 0.0,
                 "unpriced": [],
                 "price_date": prices.date,
+                "_priced": False,
             },
         )
         hours = (row["vcpu_hours"] or 0.0, row["gb_hours"] or 0.0, row["storage_gb_hours"] or 0.0)
@@ -150,10 +151,11 @@ def cost(
             )
             continue
         group["usd"] += rate.of(*hours)
+        group["_priced"] = True
     result = []
     for group in out.values():
         group["unpriced"] = sorted(set(group["unpriced"]))
-        if group["unpriced"]:
+        if not group.pop("_priced"):
             group["usd"] = None
         for name in ("vcpu_hours", "gb_hours", "storage_gb_hours"):
             group[name] = round(group[name], 6)

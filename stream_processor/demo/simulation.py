@@ -177,6 +177,9 @@ def _task_detail(
     }
     if ci:
         detail["containerInstanceArn"] = ci
+    if status != "PROVISIONING":
+        # The image pull begins once the task is placed: what Fargate bills from.
+        detail["pullStartedAt"] = _iso(created + timedelta(seconds=3))
     if status == "RUNNING" or stopped:
         detail["startedAt"] = _iso(created + timedelta(seconds=6))
     if stopped:
