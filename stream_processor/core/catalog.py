@@ -117,16 +117,38 @@ def athena_view_ddl(dataset: Dataset, database: str) -> str:
 #: Views that answer the operators' questions over the dataset views: the SQL `cost` and
 #: `failures` run locally is the SQL of these views (`core.pricing`, `core.failures`).
 ANSWER_VIEWS: dict[str, str] = {"task_usage": USAGE_SQL, "task_failures": FAILURES_SQL}
+#: Their columns, (name, Glue type), in order (a test runs the SQL and compares).
+ANSWER_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "task_usage": [
+        *[(name, "string") for name in ("task_arn", "cluster_arn", "group", "family")],
+        *[(name, "string") for name in ("deployment", "launch_type", "capacity_provider")],
+        *[(name, "string") for name in ("cpu_architecture", "platform_family", "region")],
+        *[(name, "double") for name in ("vcpu", "gb", "storage_gb")],
+        ("billing_start", "timestamp"),
+        ("billing_end", "timestamp"),
+    ],
+    "task_failures": [
+        *[(name, "string") for name in ("task_arn", "cluster_arn", "group", "family")],
+        *[(name, "string") for name in ("deployment", "stop_code", "stopped_reason")],
+        ("stopped_at", "timestamp"),
+        ("category", "string"),
+    ],
+}
 
 
-def answer_view_ddl(name: str, database: str) -> str:
-    """`CREATE OR REPLACE VIEW` of one answer view, its datasets qualified by `database`."""
+def answer_view_sql(name: str, database: str) -> str:
+    """One answer view's SELECT, its datasets qualified by `database`."""
     sql = ANSWER_VIEWS[name]
     for dataset in Dataset:
         sql = sql.replace(
             f"FROM {table_name(dataset)}\n", f'FROM "{database}"."{table_name(dataset)}"\n'
         )
-    return f'CREATE OR REPLACE VIEW "{database}"."{name}" AS{sql.rstrip()};\n'
+    return sql.strip()
+
+
+def answer_view_ddl(name: str, database: str) -> str:
+    """`CREATE OR REPLACE VIEW` of one answer view."""
+    return f'CREATE OR REPLACE VIEW "{database}"."{name}" AS\n{answer_view_sql(name, database)};\n'
 
 
 _PRESTO_TYPES = {
@@ -134,6 +156,7 @@ _PRESTO_TYPES = {
     "bigint": "bigint",
     "boolean": "boolean",
     "timestamp": "timestamp(3)",
+    "double": "double",
 }
 
 
@@ -143,17 +166,28 @@ def glue_view_columns(dataset: Dataset) -> list[tuple[str, str]]:
     return [(name, types[name]) for name in view_columns(dataset)]
 
 
-def glue_view_text(dataset: Dataset, database: str) -> str:
-    """`ViewOriginalText` of the Glue table that Athena shows as the view: Athena's own
+def _presto_view(sql: str, database: str, columns: list[tuple[str, str]]) -> str:
+    """`ViewOriginalText` of a Glue table that Athena shows as a view: Athena's own
     format, a base64 JSON document after "Presto View:" (what `CREATE VIEW` stores)."""
     document = {
-        "originalSql": view_sql(dataset, f'"{database}"."{raw_table_name(dataset)}"'),
+        "originalSql": sql,
         "catalog": "awsdatacatalog",
         "schema": database,
-        "columns": [{"name": n, "type": _PRESTO_TYPES[t]} for n, t in glue_view_columns(dataset)],
+        "columns": [{"name": n, "type": _PRESTO_TYPES[t]} for n, t in columns],
     }
     encoded = base64.b64encode(json.dumps(document, separators=(",", ":")).encode()).decode()
     return f"/* Presto View: {encoded} */"
+
+
+def glue_view_text(dataset: Dataset, database: str) -> str:
+    """The `ViewOriginalText` of a dataset's view."""
+    sql = view_sql(dataset, f'"{database}"."{raw_table_name(dataset)}"')
+    return _presto_view(sql, database, glue_view_columns(dataset))
+
+
+def answer_view_text(name: str, database: str) -> str:
+    """The `ViewOriginalText` of an answer view."""
+    return _presto_view(answer_view_sql(name, database), database, ANSWER_COLUMNS[name])
 
 
 def projection_properties(location: str, column: str = "event_date") -> dict[str, str]:

@@ -23,7 +23,7 @@ from stream_processor.analytics.query import _MACROS, HistoryQuery
 from stream_processor.analytics.scan import DayRange
 from stream_processor.analytics.spend import Window, cost, failures
 from stream_processor.cli import main
-from stream_processor.core.catalog import ANSWER_VIEWS, answer_view_ddl
+from stream_processor.core.catalog import ANSWER_COLUMNS, ANSWER_VIEWS, answer_view_ddl
 from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.failures import FAILURES_SQL, RULES, category_sql, classify
 from stream_processor.core.history import build_history, to_parquet
@@ -328,3 +328,12 @@ def test_the_answer_views_are_the_sql_the_cli_runs_and_parse_as_trino(name: str)
     unqualified = re.sub(r'"ecs_history"\."(\w+)"', r"\1", ddl)
     assert unqualified.endswith(ANSWER_VIEWS[name].rstrip() + ";\n")
     assert '"ecs_history"."task_state_change"' in ddl
+
+
+@pytest.mark.parametrize("name", sorted(ANSWER_VIEWS))
+def test_the_answer_views_columns_are_what_their_sql_returns(
+    name: str, history: LocalHistoryStore
+) -> None:
+    engine = _engine(history, "2026-11-02", "2026-11-02")
+    result = engine.run(f"SELECT * FROM ({ANSWER_VIEWS[name]}) v LIMIT 1")
+    assert result.columns == [column for column, _ in ANSWER_COLUMNS[name]]

@@ -20,7 +20,10 @@ from stream_processor import lambda_function
 from stream_processor.adapters.dynamodb_checkpoints import SHARD_KEY, STREAM_KEY
 from stream_processor.config import ENV_NAMES, Settings
 from stream_processor.core.catalog import (
+    ANSWER_COLUMNS,
+    ANSWER_VIEWS,
     SNAPSHOT_DATASETS,
+    answer_view_text,
     glue_columns,
     glue_view_columns,
     glue_view_text,
@@ -200,6 +203,20 @@ def test_glue_tables_match_the_parquet_schema(dataset: Dataset) -> None:
     template = parameters.pop("storage.location.template")["Fn::Sub"].replace("${!", "${")
     assert template == expected.pop("storage.location.template")
     assert parameters == expected
+
+
+@pytest.mark.parametrize("name", sorted(ANSWER_VIEWS))
+def test_the_answer_views_are_the_sql_cost_and_failures_run(name: str) -> None:
+    """The stack creates `task_usage` and `task_failures` as the CLI's SQL."""
+    (view,) = [
+        t["TableInput"]
+        for t in _of_type("AWS::Glue::Table").values()
+        if t["TableInput"]["Name"] == name
+    ]
+    assert view["TableType"] == "VIRTUAL_VIEW"
+    assert view["ViewOriginalText"] == answer_view_text(name, "ecs_history")
+    columns = [(c["Name"], c["Type"]) for c in view["StorageDescriptor"]["Columns"]]
+    assert columns == ANSWER_COLUMNS[name]
 
 
 @pytest.mark.parametrize("dataset", list(Dataset))
