@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint fuzz bench soak package deploy teardown clean
+.PHONY: demo playground test lint fuzz bench soak package deploy teardown clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11 or newer)")'
@@ -32,6 +32,11 @@ $(NODE_STAMP): package.json package-lock.json
 
 demo: $(STAMP)
 	$(BIN)/stream-processor demo
+
+# The local AWS and a living fleet, until Ctrl-C: paste the printed exports in another
+# terminal and try any command there.
+playground: $(STAMP)
+	$(BIN)/stream-processor demo --serve
 
 # On every core: tests are spread over the workers one at a time (each worker has its own
 # moto server and emulators); the long modules start first (tests/conftest.py).

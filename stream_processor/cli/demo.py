@@ -35,6 +35,12 @@ def add_commands(sub: Any) -> None:
         help="copy the history here at the end, for query/report (demo-history; '' to skip)",
     )
     demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the local AWS and a living fleet up until Ctrl-C, and print the environment "
+        "to use them from another terminal (make playground)",
+    )
+    demo.add_argument(
         "--json",
         action="store_true",
         help="progress on stderr; last stdout line is one JSON summary",
@@ -43,6 +49,10 @@ def add_commands(sub: Any) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.serve:
+        from stream_processor.demo.playground import serve
+
+        return serve(shards=args.shards, seed=args.seed)
     from stream_processor.demo.run import DemoOptions, main_demo
 
     options = DemoOptions(

@@ -19,7 +19,7 @@ from stream_processor.core.times import iso_z
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
-_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
+ARN_PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
 CPU_UNITS, MEMORY_MIB = 4096, 16384
 _STOPS = (
     ("ServiceSchedulerInitiated", "Scaling activity initiated by deployment"),
@@ -78,7 +78,9 @@ def _resources(cpu: int, memory: int) -> list[dict[str, Any]]:
     ]
 
 
-class _Builder:
+class EventBuilder:
+    """Events in EventBridge's envelope, collected with their instants."""
+
     def __init__(self, rng: random.Random, cluster: str) -> None:
         self.rng = rng
         self.cluster = cluster
@@ -112,8 +114,8 @@ def _container_status(task_status: str) -> str:
     return "STOPPED" if task_status == "STOPPED" else "RUNNING"
 
 
-def _task_detail(
-    b: _Builder,
+def task_detail(
+    b: EventBuilder,
     arn: str,
     ci: str | None,
     status: str,
@@ -143,7 +145,7 @@ def _task_detail(
         "clusterArn": b.cluster,
         "containers": [
             {
-                "containerArn": f"{_ARN}:container/{arn[-36:]}",
+                "containerArn": f"{ARN_PREFIX}:container/{arn[-36:]}",
                 "lastStatus": _container_status(status),
                 "name": "app",
                 "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{family}:latest",
@@ -172,7 +174,7 @@ def _task_detail(
         },
         "updatedAt": _iso(at),
         "taskArn": arn,
-        "taskDefinitionArn": f"{_ARN}:task-definition/{family}:3",
+        "taskDefinitionArn": f"{ARN_PREFIX}:task-definition/{family}:3",
         "version": version,
     }
     if ci:
@@ -226,7 +228,7 @@ _FARGATE_CONTAINERS = (
 
 
 def fargate_task_detail(
-    b: _Builder, arn: str, version: int, at: datetime, created: datetime, family: str
+    b: EventBuilder, arn: str, version: int, at: datetime, created: datetime, family: str
 ) -> dict[str, Any]:
     """A RUNNING 4-container Fargate service task as ECS sends it (~5 KB): the docs' 2020
     Fargate sample grown to what a production service task carries: sidecars, the ECS Exec
@@ -240,7 +242,7 @@ def fargate_task_detail(
     containers = []
     for n, (name, image, cpu, memory, essential) in enumerate(_FARGATE_CONTAINERS):
         container: dict[str, Any] = {
-            "containerArn": f"{_ARN}:container/{b.cluster.rsplit('/', 1)[-1]}/{uid}/"
+            "containerArn": f"{ARN_PREFIX}:container/{b.cluster.rsplit('/', 1)[-1]}/{uid}/"
             + str(uuid.UUID(int=int(uid, 16) + n)),
             "lastStatus": "RUNNING",
             "name": name,
@@ -322,7 +324,7 @@ def fargate_task_detail(
             {"key": "team", "value": "payments"},
         ],
         "taskArn": arn,
-        "taskDefinitionArn": f"{_ARN}:task-definition/{family}:42",
+        "taskDefinitionArn": f"{ARN_PREFIX}:task-definition/{family}:42",
         "updatedAt": _iso(at),
         "version": version,
     }
@@ -337,10 +339,10 @@ def simulate_fleet(
     `stream-processor stuck` finds."""
     rng = random.Random(seed)
     start = start or datetime(2026, 1, 1, 12, tzinfo=UTC)
-    cluster = f"{_ARN}:cluster/demo"
-    b = _Builder(rng, cluster)
+    cluster = f"{ARN_PREFIX}:cluster/demo"
+    b = EventBuilder(rng, cluster)
     instances = [
-        f"{_ARN}:container-instance/demo/{b.uid().replace('-', '')}"
+        f"{ARN_PREFIX}:container-instance/demo/{b.uid().replace('-', '')}"
         for _ in range(max(2, tasks // 20))
     ]
     # Container-instance changes are collected as (time, instance, cpu delta, memory delta)
@@ -350,7 +352,7 @@ def simulate_fleet(
     ]
     families = ("web", "worker", "api")
     for n in range(tasks):
-        arn = f"{_ARN}:task/demo/{b.uid().replace('-', '')}"
+        arn = f"{ARN_PREFIX}:task/demo/{b.uid().replace('-', '')}"
         ci = rng.choice(instances) if rng.random() < 0.7 else None
         family = families[n % 3]
         created = start + timedelta(seconds=n * 0.7)
@@ -361,7 +363,7 @@ def simulate_fleet(
                 at,
                 "ECS Task State Change",
                 arn,
-                _task_detail(b, arn, ci, status, index + 1, at, created, family),
+                task_detail(b, arn, ci, status, index + 1, at, created, family),
             )
             if ci and status == "PENDING":
                 placements.append((at, len(placements), ci, -256, -512))
@@ -369,12 +371,12 @@ def simulate_fleet(
                 placements.append((at, len(placements), ci, 256, 512))
 
     for _ in range(stuck):
-        arn = f"{_ARN}:task/demo/{b.uid().replace('-', '')}"
+        arn = f"{ARN_PREFIX}:task/demo/{b.uid().replace('-', '')}"
         ci = instances[0]
         created = start + timedelta(seconds=rng.uniform(1, 30))
         for index, status in enumerate(("PROVISIONING", "PENDING")):
             at = created + timedelta(seconds=index * 2)
-            detail = _task_detail(b, arn, ci, status, index + 1, at, created, "api")
+            detail = task_detail(b, arn, ci, status, index + 1, at, created, "api")
             b.emit(at, "ECS Task State Change", arn, detail)
             if status == "PENDING":
                 placements.append((at, len(placements), ci, -256, -512))
@@ -421,7 +423,7 @@ def simulate_fleet(
             },
         )
 
-    service = f"{_ARN}:service/demo/web"
+    service = f"{ARN_PREFIX}:service/demo/web"
     deployment = f"ecs-svc/{rng.randrange(10**18, 10**19)}"
     for offset, name in (
         (5, "SERVICE_DEPLOYMENT_IN_PROGRESS"),
@@ -446,7 +448,7 @@ def simulate_fleet(
         b.emit(
             at,
             "ECS Deployment State Change",
-            f"{_ARN}:service/demo/api",
+            f"{ARN_PREFIX}:service/demo/api",
             {
                 "eventType": "INFO",
                 "eventName": "SERVICE_DEPLOYMENT_IN_PROGRESS",
@@ -492,13 +494,15 @@ def simulate_fleet(
     return fleet
 
 
-def _daemon_events(b: _Builder, rng: random.Random, start: datetime, instances: list[str]) -> None:
+def _daemon_events(
+    b: EventBuilder, rng: random.Random, start: datetime, instances: list[str]
+) -> None:
     """An ECS Managed Daemon's rollout (PENDING → IN_PROGRESS → SUCCESSFUL) and two daemon
     tasks that would not start, one of each failure type (shapes of the docs' examples)."""
     cluster = b.cluster
-    daemon = f"{_ARN}:daemon/demo/log-agent"
-    deployment = f"{_ARN}:daemon-deployment/demo/log-agent/{b.uid().replace('-', '')[:21]}"
-    revision = f"{_ARN}:daemon-revision/demo/log-agent/{b.uid()}"
+    daemon = f"{ARN_PREFIX}:daemon/demo/log-agent"
+    deployment = f"{ARN_PREFIX}:daemon-deployment/demo/log-agent/{b.uid().replace('-', '')[:21]}"
+    revision = f"{ARN_PREFIX}:daemon-revision/demo/log-agent/{b.uid()}"
     for offset, name in ((20, "PENDING"), (25, "IN_PROGRESS"), (140, "SUCCESSFUL")):
         at = start + timedelta(seconds=offset, microseconds=rng.randrange(10**6))
         b.emit(
@@ -527,7 +531,7 @@ def _daemon_events(b: _Builder, rng: random.Random, start: datetime, instances: 
             "daemonRevisionArn": revision,
             "capacityProviderName": "managed-instances",
             "daemonArn": daemon,
-            "daemonTaskDefinitionArn": f"{_ARN}:daemon-task-definition/log-agent:3",
+            "daemonTaskDefinitionArn": f"{ARN_PREFIX}:daemon-task-definition/log-agent:3",
             "failureType": failure,
             "createdAt": _iso(at),
             "reason": (
@@ -538,7 +542,7 @@ def _daemon_events(b: _Builder, rng: random.Random, start: datetime, instances: 
         }
         resources = []
         if failure == "TASK_FAILED_TO_RUN":
-            detail["taskArn"] = f"{_ARN}:task/demo/{b.uid().replace('-', '')}"
+            detail["taskArn"] = f"{ARN_PREFIX}:task/demo/{b.uid().replace('-', '')}"
             resources = [detail["taskArn"]]
         b.emit(at, "ECS Daemon Service Action", resources[0] if resources else "", detail)
         if not resources:
@@ -594,11 +598,11 @@ def steady_stream(
         raise ValueError(f"unknown event shape {shape!r}; one of {STREAM_SHAPES}")
     rng = random.Random(seed)
     start = start or datetime(2026, 3, 1, tzinfo=UTC)
-    b = _Builder(rng, f"{_ARN}:cluster/busy")
+    b = EventBuilder(rng, f"{ARN_PREFIX}:cluster/busy")
     families = ("web", "worker", "api", "batch")
     fleet = []
     for n in range(tasks):
-        arn = f"{_ARN}:task/busy/{b.uid().replace('-', '')}"
+        arn = f"{ARN_PREFIX}:task/busy/{b.uid().replace('-', '')}"
         created = start - timedelta(days=rng.randint(1, 90))
         fleet.append((arn, families[n % len(families)], created, rng.randint(3, 40)))
     final: dict[str, int] = {}
@@ -612,7 +616,7 @@ def steady_stream(
             if shape == "fargate":
                 detail = fargate_task_detail(b, arn, version, at, created, family)
             else:
-                detail = _task_detail(b, arn, None, "RUNNING", version, at, created, family)
+                detail = task_detail(b, arn, None, "RUNNING", version, at, created, family)
             b.emit(at, "ECS Task State Change", arn, detail)
             final[arn] = version
     events = [event for _, _, event in b.timed]
@@ -639,10 +643,10 @@ def history_stream(
     day's events land in that day's partition; the long-lived tasks' validity crosses days."""
     rng = random.Random(seed)
     start = start or datetime(2026, 1, 1, tzinfo=UTC)
-    b = _Builder(rng, f"{_ARN}:cluster/history")
+    b = EventBuilder(rng, f"{ARN_PREFIX}:cluster/history")
     families = ("web", "worker", "api", "batch")
     long_lived = [
-        (f"{_ARN}:task/history/{b.uid().replace('-', '')}", families[n % 4])
+        (f"{ARN_PREFIX}:task/history/{b.uid().replace('-', '')}", families[n % 4])
         for n in range(services)
     ]
     versions = {arn: 1 for arn, _ in long_lived}
@@ -652,14 +656,14 @@ def history_stream(
             if day == 0 or rng.random() < change_rate:
                 at = midnight + timedelta(seconds=rng.randrange(86_000))
                 status = "PROVISIONING" if day == 0 else "RUNNING"
-                detail = _task_detail(b, arn, None, status, versions[arn], at, start, family)
+                detail = task_detail(b, arn, None, status, versions[arn], at, start, family)
                 b.emit(at, "ECS Task State Change", arn, detail)
                 versions[arn] += 1
         for n in range(churn_per_day):
-            arn = f"{_ARN}:task/history/{b.uid().replace('-', '')}"
+            arn = f"{ARN_PREFIX}:task/history/{b.uid().replace('-', '')}"
             created = midnight + timedelta(seconds=rng.randrange(70_000))
             for index, status in enumerate(("PROVISIONING", "RUNNING", "STOPPED")):
                 at = created + timedelta(minutes=30 * index)
-                detail = _task_detail(b, arn, None, status, index + 1, at, created, families[n % 4])
+                detail = task_detail(b, arn, None, status, index + 1, at, created, families[n % 4])
                 b.emit(at, "ECS Task State Change", arn, detail)
     return [event for _, _, event in sorted(b.timed, key=lambda t: (t[0], t[1]))]
