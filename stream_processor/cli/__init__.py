@@ -40,10 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, build settings from the environment, run the command."""
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command == "consume" else logging.WARNING,
+        level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if args.command == "consume":
+        # Its progress and lease log lines, not every library's INFO.
+        logging.getLogger("stream_processor").setLevel(logging.INFO)
     try:
         code: int = args.run(args)
         sys.stdout.flush()
