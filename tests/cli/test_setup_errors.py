@@ -47,48 +47,62 @@ def denied(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultPolicy]:
         yield policy
 
 
-# S3 needs no region (botocore signs for us-east-1): the history commands run without one.
-@pytest.mark.parametrize("group", ["state", "oncall", "ingest"])
-def test_no_region(
-    group: str, aws: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("HISTORY_BUCKET", "history-test-bucket")
-    status, line = _run(COMMANDS[group], capsys)
-    assert status == EXIT_STATUS["no-region"], line
-    assert "AWS_DEFAULT_REGION" in line
-
-
-@pytest.mark.parametrize("group", sorted(COMMANDS))
-def test_no_credentials(
-    group: str, aws: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("HISTORY_BUCKET", "history-test-bucket")
-    status, line = _run(COMMANDS[group], capsys)
-    assert status == EXIT_STATUS["no-credentials"], line
-    assert "AWS_ACCESS_KEY_ID" in line
-
-
-@pytest.mark.parametrize("group", sorted(COMMANDS))
-def test_an_endpoint_that_does_not_answer(
-    group: str, aws: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _closed_port() -> str:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+#: The environment each mistake needs: (variables to unset, variables to set, the class,
+#: what its line must name).
+_ENVIRONMENTS: dict[str, tuple[tuple[str, ...], dict[str, str], str, str]] = {
+    "no-region": (
+        ("AWS_DEFAULT_REGION", "AWS_REGION"),
+        {"AWS_CONFIG_FILE": "/nonexistent"},
+        "no-region",
+        "AWS_DEFAULT_REGION",
+    ),
+    "no-credentials": (
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"),
+        {
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+        "no-credentials",
+        "AWS_ACCESS_KEY_ID",
+    ),
+    "unreachable": ((), {"AWS_MAX_ATTEMPTS": "1"}, "unreachable", "AWS_ENDPOINT_URL"),
+}
+# S3 needs no region (botocore signs for us-east-1): the history commands run without one.
+_CASES = [
+    (mistake, group)
+    for mistake in _ENVIRONMENTS
+    for group in sorted(COMMANDS)
+    if not (mistake == "no-region" and group == "analytics")
+]
+
+
+@pytest.mark.parametrize(("mistake", "group"), _CASES)
+def test_a_local_setup_mistake(
+    mistake: str,
+    group: str,
+    aws: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    unset, values, expected, named = _ENVIRONMENTS[mistake]
+    for name in unset:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    if mistake == "unreachable":
+        named = _closed_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", named)
     monkeypatch.setenv("HISTORY_BUCKET", "history-test-bucket")
     status, line = _run(COMMANDS[group], capsys)
-    assert status == EXIT_STATUS["unreachable"], line
-    assert f"127.0.0.1:{port}" in line and "AWS_ENDPOINT_URL" in line
+    assert status == EXIT_STATUS[expected], line
+    assert named.removeprefix("http://") in line
 
 
 @pytest.mark.parametrize("group", ["state", "oncall", "ingest"])
@@ -109,43 +123,45 @@ def test_a_bucket_that_does_not_exist(
     assert "NoSuchBucket" in line and "stream-processor setup" in line
 
 
-def test_expired_or_invalid_credentials(
-    settings: Settings, denied: FaultPolicy, capsys: pytest.CaptureFixture[str]
+_DENIED = "User: arn:aws:iam::123456789012:user/ops is not authorized to perform: dynamodb:Query"
+#: What AWS answers, forced through the proxy: (error code, message, the class, the
+#: command group, what the line must say).
+_ANSWERS = [
+    (
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+        "bad-credentials",
+        "state",
+        "UnrecognizedClientException",
+    ),
+    (
+        "AccessDeniedException",
+        f"{_DENIED} on resource: arn:aws:dynamodb:us-east-1:123456789012:table/ECSTaskState",
+        "access-denied",
+        "oncall",
+        "dynamodb:Query on resource: arn:aws:dynamodb",
+    ),
+    ("ThrottlingException", "Rate exceeded", "throttled", "state", "ThrottlingException"),
+]
+
+
+@pytest.mark.parametrize(("code", "message", "expected", "group", "said"), _ANSWERS)
+def test_what_aws_refuses(
+    code: str,
+    message: str,
+    expected: str,
+    group: str,
+    said: str,
+    settings: Settings,
+    denied: FaultPolicy,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    denied.deny.append(
-        (
-            b"",
-            _dynamodb_error(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ),
-        )
-    )
-    status, line = _run(COMMANDS["state"], capsys)
-    assert status == EXIT_STATUS["bad-credentials"], line
-    assert "UnrecognizedClientException" in line
-
-
-def test_access_denied_says_which_action_on_which_resource(
-    settings: Settings, denied: FaultPolicy, capsys: pytest.CaptureFixture[str]
-) -> None:
-    said = (
-        "User: arn:aws:iam::123456789012:user/ops is not authorized to perform: "
-        "dynamodb:Query on resource: arn:aws:dynamodb:us-east-1:123456789012:table/ECSTaskState"
-    )
-    denied.deny.append((b"", _dynamodb_error("AccessDeniedException", said)))
-    status, line = _run(COMMANDS["oncall"], capsys)
-    assert status == EXIT_STATUS["access-denied"], line
-    assert "dynamodb:Query on resource: arn:aws:dynamodb" in line
-
-
-def test_throttling_that_outlasts_the_retries(
-    settings: Settings, denied: FaultPolicy, capsys: pytest.CaptureFixture[str]
-) -> None:
-    denied.deny.append((b"", _dynamodb_error("ThrottlingException", "Rate exceeded")))
-    status, line = _run(COMMANDS["state"], capsys)
-    assert status == EXIT_STATUS["throttled"], line
-    assert "ThrottlingException" in line
+    """Expired or invalid credentials, access denied (AWS's own words: which action on
+    which resource), throttling that outlasts the retries."""
+    denied.deny.append((b"", _dynamodb_error(code, message)))
+    status, line = _run(COMMANDS[group], capsys)
+    assert status == EXIT_STATUS[expected], line
+    assert said in line
 
 
 def test_any_other_failure_is_one_line_and_v_shows_the_traceback(
