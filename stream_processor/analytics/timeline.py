@@ -24,6 +24,7 @@ from stream_processor.core.ports import HistoryStore
 from stream_processor.core.timeline import (
     Timeline,
     dataset_of,
+    started_tasks,
     summary,
     task_summary,
     versions_of,
@@ -84,6 +85,16 @@ def _service_of(rows: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _started_by(
+    store: HistoryStore, prefix: str, days: list[str], deployment: str, rows: list[dict[str, Any]]
+) -> str | None:
+    """What became of the tasks a deployment started: its service's task rows over the
+    same days (row groups skipped by their `group` statistics), those started by it."""
+    services = {r["service_arn"] for r in rows if r.get("service_arn")}
+    groups = {"service:" + s.rsplit("/", 1)[-1] for s in services}
+    return started_tasks(deployment, _rows(store, prefix, Dataset.TASK, days, "group", groups))
+
+
 def build_timeline(store: HistoryStore, prefix: str, arn: str, span: DayRange) -> Timeline:
     """The timeline of `arn` over the days of `span`."""
     if span.first is None or span.last is None or span.first > span.last:
@@ -92,6 +103,12 @@ def build_timeline(store: HistoryStore, prefix: str, arn: str, span: DayRange) -
     days = span.days()
     rows = _rows(store, prefix, dataset, days, "resource_arn", {arn})
     versions = versions_of(dataset, rows)
+    if dataset is Dataset.DEPLOYMENT:
+        text = summary(arn, dataset, versions)
+        started = _started_by(store, prefix, days, arn, rows)
+        if started:
+            text += f"; {started}"
+        return Timeline(arn, dataset, versions, text, (span.first, span.last))
     if dataset is not Dataset.TASK:
         text = summary(arn, dataset, versions)
         return Timeline(arn, dataset, versions, text, (span.first, span.last))

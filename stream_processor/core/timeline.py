@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from stream_processor.core.events import SPECS, Dataset
+from stream_processor.core.failures import CATEGORIES, classify
 from stream_processor.core.times import format_duration, iso_z
 from stream_processor.errors import ConfigError
 
@@ -321,6 +322,39 @@ def summary(arn: str, dataset: Dataset, versions: Sequence[Version]) -> str:
         text += "; agent disconnected"
     reason = last.facts.get("reason") or last.facts.get("statusReason")
     return text + (f": {reason}" if reason else "")
+
+
+def started_tasks(deployment_id: str, task_rows: Iterable[Row]) -> str | None:
+    """What became of the tasks a deployment started (`startedBy` its id), from their
+    history rows: how many, how many still alive, and the stopped ones by failure
+    category (`core.failures`) with one reason each. None when it started none in the
+    rows given."""
+    latest: dict[str, tuple[int, dict[str, Any], str]] = {}
+    for row in task_rows:
+        detail = _detail(row)
+        if detail.get("startedBy") != deployment_id:
+            continue
+        version = row.get("version") or 0
+        kept = latest.get(row["resource_arn"])
+        if kept is None or version > kept[0]:
+            latest[row["resource_arn"]] = (version, detail, row.get("detail") or "")
+    if not latest:
+        return None
+    stopped: dict[str, list[str]] = {}
+    for _, detail, text in latest.values():
+        if detail.get("lastStatus") == "STOPPED":
+            category = classify(detail.get("stopCode"), detail.get("stoppedReason"), text)
+            if category == "scheduler":
+                category = "scale-in or replaced"
+            stopped.setdefault(category, []).append(str(detail.get("stoppedReason") or ""))
+    order = {c: n for n, c in enumerate(CATEGORIES)}
+    parts = [
+        f"{category} {len(reasons)}" + (f" ({reasons[0]})" if reasons[0] else "")
+        for category, reasons in sorted(stopped.items(), key=lambda i: order.get(i[0], 99))
+    ]
+    alive = len(latest) - sum(len(r) for r in stopped.values())
+    text = f"started {len(latest)} tasks: {alive} not stopped"
+    return text + (f"; stopped: {', '.join(parts)}" if parts else "")
 
 
 TABLE_HEADERS = ["VERSION", "TIME", "STATUS", "AFTER", "DESIRED", "CHANGES"]

@@ -6,13 +6,11 @@ scheduler stop told apart as deployment or scale-in from the deployment history.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
@@ -24,60 +22,11 @@ from stream_processor.analytics.scan import DayRange
 from stream_processor.analytics.spend import Window, cost, failures
 from stream_processor.cli import main
 from stream_processor.core.catalog import ANSWER_COLUMNS, ANSWER_VIEWS, answer_view_ddl
-from stream_processor.core.events import EcsEvent, decode_event
 from stream_processor.core.failures import FAILURES_SQL, RULES, category_sql, classify
-from stream_processor.core.history import build_history, to_parquet
 from stream_processor.core.pricing import PRICES
-from tests.conftest import load_fixture, record, task_event
+from tests.analytics.conftest import CLUSTER, local_history, prod_task, web_deployment
 
-CLUSTER = "arn:aws:ecs:us-east-1:111122223333:cluster/prod"
-SERVICE = "arn:aws:ecs:us-east-1:111122223333:service/prod/web"
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
-
-
-def _task(name: str, version: int, status: str, **detail: Any) -> dict[str, Any]:
-    given = dict(detail)
-    event = task_event(
-        f"arn:aws:ecs:us-east-1:111122223333:task/prod/{name}",
-        version,
-        status,
-        time=detail.pop("time", "2026-11-02T12:00:00Z"),
-        clusterArn=CLUSTER,
-        group=detail.pop("group", "service:web"),
-        launchType=detail.pop("launchType", "FARGATE"),
-        **detail,
-    )
-    event["region"] = "us-east-1"
-    # The fixture's own instants are from 2020: only those given here count.
-    for name in ("pullStartedAt", "pullStoppedAt", "startedAt", "createdAt", "connectivityAt"):
-        if name not in given:
-            event["detail"].pop(name, None)
-    return event
-
-
-def _deployment(deployment_id: str, updated_at: str) -> dict[str, Any]:
-    event = copy.deepcopy(load_fixture("ecs-events/deployment_state_change__docs_in_progress.json"))
-    event["id"] = f"dep-{deployment_id}-{updated_at}"
-    event["time"] = updated_at
-    event["resources"] = [SERVICE]
-    event["detail"].update(deploymentId=deployment_id, updatedAt=updated_at)
-    return event
-
-
-def _write(tmp_path: Path, events: list[dict[str, Any]]) -> LocalHistoryStore:
-    store = LocalHistoryStore(tmp_path)
-    decoded = [decode_event(record(e, n)) for n, e in enumerate(events, 1)]
-    assert all(isinstance(e, EcsEvent) for e in decoded)
-    objects = build_history(
-        [e for e in decoded if isinstance(e, EcsEvent)],
-        prefix="ecs-history/",
-        shard_id="s",
-        first="1",
-        last=str(len(events)),
-    )
-    for obj in objects:
-        store.write(obj.key, to_parquet(obj.table))
-    return store
 
 
 def _engine(store: LocalHistoryStore, first: str, last: str) -> HistoryQuery:
@@ -89,11 +38,11 @@ ARM = {"attributes": [{"name": "ecs.cpu-architecture", "value": "arm64"}]}
 
 @pytest.fixture
 def history(tmp_path: Path) -> LocalHistoryStore:
-    return _write(
+    return local_history(
         tmp_path,
         [
             # One hour of 1 vCPU / 2 GB, x86 Linux.
-            _task(
+            prod_task(
                 "a",
                 1,
                 "RUNNING",
@@ -102,7 +51,7 @@ def history(tmp_path: Path) -> LocalHistoryStore:
                 pullStartedAt="2026-11-02T10:00:00Z",
                 time="2026-11-02T10:01:00Z",
             ),
-            _task(
+            prod_task(
                 "a",
                 2,
                 "STOPPED",
@@ -115,7 +64,7 @@ def history(tmp_path: Path) -> LocalHistoryStore:
                 time="2026-11-02T11:00:00Z",
             ),
             # 30 s on ARM: billed the minute.
-            _task(
+            prod_task(
                 "b",
                 2,
                 "STOPPED",
@@ -127,7 +76,7 @@ def history(tmp_path: Path) -> LocalHistoryStore:
                 **ARM,
             ),
             # Still running: billed to the window's end (one hour), with 30 GB of storage.
-            _task(
+            prod_task(
                 "c",
                 1,
                 "RUNNING",
@@ -138,9 +87,9 @@ def history(tmp_path: Path) -> LocalHistoryStore:
                 ephemeralStorage={"sizeInGiB": 30},
             ),
             # Never pulled: free.
-            _task("d", 1, "PROVISIONING", cpu="4096", memory="8192"),
+            prod_task("d", 1, "PROVISIONING", cpu="4096", memory="8192"),
             # EC2: hours, no price.
-            _task(
+            prod_task(
                 "e",
                 1,
                 "RUNNING",
@@ -260,13 +209,13 @@ def test_failures_are_classified_and_scheduler_stops_told_apart(tmp_path: Path) 
         ),
     ]
     events = [
-        _deployment("ecs-svc/1", "2026-11-02T10:00:00Z"),
-        _deployment("ecs-svc/2", "2026-11-02T12:00:00Z"),
+        web_deployment("ecs-svc/1", "2026-11-02T10:00:00Z"),
+        web_deployment("ecs-svc/2", "2026-11-02T12:00:00Z"),
     ]
     for name, detail, _ in stopped:
         detail = {"stoppedAt": "2026-11-02T13:00:00Z", **detail}
-        events.append(_task(name, 3, "STOPPED", **detail))
-    store = _write(tmp_path, events)
+        events.append(prod_task(name, 3, "STOPPED", **detail))
+    store = local_history(tmp_path, events)
     engine = _engine(store, "2026-11-02", "2026-11-02")
     window = Window.of_days("2026-11-02", "2026-11-02", NOW)
     rows = engine.run(f"SELECT task_arn, category FROM ({FAILURES_SQL}) f").records()

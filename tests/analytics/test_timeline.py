@@ -20,12 +20,13 @@ from stream_processor.adapters import history_store
 from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
 from stream_processor.analytics.compaction import compact
 from stream_processor.analytics.scan import DayRange
-from stream_processor.analytics.timeline import life_days, timeline
+from stream_processor.analytics.timeline import build_timeline, life_days, timeline
 from stream_processor.cli import main
 from stream_processor.core.events import Dataset
 from stream_processor.demo.history import write_local_history
 from stream_processor.demo.simulation import deliver, history_stream
 from stream_processor.errors import ConfigError, NotFound
+from tests.analytics.conftest import local_history, prod_task, web_deployment
 from tests.conftest import instance_event, load_fixture, task_event
 
 PREFIX = "ecs-history/"
@@ -272,3 +273,30 @@ def test_the_command_prints_the_story_and_says_when_it_knows_nothing(
         timeline(LocalHistoryStore(root), PREFIX, unknown, SPAN)
     with pytest.raises(ConfigError):
         timeline(LocalHistoryStore(root), PREFIX, TASK, DayRange(SPAN.last, SPAN.first))
+
+
+def test_a_deployment_s_timeline_says_what_became_of_the_tasks_it_started(
+    tmp_path: Path,
+) -> None:
+    """Its own tasks by failure category beside its events; another rollout's are not its."""
+
+    crash = {
+        "stopCode": "EssentialContainerExited",
+        "stoppedReason": "Essential container in task exited",
+        "containers": [{"name": "app", "exitCode": 2}],
+    }
+    pull = {"stopCode": "TaskFailedToStart", "stoppedReason": "CannotPullContainerError: x"}
+    events = [
+        web_deployment("ecs-svc/9", "2026-11-02T10:00:00Z"),
+        prod_task("a", 5, "STOPPED", startedBy="ecs-svc/9", **crash),
+        prod_task("b", 5, "STOPPED", startedBy="ecs-svc/9", **crash),
+        prod_task("c", 3, "STOPPED", startedBy="ecs-svc/9", **pull),
+        prod_task("d", 3, "RUNNING", startedBy="ecs-svc/9"),
+        prod_task("e", 5, "STOPPED", startedBy="ecs-svc/1", **crash),
+    ]
+    store: LocalHistoryStore = local_history(tmp_path, events)
+    story = build_timeline(store, "ecs-history/", "ecs-svc/9", DayRange("2026-11-02", "2026-11-02"))
+    assert story.summary.endswith(
+        "; started 4 tasks: 1 not stopped; stopped: app-error 2 (Essential container in task "
+        "exited), image-pull 1 (CannotPullContainerError: x)"
+    )
