@@ -92,6 +92,19 @@ class QueryNeeds:
     validity: bool  # reads valid_from / valid_to
     snapshots: dict[Dataset, DayRange] = field(default_factory=dict)
 
+    def merge(self, other: QueryNeeds) -> QueryNeeds:
+        """What two statements read together (a query and a view it names)."""
+        days = dict(self.days)
+        for dataset, wanted in other.days.items():
+            days[dataset] = days[dataset].hull(wanted) if dataset in days else wanted
+        snapshots = dict(self.snapshots)
+        for dataset, wanted in other.snapshots.items():
+            snapshots[dataset] = snapshots[dataset].hull(wanted) if dataset in snapshots else wanted
+        columns = (
+            None if self.columns is None or other.columns is None else self.columns | other.columns
+        )
+        return QueryNeeds(days, columns, self.validity or other.validity, snapshots)
+
 
 def analyze(sql: str, parameters: Sequence[object] = ()) -> QueryNeeds:
     """The datasets a query names, the days each needs, and the columns it reads.

@@ -286,3 +286,49 @@ def test_the_answer_views_columns_are_what_their_sql_returns(
     engine = _engine(history, "2026-11-02", "2026-11-02")
     result = engine.run(f"SELECT * FROM ({ANSWER_VIEWS[name]}) v LIMIT 1")
     assert result.columns == [column for column, _ in ANSWER_COLUMNS[name]]
+
+
+def _cost_doc_queries() -> list[str]:
+    text = (Path(__file__).parents[2] / "docs" / "cost.md").read_text()
+    return re.findall(r"```sql\n(.*?)```", text, re.S)
+
+
+def test_the_documented_athena_queries_give_the_commands_answers(
+    history: LocalHistoryStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failures_sql, cost_sql = _cost_doc_queries()
+    assert main(["query", "--history", str(tmp_path), "--format", "json", cost_sql]) == 0
+    documented = {r["group"]: r for r in json.loads(capsys.readouterr().out)}
+    engine = _engine(history, "2026-11-02", "2026-11-02")
+    answered = cost(engine, Window.of_days("2026-11-02", "2026-11-02", NOW))
+    assert {g: (r["tasks"], round(r["vcpu_hours"], 6)) for g, r in documented.items()} == {
+        r["group"]: (r["tasks"], r["vcpu_hours"]) for r in answered
+    }
+    stopped = local_history(
+        tmp_path / "failures",
+        [
+            prod_task(
+                "x", 3, "STOPPED", stopCode="UserInitiated", stoppedAt="2026-11-02T09:00:00Z"
+            ),
+            prod_task(
+                "y",
+                3,
+                "STOPPED",
+                stopCode="TaskFailedToStart",
+                stoppedReason="CannotPullContainerError: x",
+                stoppedAt="2026-11-02T09:00:00Z",
+            ),
+        ],
+    )
+    assert (
+        main(["query", "--history", str(tmp_path / "failures"), "--format", "json", failures_sql])
+        == 0
+    )
+    documented_failures = json.loads(capsys.readouterr().out)
+    listed = failures(
+        _engine(stopped, "2026-11-02", "2026-11-02"),
+        Window.of_days("2026-11-02", "2026-11-02", NOW),
+    )
+    assert sorted((r["group"], r["category"], r["tasks"]) for r in documented_failures) == sorted(
+        (r["group"], r["category"], r["tasks"]) for r in listed
+    )
