@@ -8,6 +8,7 @@ SQL names. Athena runs the same views (`athena-ddl`); `docs/cost.md` has the que
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from stream_processor.core.pricing import (
     USAGE_SQL,
     Prices,
     architecture,
+    instance_share,
     os_family,
 )
 
@@ -40,6 +42,57 @@ FAILURE_KEYS: Mapping[str, str] = {
     "family": "family",
     "deployment": "deployment",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """What an EC2 task's share is priced from: its instance's type and registered
+    vCPUs and memory (GB)."""
+
+    type: str
+    vcpu: float
+    gb: float
+
+
+def _instance(detail: dict[str, Any]) -> Instance | None:
+    attributes = {
+        a.get("name"): a.get("value") for a in detail.get("attributes") or [] if isinstance(a, dict)
+    }
+    registered = {
+        r.get("name"): r.get("integerValue")
+        for r in detail.get("registeredResources") or []
+        if isinstance(r, dict)
+    }
+    kind, cpu, memory = (
+        attributes.get("ecs.instance-type"),
+        registered.get("CPU"),
+        registered.get("MEMORY"),
+    )
+    if not isinstance(kind, str) or not isinstance(cpu, int) or not isinstance(memory, int):
+        return None
+    if cpu <= 0 or memory <= 0:
+        return None
+    return Instance(kind, cpu / 1024, memory / 1024)
+
+
+def container_instances(engine: HistoryQuery) -> dict[str, Instance]:
+    """Each container instance's type and registered resources, from its latest version
+    in the days read (the snapshot before them included)."""
+    rows = engine.run(
+        "SELECT resource_arn, detail FROM (SELECT resource_arn, detail, row_number() OVER "
+        "(PARTITION BY resource_arn ORDER BY version DESC) AS rn "
+        "FROM container_instance_state_change) latest WHERE rn = 1"
+    ).rows
+    found = {}
+    for arn, text in rows:
+        try:
+            detail = json.loads(text or "{}")
+        except ValueError:
+            continue
+        instance = _instance(detail) if isinstance(detail, dict) else None
+        if instance is not None:
+            found[str(arn)] = instance
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +140,13 @@ billed AS (
   FROM windowed
 )
 SELECT cluster_arn, {key} AS key, launch_type, capacity_provider, cpu_architecture,
-       platform_family, region, count(*) AS tasks,
+       platform_family, region, container_instance_arn, count(*) AS tasks,
        sum(seconds * coalesce(vcpu, 0)) / 3600 AS vcpu_hours,
        sum(seconds * coalesce(gb, 0)) / 3600 AS gb_hours,
        sum(seconds * greatest(storage_gb - {INCLUDED_STORAGE_GB}, 0)) / 3600
          AS storage_gb_hours
 FROM billed
-GROUP BY 1, 2, 3, 4, 5, 6, 7
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
 """  # noqa: S608 - identifiers from our tables; values are parameters
     return sql, values
 
@@ -112,6 +165,9 @@ def cost(
     sql, values = usage_sql(by, cluster)
     named = {"start": window.start, "end": window.end, "now": window.now, **values}
     rows = engine.run_named(sql, named).records()
+    instances = (
+        container_instances(engine) if any(r["container_instance_arn"] for r in rows) else {}
+    )
     out: dict[tuple[str, str | None], dict[str, Any]] = {}
     for row in rows:
         group = out.setdefault(
@@ -136,7 +192,16 @@ def cost(
         group["storage_gb_hours"] += hours[2]
         capacity = (row["capacity_provider"] or "").upper()
         if row["launch_type"] != "FARGATE" and not capacity.startswith("FARGATE"):
-            group["unpriced"].append(f"{row['launch_type'] or 'unknown'} launch type: hours only")
+            instance = instances.get(row["container_instance_arn"] or "")
+            price = prices.ec2.get((row["region"] or "", instance.type)) if instance else None
+            if instance is None or price is None:
+                what = f"no price for {instance.type}" if instance else "instance unknown"
+                group["unpriced"].append(
+                    f"{row['launch_type'] or 'unknown'} launch type ({what}): hours only"
+                )
+                continue
+            group["usd"] += price * instance_share(hours[0], hours[1], instance.vcpu, instance.gb)
+            group["_priced"] = True
             continue
         rate = prices.fargate_rate(
             row["region"] or "",

@@ -121,7 +121,8 @@ ANSWER_VIEWS: dict[str, str] = {"task_usage": USAGE_SQL, "task_failures": FAILUR
 ANSWER_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "task_usage": [
         *[(name, "string") for name in ("task_arn", "cluster_arn", "group", "family")],
-        *[(name, "string") for name in ("deployment", "launch_type", "capacity_provider")],
+        *[(name, "string") for name in ("deployment", "launch_type")],
+        *[(name, "string") for name in ("container_instance_arn", "capacity_provider")],
         *[(name, "string") for name in ("cpu_architecture", "platform_family", "region")],
         *[(name, "double") for name in ("vcpu", "gb", "storage_gb")],
         ("billing_start", "timestamp"),

@@ -17,6 +17,10 @@ pricing page renders its rates in the browser; the figures are those it showed a
 transcribed by two independent sources in 2026 (vantage.sh, cloudburn.io, March 2026),
 and agree with the issue's. Fargate Spot, Savings Plans, other regions and EC2 instance
 types come from a `--prices` file (`load_prices`, format in `docs/cost.md`).
+
+An EC2 task's dollars are its share of its container instance: the mean of its share of
+the instance's registered vCPUs and of its memory, times the instance's hourly price
+(`instance_share`), for the hours the task held them.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Prices:
 
     date: str
     fargate: dict[tuple[str, str, str, str], Rate] = field(default_factory=dict)
+    #: USD per hour of an EC2 instance, by (region, instance type): none shipped.
+    ec2: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def fargate_rate(self, region: str, capacity: str, arch: str, os: str) -> Rate | None:
         return self.fargate.get((region, capacity, arch, os))
@@ -109,7 +115,11 @@ def load_prices(path: Path) -> Prices:
                 float(entry.get("storage", 0.000111)),
                 float(entry.get("os_vcpu", 0.0)),
             )
-        return Prices(str(body.get("date", PRICE_DATE)), rates)
+        instances = {
+            (str(entry["region"]), str(entry["instance_type"])): float(entry["usd_per_hour"])
+            for entry in body.get("ec2", [])
+        }
+        return Prices(str(body.get("date", PRICE_DATE)), rates, instances)
     except OSError as exc:
         raise ConfigError(f"--prices {path}: {exc.strerror or exc}") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -132,7 +142,7 @@ SELECT resource_arn AS task_arn, cluster_arn, "group",
        regexp_extract(task_definition_arn, 'task-definition/([^:]+)', 1) AS family,
        nullif(regexp_extract(detail, '"startedBy"\\s*:\\s*"(ecs-svc/[0-9]+)"', 1), '')
          AS deployment,
-       launch_type,
+       launch_type, container_instance_arn,
        json_extract_scalar(detail, '$.capacityProviderName') AS capacity_provider,
        nullif(regexp_extract(
          detail, '"ecs.cpu-architecture"\\s*,\\s*"value"\\s*:\\s*"([^"]+)"', 1), '')
@@ -149,3 +159,11 @@ SELECT resource_arn AS task_arn, cluster_arn, "group",
 FROM latest
 WHERE rn = 1
 """  # noqa: S608 - constants only, no input
+
+
+def instance_share(
+    vcpu_hours: float, gb_hours: float, instance_vcpu: float, instance_gb: float
+) -> float:
+    """Instance-hours a task's reservations amount to: the mean of its vCPU and memory
+    shares of the instance (what split cost allocation weighs), over the hours held."""
+    return (vcpu_hours / instance_vcpu + gb_hours / instance_gb) / 2

@@ -409,7 +409,10 @@ def simulate_fleet(
             ci,
             {
                 "agentConnected": connected[ci],
-                "attributes": [{"name": "ecs.os-type", "value": "linux"}],
+                "attributes": [
+                    {"name": "ecs.os-type", "value": "linux"},
+                    {"name": "ecs.instance-type", "value": "m5.xlarge"},
+                ],
                 "clusterArn": cluster,
                 "containerInstanceArn": ci,
                 "ec2InstanceId": "i-" + ci[-17:],

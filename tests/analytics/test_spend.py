@@ -23,8 +23,9 @@ from stream_processor.analytics.spend import Window, cost, failures
 from stream_processor.cli import main
 from stream_processor.core.catalog import ANSWER_COLUMNS, ANSWER_VIEWS, answer_view_ddl
 from stream_processor.core.failures import FAILURES_SQL, RULES, category_sql, classify
-from stream_processor.core.pricing import PRICES
+from stream_processor.core.pricing import PRICES, load_prices
 from tests.analytics.conftest import CLUSTER, local_history, prod_task, web_deployment
+from tests.conftest import instance_event
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
 
@@ -112,7 +113,9 @@ def test_cost_bills_fargate_as_aws_does(history: LocalHistoryStore) -> None:
     assert web["usd"] == pytest.approx(2 * 0.04048 + 4 * 0.004445 + 10 * 0.000111)
     assert api["vcpu_hours"] == pytest.approx(0.5 * 60 / 3600, abs=1e-6)
     assert api["usd"] == pytest.approx((0.5 * 0.03238 + 1.0 * 0.00356) * 60 / 3600, abs=1e-6)
-    assert batch["usd"] is None and batch["unpriced"] == ["EC2 launch type: hours only"]
+    assert batch["usd"] is None and batch["unpriced"] == [
+        "EC2 launch type (instance unknown): hours only"
+    ]
     assert batch["vcpu_hours"] == pytest.approx(2.0)
     assert all(r["price_date"] == PRICES.date and r["cluster"] == CLUSTER for r in rows.values())
     assert "d" not in json.dumps(list(rows))  # the unpulled task is nowhere
@@ -332,3 +335,44 @@ def test_the_documented_athena_queries_give_the_commands_answers(
     assert sorted((r["group"], r["category"], r["tasks"]) for r in documented_failures) == sorted(
         (r["group"], r["category"], r["tasks"]) for r in listed
     )
+
+
+def test_an_ec2_task_costs_its_share_of_its_instance(tmp_path: Path) -> None:
+    """Mean of its vCPU and memory shares of the instance, times the instance's price
+    from a price file; without one, the hours and why there are no dollars."""
+    instance = instance_event("arn:aws:ecs:us-east-1:111122223333:container-instance/prod/i1")
+    instance["time"] = "2026-11-02T08:00:00Z"
+    instance["detail"]["attributes"] = [{"name": "ecs.instance-type", "value": "m5.xlarge"}]
+    instance["detail"]["clusterArn"] = CLUSTER
+    task = prod_task(
+        "e",
+        1,
+        "RUNNING",
+        group="service:batch",
+        launchType="EC2",
+        pullStartedAt="2026-11-02T22:00:00Z",
+        cpu="1024",
+        memory="1024",
+        containerInstanceArn=instance["detail"]["containerInstanceArn"],
+    )
+    store = local_history(tmp_path / "h", [instance, task])
+    window = Window.of_days("2026-11-02", "2026-11-02", NOW)
+    (unpriced,) = cost(_engine(store, "2026-11-02", "2026-11-02"), window)
+    assert unpriced["usd"] is None
+    assert unpriced["unpriced"] == ["EC2 launch type (no price for m5.xlarge): hours only"]
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps(
+            {
+                "date": "2026-12-01",
+                "ec2": [
+                    {"region": "us-east-1", "instance_type": "m5.xlarge", "usd_per_hour": 0.192}
+                ],
+            }
+        )
+    )
+    (priced,) = cost(_engine(store, "2026-11-02", "2026-11-02"), window, prices=load_prices(prices))
+    registered = {r["name"]: r["integerValue"] for r in instance["detail"]["registeredResources"]}
+    share = (2.0 / (registered["CPU"] / 1024) + 2.0 / (registered["MEMORY"] / 1024)) / 2
+    assert priced["usd"] == pytest.approx(0.192 * share, abs=1e-6)
+    assert priced["unpriced"] == [] and priced["price_date"] == "2026-12-01"
