@@ -135,26 +135,34 @@ def maintenance_handler(event: dict[str, Any], context: object) -> dict[str, Any
 def watchdog_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     """Scheduled (every 5 minutes by default): `FleetState.stuck` over `STUCK_CLUSTERS` (or
     every cluster ECS lists), published as EMF metrics: `StuckResources` per cluster and
-    kind (zeros included, so a cleared alarm clears), and the total per kind and overall,
-    which the alarms read. Returns what it found (ARNs only: no payloads in logs)."""
+    kind (zeros included, so a cleared alarm clears), and the total per kind and overall;
+    `FailingServices` (services in a crash loop, from the history's newest objects) per
+    cluster and in total. The alarms read the totals. Returns what it found (ARNs only:
+    no payloads in logs)."""
     from datetime import UTC, datetime
 
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-    from stream_processor.core.stuck import KINDS, counts
+    from stream_processor.core.stuck import KINDS, SERVICE, counts
 
     settings = Settings.from_env(os.environ)
     ports = Ports(settings)
     clusters = settings.stuck_cluster_list() or ports.inventory().clusters()
     fleet = ports.fleet()
     now = datetime.now(UTC)
-    found = fleet.stuck(clusters, now=now, limits=settings.stuck_limits())
+    found = fleet.stuck(
+        clusters,
+        now=now,
+        limits=settings.stuck_limits(),
+        history=ports.history() if settings.history_bucket else None,
+        prefix=settings.history_prefix,
+    )
     by_cluster = counts(found)
     arns = [fleet.cluster_arn(c) for c in clusters]
 
-    def publish(value: int, **dimensions: str) -> None:
+    def publish(metric: str, value: int, **dimensions: str) -> None:
         with single_metric(
-            name="StuckResources",
+            name=metric,
             unit=MetricUnit.Count,
             value=value,
             namespace=METRICS_NAMESPACE,
@@ -163,14 +171,21 @@ def watchdog_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             pass
 
     for arn in arns:
+        name = arn.rsplit("/", 1)[-1]
         for kind in KINDS:
-            publish(by_cluster.get((arn, kind), 0), cluster=arn.rsplit("/", 1)[-1], kind=kind)
+            publish("StuckResources", by_cluster.get((arn, kind), 0), cluster=name, kind=kind)
+        publish("FailingServices", by_cluster.get((arn, SERVICE), 0), cluster=name)
     for kind in KINDS:
-        publish(sum(n for (_, k), n in by_cluster.items() if k == kind), kind=kind)
-    publish(len(found))
+        publish(
+            "StuckResources", sum(n for (_, k), n in by_cluster.items() if k == kind), kind=kind
+        )
+    publish("StuckResources", sum(n for (_, k), n in by_cluster.items() if k in KINDS))
+    failing = sum(n for (_, k), n in by_cluster.items() if k == SERVICE)
+    publish("FailingServices", failing)
     return {
         "clusters": len(arns),
-        "stuck": len(found),
+        "stuck": len(found) - failing,
+        "failing_services": failing,
         "by_cluster": {
             f"{c.rsplit('/', 1)[-1]}/{k}": n for (c, k), n in sorted(by_cluster.items())
         },

@@ -12,6 +12,7 @@ import io
 import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -59,6 +60,12 @@ class LocalHistoryStore:
     def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         for key, tag in self.entries(prefix):
             yield key, int(tag.split("-", 1)[0])
+
+    def modified_since(self, prefix: str, since: datetime) -> Iterator[str]:
+        threshold_ns = int(since.timestamp() * 1e9)
+        for key, tag in self.entries(prefix):
+            if int(tag.rsplit("-", 1)[1]) >= threshold_ns:
+                yield key
 
     def children(self, prefix: str) -> list[str]:
         """Names of the 'folders' right under `prefix` (which ends with '/')."""
@@ -120,6 +127,11 @@ class S3HistoryStore:
     def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         for obj in self._listing(prefix):
             yield obj["Key"], int(obj.get("Size", 0))
+
+    def modified_since(self, prefix: str, since: datetime) -> Iterator[str]:
+        for obj in self._listing(prefix):
+            if obj["LastModified"] >= since:
+                yield obj["Key"]
 
     def children(self, prefix: str) -> list[str]:
         """Names of the 'folders' right under `prefix`: a delimiter listing, which returns

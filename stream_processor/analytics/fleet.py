@@ -9,7 +9,7 @@
     task = fleet.get("arn:aws:ecs:...:task/prod/0123...")     # any kind, by key
     story = fleet.timeline(task_arn, LocalHistoryStore(Path("demo-history")))
     print(story.summary); story.as_json()["versions"]
-    for s in fleet.stuck(["prod"], now=datetime.now(UTC)):  # what made no progress
+    for s in fleet.stuck(["prod"], now=datetime.now(UTC), history=store):  # and crash loops
         print(s.kind, s.arn, s.status, s.reason)
 
 Every answer is plain JSON (numbers as int or exact `Decimal`, nested lists and maps as
@@ -43,10 +43,12 @@ from stream_processor.core.indexes import (
 from stream_processor.core.items import EVENT_TIME, ORDER, item_json
 from stream_processor.core.ports import SortKey, StateQueries
 from stream_processor.core.stuck import (
+    CRASH_LOOP,
     DEPLOYMENT_ATTRIBUTES,
     INSTANCE_ATTRIBUTES,
     TASK_ATTRIBUTES,
     Stuck,
+    crash_loops,
     stuck_deployments,
     stuck_instances,
     stuck_tasks,
@@ -234,13 +236,22 @@ class FleetState:
         *,
         now: datetime,
         limits: Mapping[str, float] | None = None,
+        history: HistoryStore | None = None,
+        prefix: str = "ecs-history/",
     ) -> list[Stuck]:
         """Live tasks, container instances and deployments of these clusters that made no
         progress for longer than their thresholds (`core.stuck`), longest first. Keys from
         the indexes (the live phase only), items by key with the few attributes the rules
-        read; deployments of the services the live tasks belong to."""
+        read; deployments of the services the live tasks belong to. With a `history`, the
+        services in a crash loop too, from its objects of the crash-loop window."""
+        from stream_processor.analytics.spend import recent_stops
+
         limits = dict(limits or thresholds())
         found: list[Stuck] = []
+        if history is not None:
+            wanted = {self.cluster_arn(c) for c in clusters}
+            stops = recent_stops(history, prefix, now, limits[CRASH_LOOP])
+            found += [s for s in crash_loops(stops, now, limits) if s.cluster in wanted]
         live = SortKey(phase_value(LIVE), prefix=True)
         for cluster in clusters:
             arn = self.cluster_arn(cluster)

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from stream_processor.adapters.history_store import read_tables
 from stream_processor.analytics.query import HistoryQuery
+from stream_processor.core.events import Dataset
 from stream_processor.core.failures import CATEGORIES, FAILURES_SQL
+from stream_processor.core.layout import partition
+from stream_processor.core.ports import HistoryStore
 from stream_processor.core.pricing import (
     INCLUDED_STORAGE_GB,
     MINIMUM_SECONDS,
@@ -26,6 +30,31 @@ from stream_processor.core.pricing import (
     instance_share,
     os_family,
 )
+from stream_processor.core.stuck import STOP_COLUMNS
+
+#: How much earlier than a stop its history object may be stamped (clocks of ECS and S3).
+CLOCK_SLACK = timedelta(minutes=2)
+
+
+def recent_stops(
+    store: HistoryStore, prefix: str, now: datetime, window_s: float
+) -> list[dict[str, Any]]:
+    """The task history rows (`core.stuck.STOP_COLUMNS`) of the objects written in the
+    last `window_s` seconds before `now`: what the crash-loop rule reads. An event is
+    written after its task stopped, so a stop inside the window is in an object modified
+    inside it; one listing of the window's day partitions, only those objects read, and
+    only the rule's columns."""
+    since = now - timedelta(seconds=window_s) - CLOCK_SLACK
+    day, keys = since.date(), list[str]()
+    while day <= now.date():
+        where = partition(prefix, Dataset.TASK.value, day.isoformat())
+        keys += store.modified_since(where, since)
+        day += timedelta(days=1)
+    rows: list[dict[str, Any]] = []
+    for table in read_tables(store, keys, STOP_COLUMNS):
+        rows += table.to_pylist()
+    return rows
+
 
 #: `--by` of `cost`: the option's value → the column of `task_usage` it groups by.
 COST_KEYS: Mapping[str, str] = {

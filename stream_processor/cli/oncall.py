@@ -73,7 +73,14 @@ def add_commands(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=DURATION",
-        help="override one threshold, e.g. PENDING=30m, DRAINING=2h (repeatable)",
+        help="override one threshold, e.g. PENDING=30m, DRAINING=2h, CRASH_LOOP=5/30m "
+        "(more than 5 failed tasks of a service in 30 minutes) (repeatable)",
+    )
+    stuck.add_argument(
+        "--history",
+        metavar="DIR|s3://BUCKET",
+        help="where to look for crash loops (default: s3://$HISTORY_BUCKET when set; "
+        "without either, crash loops are not looked for)",
     )
     stuck.add_argument("--now", type=instant, metavar="T", help="ISO 8601 instant (default: now)")
     stuck.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -134,7 +141,18 @@ def run_stuck(args: argparse.Namespace) -> int:
             print("stream-processor: ECS lists no cluster: give --cluster", file=sys.stderr)
             return 1
     now = args.now or datetime.now(UTC)
-    stuck = fleet.stuck(clusters, now=now, limits=limits)
+    history = None
+    if args.history or settings.history_bucket:
+        history = open_history(args.history, settings)
+    else:
+        print(
+            "stream-processor: no history (--history or HISTORY_BUCKET): crash loops not "
+            "looked for",
+            file=sys.stderr,
+        )
+    stuck = fleet.stuck(
+        clusters, now=now, limits=limits, history=history, prefix=settings.history_prefix
+    )
     found = [s.as_json() for s in stuck]
     if args.format == "json":
         print(_JSON.encode(found).decode())

@@ -228,6 +228,10 @@ class HistoryStore(Protocol):
     def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         """(key, size in bytes) of each object under `prefix`."""
 
+    def modified_since(self, prefix: str, since: datetime) -> Iterator[str]:
+        """The keys under `prefix` of the objects written at `since` or later (S3's
+        `LastModified`, a file's modification time): one listing, no object read."""
+
     def children(self, prefix: str) -> list[str]: ...
     def read(self, key: str) -> bytes: ...
     def open(self, key: str) -> io.RawIOBase:

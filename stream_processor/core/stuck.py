@@ -11,23 +11,36 @@ A resource is stuck when it has made no progress for longer than its threshold:
 - container instance with its agent disconnected (`AGENT_DISCONNECTED`, 10m), since
   `updatedAt`;
 - deployment IN_PROGRESS (`SERVICE_DEPLOYMENT_IN_PROGRESS`, 1h), since its event's
-  `updatedAt`.
+  `updatedAt`;
+- service in a crash loop (`CRASH_LOOP`, more than 3 failed tasks in 15m): its tasks that
+  stopped in the window as failures (`core.failures.FAILED`: app-error, oom, image-pull,
+  resource-init, health-check, start-failure), read from the history's newest objects,
+  since the first of them.
 
-Every threshold can be overridden by name (the status, `AGENT_DISCONNECTED`), or all at
-once (`--older-than`).
+Every threshold can be overridden by name (the status, `AGENT_DISCONNECTED`,
+`CRASH_LOOP=5/30m` for more than 5 failures in 30 minutes), or all the durations of the
+first three kinds at once (`--older-than`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from stream_processor.core.events import service_arn
+from stream_processor.core.failures import FAILED, classify
 from stream_processor.core.times import format_duration, iso_z, parse_duration, parse_instant
 from stream_processor.errors import ConfigError
 
 Row = Mapping[str, Any]
+
+#: The crash-loop window's name, and its count: a service with more than this many
+#: failed tasks within the window is in a crash loop (`CRASH_LOOP=N/DURATION` sets both).
+CRASH_LOOP = "CRASH_LOOP"
+CRASH_LOOP_FAILURES = "CRASH_LOOP_FAILURES"
 
 #: Seconds without progress after which a resource counts as stuck, by name.
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -40,6 +53,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "DRAINING": 60 * 60,
     "AGENT_DISCONNECTED": 10 * 60,
     "SERVICE_DEPLOYMENT_IN_PROGRESS": 60 * 60,
+    CRASH_LOOP: 15 * 60,
+    CRASH_LOOP_FAILURES: 3,
 }
 _STARTING = ("PROVISIONING", "PENDING", "ACTIVATING")
 _STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING")
@@ -55,8 +70,22 @@ INSTANCE_ATTRIBUTES = (
 )
 DEPLOYMENT_ATTRIBUTES = ("eventName", "updatedAt", "_serviceArn", "reason")
 
-#: Kinds, as `stuck` prints them and the watchdog's metrics name them.
-TASK, INSTANCE, DEPLOYMENT = "task", "container_instance", "deployment"
+#: The task history columns the crash-loop rule reads (`recent_stops`).
+STOP_COLUMNS = (
+    "resource_arn",
+    "version",
+    "cluster_arn",
+    "group",
+    "last_status",
+    "stop_code",
+    "stopped_reason",
+    "stopped_at",
+    "detail",
+)
+
+#: Kinds, as `stuck` prints them and the watchdog's metrics name them: `StuckResources`
+#: counts the first three, `FailingServices` the last.
+TASK, INSTANCE, DEPLOYMENT, SERVICE = "task", "container_instance", "deployment", "service"
 KINDS = (TASK, INSTANCE, DEPLOYMENT)
 
 
@@ -68,16 +97,25 @@ def parse_overrides(texts: Iterable[str], where: str) -> dict[str, float]:
         name, sep, value = text.partition("=")
         if not sep:
             raise ConfigError(f"{where} {text!r}: use NAME=DURATION, e.g. PENDING=30m")
-        overrides[name.strip()] = parse_duration(value)
+        name = name.strip()
+        count, slash, duration = value.partition("/")
+        if slash and name.upper() == CRASH_LOOP:
+            if not count.strip().isdigit():
+                raise ConfigError(f"{where} {text!r}: use CRASH_LOOP=FAILURES/DURATION, e.g. 3/15m")
+            overrides[CRASH_LOOP_FAILURES] = float(count)
+            value = duration
+        overrides[name] = parse_duration(value)
     return overrides
 
 
 def thresholds(
     overrides: Mapping[str, float] | None = None, older_than: float | None = None
 ) -> dict[str, float]:
-    """The defaults, all replaced by `older_than` when given, then the named overrides."""
+    """The defaults, the durations of tasks, instances and deployments all replaced by
+    `older_than` when given, then the named overrides."""
     result = {
-        name: older_than if older_than is not None else s for name, s in DEFAULT_THRESHOLDS.items()
+        name: older_than if older_than is not None and not name.startswith(CRASH_LOOP) else s
+        for name, s in DEFAULT_THRESHOLDS.items()
     }
     for name, seconds in (overrides or {}).items():
         if name.upper() not in result:
@@ -192,6 +230,46 @@ def stuck_deployments(
                     row["deploymentId"], DEPLOYMENT, cluster, "IN_PROGRESS", reason, since, lasted
                 )
             )
+    return found
+
+
+def crash_loops(stops: Iterable[Row], now: datetime, limits: Mapping[str, float]) -> list[Stuck]:
+    """Services with more than `CRASH_LOOP_FAILURES` tasks that failed (`FAILED`) within
+    the `CRASH_LOOP` window before `now`. `stops` are task history rows (`STOP_COLUMNS`,
+    `stopped_at` an instant), any versions and duplicates: each task counts once, by its
+    newest version."""
+    window, most = limits[CRASH_LOOP], limits[CRASH_LOOP_FAILURES]
+    newest: dict[str, Row] = {}
+    for row in stops:
+        arn = row.get("resource_arn")
+        if isinstance(arn, str) and (arn not in newest or row["version"] > newest[arn]["version"]):
+            newest[arn] = row
+    failed: dict[tuple[str, str], list[tuple[datetime, str, str]]] = {}
+    for row in newest.values():
+        at = row.get("stopped_at")
+        at = at if isinstance(at, datetime) and at.tzinfo else parse_instant(at)
+        service = service_arn(str(row.get("cluster_arn") or ""), row.get("group"))
+        if row.get("last_status") != "STOPPED" or at is None or service is None:
+            continue
+        if not 0 <= (now - at).total_seconds() <= window:
+            continue
+        category = classify(row.get("stop_code"), row.get("stopped_reason"), row.get("detail"))
+        if category in FAILED:
+            reason = str(row.get("stopped_reason") or row.get("stop_code") or "")
+            failed.setdefault((str(row["cluster_arn"]), service), []).append((at, category, reason))
+    found = []
+    for (cluster, service), stops_of in failed.items():
+        if len(stops_of) <= most:
+            continue
+        stops_of.sort()
+        since, last_reason = stops_of[0][0], stops_of[-1][2]
+        kinds = Counter(category for _, category, _ in stops_of)
+        summary = ", ".join(f"{c} {n}" for c, n in sorted(kinds.items(), key=lambda x: -x[1]))
+        reason = f"{len(stops_of)} tasks failed in {format_duration(window)} ({summary})"
+        if last_reason:
+            reason += f"; last: {last_reason}"
+        lasted = (now - since).total_seconds()
+        found.append(Stuck(service, SERVICE, cluster, CRASH_LOOP, reason, since, lasted))
     return found
 
 

@@ -1,10 +1,13 @@
 """The HistoryStore port's contract (`core.ports`), run on the S3 store (moto over HTTP)
 and on the local directory store the demo and the tests use: listing by prefix, partition
-children, sizes, tags that change with content, whole and ranged reads, deletes."""
+children, sizes, tags that change with content, what was written since an instant, whole
+and ranged reads, deletes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,15 @@ def test_tags_change_with_content_and_ranges_read_what_they_ask(store: HistorySt
     reader = store.open(key)
     reader.seek(3)
     assert reader.read(4) == b"defg"
+
+
+def test_modified_since_lists_only_what_was_written_from_then_on(store: HistoryStore) -> None:
+    old, new = f"{P}m/event_date=2026-01-01/old.parquet", f"{P}m/event_date=2026-01-01/new.parquet"
+    store.write(old, b"old")
+    assert list(store.modified_since(f"{P}m/", datetime.now(UTC) - timedelta(minutes=5))) == [old]
+    # S3 stamps whole seconds: a later write is told apart from a second on.
+    time.sleep(1.1)
+    since = datetime.now(UTC).replace(microsecond=0)
+    store.write(new, b"new")
+    assert list(store.modified_since(f"{P}m/", since)) == [new]
+    assert list(store.modified_since(f"{P}m/", since + timedelta(hours=1))) == []

@@ -20,7 +20,7 @@ from stream_processor.analytics.fleet import FleetState
 from stream_processor.cli import main
 from stream_processor.config import Settings
 from stream_processor.core.events import TASK_STATUSES
-from stream_processor.core.stuck import thresholds
+from stream_processor.core.stuck import parse_overrides, thresholds
 from stream_processor.core.times import format_duration, parse_duration
 from stream_processor.errors import ConfigError
 from tests.analytics.conftest import write_state
@@ -103,6 +103,45 @@ def _fleet(now: datetime) -> tuple[list[dict[str, Any]], Truth]:
             events.append(event)
             if is_stuck:
                 stuck[deployment] = (cluster, "deployment", "IN_PROGRESS")
+    # Crash loops (prod only): more than 3 failures in 15 minutes is one.
+    failures = (
+        ("crashy", ["exit"] * 3 + ["oom"], 2, True),  # 4 failures in the window
+        ("flaky", ["exit"] * 3, 2, False),  # 3: not more than 3
+        ("batchy", ["done"] * 6, 2, False),  # exit 0 is no failure
+        ("old", ["exit"] * 6, 40, False),  # outside the window
+    )
+    for service, kinds, minutes_ago, is_loop in failures:
+        for k, kind in enumerate(kinds):
+            n += 1
+            arn = f"{PREFIX}:task/prod/{n:032x}"
+            at = _iso(now - timedelta(minutes=minutes_ago + k))
+            reason = {
+                "exit": "Essential container in task exited",
+                "done": "Essential container in task exited",
+                "oom": "OutOfMemoryError: Container killed due to memory usage",
+            }[kind]
+            code = 0 if kind == "done" else 1
+            for version, status in ((1, "RUNNING"), (2, "STOPPED")):
+                stop = (
+                    {"stoppedAt": at, "stopCode": "EssentialContainerExited"}
+                    if version == 2
+                    else {}
+                )
+                events.append(
+                    task_event(
+                        arn,
+                        version,
+                        status,
+                        time=at,
+                        clusterArn=f"{PREFIX}:cluster/prod",
+                        group=f"service:{service}",
+                        stoppedReason=reason if version == 2 else None,
+                        containers=[{"name": "app", "lastStatus": status, "exitCode": code}],
+                        **stop,
+                    )
+                )
+        if is_loop:
+            stuck[f"{PREFIX}:service/prod/{service}"] = ("prod", "service", "CRASH_LOOP")
     return events, stuck
 
 
@@ -131,7 +170,13 @@ def test_durations_read_and_print_like_people_write_them() -> None:
         "0s", "45s", "12m", "3h12m", "2d4h", "1d",
     ]  # fmt: skip
     assert thresholds({"pending": 60})["PENDING"] == 60
-    assert set(thresholds(older_than=5).values()) == {5}
+    one = thresholds(older_than=5)  # the crash-loop rule keeps its own window and count
+    assert {v for k, v in one.items() if not k.startswith("CRASH_LOOP")} == {5}
+    assert (one["CRASH_LOOP"], one["CRASH_LOOP_FAILURES"]) == (900, 3)
+    loop = thresholds(parse_overrides(["CRASH_LOOP=5/30m"], "--threshold"))
+    assert (loop["CRASH_LOOP"], loop["CRASH_LOOP_FAILURES"]) == (1800, 5)
+    with pytest.raises(ConfigError, match="FAILURES/DURATION"):
+        parse_overrides(["CRASH_LOOP=many/30m"], "--threshold")
     with pytest.raises(ConfigError, match="no threshold named 'RUNNING'"):
         thresholds({"RUNNING": 60})
 
@@ -144,15 +189,40 @@ def test_stuck_is_exactly_the_stuck_through_queries_only(
 ) -> None:
     capsys.readouterr()
     argv = ["stuck", "--cluster", "prod", "--cluster", f"{PREFIX}:cluster/staging"]
+    argv += ["--history", "s3://history-test-bucket"]
     assert main([*argv, "--format", "json", "--now", _iso(now)]) == 0
     rows = json.loads(capsys.readouterr().out)
     found = {r["arn"]: (r["cluster"].rsplit("/", 1)[-1], r["kind"], r["status"]) for r in rows}
     assert found == stuck_truth
     for row in rows:
+        if row["kind"] == "service":  # since its first failure in the window
+            assert row["for_s"] < 15 * 60
+            assert row["reason"].startswith("4 tasks failed in 15m (app-error 3, oom 1); last:")
+            continue
         assert row["for_s"] > 60 * 60 and row["for"].startswith(("5h", "3h"))
     assert [r["for_s"] for r in rows] == sorted((r["for_s"] for r in rows), reverse=True)
     dynamodb = {k for k in counted.forwarded if k.startswith("dynamodb:")}
     assert dynamodb == {"dynamodb:Query", "dynamodb:BatchGetItem"}  # never a Scan
+    # Crash loops: a listing of today's task partition (and yesterday's near midnight)
+    # and GETs of the objects written in the window, nothing else; a tighter rule lists
+    # `flaky` too, and a window too short for any failure lists no service.
+    assert {k for k in counted.forwarded if k.startswith("s3:")} == {"s3:GET s3"}
+    assert (
+        main([*argv, "--format", "json", "--threshold", "CRASH_LOOP=2/15m", "--now", _iso(now)])
+        == 0
+    )
+    services = {
+        r["arn"].rsplit("/", 1)[-1]
+        for r in json.loads(capsys.readouterr().out)
+        if r["kind"] == "service"
+    }
+    assert services == {"crashy", "flaky"}
+    assert (
+        main([*argv, "--format", "json", "--threshold", "CRASH_LOOP=1m", "--now", _iso(now)]) == 0
+    )
+    assert not [r for r in json.loads(capsys.readouterr().out) if r["kind"] == "service"]
+    assert main([*argv, "--threshold", "CRASH_LOOP=x/15m"]) == 2
+    assert "FAILURES/DURATION" in capsys.readouterr().err
 
     # One threshold for all, and one overridden: the fresher ones join, or fewer remain.
     assert main([*argv, "--format", "json", "--older-than", "1m", "--now", _iso(now)]) == 0
@@ -172,14 +242,14 @@ def test_stuck_is_exactly_the_stuck_through_queries_only(
     assert f"({len(stuck_truth)} stuck)" in err
 
 
-def _metrics(text: str) -> dict[tuple[str, str], float]:
-    """(cluster, kind) -> StuckResources from the EMF lines a handler printed."""
+def _metrics(text: str, metric: str = "StuckResources") -> dict[tuple[str, str], float]:
+    """(cluster, kind) -> the metric's value from the EMF lines a handler printed."""
     found = {}
     for line in text.splitlines():
-        if '"StuckResources"' not in line:
+        if f'"{metric}"' not in line:
             continue
         blob = json.loads(line)
-        value = blob["StuckResources"]  # EMF: a number, or a list of them
+        value = blob[metric]  # EMF: a number, or a list of them
         found[(blob.get("cluster", ""), blob.get("kind", ""))] = (
             sum(value) if isinstance(value, list) else value
         )
@@ -189,6 +259,7 @@ def _metrics(text: str) -> dict[tuple[str, str], float]:
 def test_the_watchdog_publishes_what_stuck_finds(
     stuck_truth: Truth, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("HISTORY_BUCKET", "history-test-bucket")
     settings = Settings.from_env(os.environ)
     found = FleetState.from_settings(settings).stuck(["prod", "staging"], now=datetime.now(UTC))
     # Without STUCK_CLUSTERS it watches what ECS lists.
@@ -197,8 +268,14 @@ def test_the_watchdog_publishes_what_stuck_finds(
         ecs.create_cluster(clusterName=name)
     capsys.readouterr()
     result = lambda_function.watchdog_handler({}, None)
-    metrics = _metrics(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    metrics = _metrics(printed)
+    loops = {arn for arn, (_, kind, _) in stuck_truth.items() if kind == "service"}
+    stuck_truth = {arn: truth for arn, truth in stuck_truth.items() if arn not in loops}
     assert result["clusters"] == 3 and result["stuck"] == len(stuck_truth) == len(found)
+    failing = _metrics(printed, "FailingServices")
+    assert result["failing_services"] == failing[("", "")] == failing[("prod", "")] == len(loops)
+    assert failing[("staging", "")] == failing[("empty", "")] == 0
     expected = Counter((s.cluster.rsplit("/", 1)[-1], s.kind) for s in found)
     for cluster in ("prod", "staging", "empty"):
         for kind in ("task", "container_instance", "deployment"):

@@ -291,20 +291,41 @@ def test_watchdog_runs_on_its_schedule_reads_only_the_state_and_alarms_on_its_me
         for s in _allow_statements("WatchdogRole")
         for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
     }
-    # Reads only: keys through the indexes, items by key, the cluster list; never a Scan.
-    # (And a failed run may go to its dead-letter queue.)
+    # Reads only: keys through the indexes, items by key, the cluster list; never a Scan;
+    # the task history's newest objects for crash loops. (And a failed run may go to its
+    # dead-letter queue.)
     assert actions == {
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "dynamodb:Query",
         "dynamodb:BatchGetItem",
         "ecs:ListClusters",
+        "s3:GetObject",
+        "s3:ListBucket",
         "sqs:SendMessage",
     }
-    alarm = RESOURCES["StuckResourcesAlarm"]["Properties"]
-    assert alarm["MetricName"] == "StuckResources"
-    assert alarm["Namespace"] == lambda_function.METRICS_NAMESPACE
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": lambda_function.METRICS_SERVICE}]
+    reads = {
+        s["Sid"]: s
+        for s in _allow_statements("WatchdogRole")
+        if s["Action"] in ("s3:GetObject", "s3:ListBucket")
+    }
+    assert reads["ReadRecentTaskHistory"]["Resource"] == {
+        "Fn::Sub": "${HistoryBucket.Arn}/ecs-history/task_state_change/*"
+    }
+    assert reads["ListTaskHistoryPartitions"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["ecs-history/task_state_change/*"]}
+    }
+    assert env["HISTORY_BUCKET"] == {"Ref": "HistoryBucket"}
+    for name, metric in (
+        ("StuckResourcesAlarm", "StuckResources"),
+        ("FailingServicesAlarm", "FailingServices"),
+    ):
+        alarm = RESOURCES[name]["Properties"]
+        assert alarm["MetricName"] == metric
+        assert alarm["Namespace"] == lambda_function.METRICS_NAMESPACE
+        assert alarm["Dimensions"] == [
+            {"Name": "service", "Value": lambda_function.METRICS_SERVICE}
+        ]
 
 
 def test_event_source_mapping_reports_failures_and_bisects() -> None:
