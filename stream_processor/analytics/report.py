@@ -1,7 +1,8 @@
 """`stream-processor report`: a self-contained HTML fleet report with PNG charts.
 
-Charts (matplotlib, headless): tasks by last status over time, top stop codes and stopped
-reasons, time from PROVISIONING to RUNNING (p50/p90/p99) per task definition,
+Charts (matplotlib, headless): tasks by last status over time, what each service costs per
+day and why tasks stopped per day (the `cost` and `failures` answers), top stop codes and
+stopped reasons, time from PROVISIONING to RUNNING (p50/p90/p99) per task definition,
 container-instance agent disconnects, and tasks per account and region. Each chart has a
 title, labelled axes and a legend, so it reads without the numbers; the numbers are in a
 table under it.
@@ -22,7 +23,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from stream_processor.analytics.query import HistoryQuery
+from stream_processor.analytics.spend import Window, cost
 from stream_processor.core.events import TASK_STATUSES
+from stream_processor.core.failures import CATEGORIES, FAILED, FAILURES_SQL
+
+#: Days the per-day charts show at most (the newest).
+DAYS_SHOWN = 62
+#: Groups a per-day chart names; the rest are summed as `other`.
+GROUPS_SHOWN = 8
 
 
 @dataclass
@@ -83,6 +91,100 @@ def tasks_by_status(query: HistoryQuery, out: Path, buckets: int = 48) -> Chart:
         "tasks_by_status",
         "Tasks by last status over time",
         _save(fig, out / "tasks_by_status.png"),
+        table,
+    )
+
+
+def _task_days(query: HistoryQuery) -> list[str]:
+    """The days the task history covers within the report's bounds (the newest
+    `DAYS_SHOWN`)."""
+    since = f"WHERE event_date >= '{query.bounds.first}'" if query.bounds.first else ""
+    rows = query.run(
+        f"SELECT DISTINCT CAST(CAST(event_time AS DATE) AS VARCHAR) FROM task_state_change "
+        f"{since} ORDER BY 1"
+    ).rows
+    return [str(r[0]) for r in rows][-DAYS_SHOWN:]
+
+
+def _stacked_days(
+    ax: Any, days: list[str], series: dict[str, dict[str, float]], order: list[str]
+) -> None:
+    bottom = [0.0] * len(days)
+    for name in order:
+        values = [series.get(name, {}).get(d, 0.0) for d in days]
+        ax.bar(days, values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    if order:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.set_xlabel("day (UTC)")
+    ax.tick_params(axis="x", labelrotation=45)
+
+
+def cost_per_day(query: HistoryQuery, out: Path) -> Chart:
+    """What each service (task group) cost per day: `cost --by group` of each day."""
+    days = _task_days(query)
+    now = datetime.now(UTC)
+    usd: dict[str, dict[str, float]] = {}
+    hours: dict[str, float] = {}
+    unpriced: set[str] = set()
+    for day in days:
+        for row in cost(query, Window.of_days(day, day, now)):
+            group = f"{_short(row['cluster'])} {row['group'] or '(none)'}"
+            usd.setdefault(group, {})[day] = row["usd"] or 0.0
+            hours[group] = hours.get(group, 0.0) + row["vcpu_hours"]
+            unpriced.update(row["unpriced"])
+    totals = {g: sum(v.values()) for g, v in usd.items()}
+    ranked = sorted(totals, key=lambda g: (-totals[g], g))
+    shown = ranked[:GROUPS_SHOWN]
+    if len(ranked) > GROUPS_SHOWN:
+        other: dict[str, float] = {}
+        for group in ranked[GROUPS_SHOWN:]:
+            for day, value in usd[group].items():
+                other[day] = other.get(day, 0.0) + value
+        usd["other"] = other
+        shown.append("other")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    _stacked_days(ax, days, usd, shown)
+    ax.set_title("Cost per day by service (USD)")
+    ax.set_ylabel("USD")
+    table = [
+        {"group": g, "usd": round(totals[g], 4), "vcpu hours": round(hours[g], 3)} for g in ranked
+    ]
+    if unpriced:
+        table.append({"group": "not priced", "usd": "; ".join(sorted(unpriced))})
+    return Chart(
+        "cost_per_day", "Cost per day by service", _save(fig, out / "cost_per_day.png"), table
+    )
+
+
+def failures_per_day(query: HistoryQuery, out: Path) -> Chart:
+    """Why tasks stopped, per day: the `failures` categories of each day's stops."""
+    since = f"WHERE stopped_at >= TIMESTAMPTZ '{query.bounds.first}'" if query.bounds.first else ""
+    rows = query.run(
+        f"SELECT CAST(CAST(stopped_at AS DATE) AS VARCHAR), category, count(*) "
+        f"FROM ({FAILURES_SQL}) f {since} GROUP BY 1, 2 ORDER BY 1"
+    ).rows
+    days = sorted({str(r[0]) for r in rows if r[0] is not None})[-DAYS_SHOWN:]
+    series: dict[str, dict[str, float]] = {}
+    for day, category, n in rows:
+        series.setdefault(str(category), {})[str(day)] = float(n)
+    order = [c for c in CATEGORIES if c in series]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    _stacked_days(ax, days, series, order)
+    ax.set_title("Stopped tasks per day by category")
+    ax.set_ylabel("tasks")
+    table = [
+        {
+            "category": c,
+            "failed": "yes" if c in FAILED else "",
+            "tasks": int(sum(series[c].values())),
+        }
+        for c in order
+    ]
+    return Chart(
+        "failures_per_day",
+        "Stopped tasks per day by category",
+        _save(fig, out / "failures_per_day.png"),
         table,
     )
 
@@ -255,6 +357,8 @@ def write_report(query: HistoryQuery, out: Path, source: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     charts = [
         tasks_by_status(query, out),
+        cost_per_day(query, out),
+        failures_per_day(query, out),
         stop_reasons(query, out),
         start_latency(query, out),
         agent_disconnects(query, out),

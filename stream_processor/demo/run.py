@@ -176,6 +176,7 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
             f"  stream-processor report --history {options.keep_history} --out report"
         )
     stuck = show_on_call(settings, fleet, progress)
+    answers = show_answers(settings, fleet, progress)
     elapsed = time.perf_counter() - started
     return {
         "events_emitted": len(fleet.events),
@@ -192,6 +193,7 @@ def run_demo(options: DemoOptions, settings: Settings, *, progress: Progress) ->
         "history_unexpected": len(unexpected),
         "quarantined": quarantined,
         "stuck": stuck,
+        **answers,
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round(totals["records"] / consume_s, 1) if consume_s else 0.0,
     }
@@ -234,6 +236,61 @@ def show_on_call(settings: Settings, fleet: Fleet, progress: Progress) -> int:
     return len(found)
 
 
+def show_answers(settings: Settings, fleet: Fleet, progress: Progress) -> dict[str, Any]:
+    """What the demo fleet cost by service and why its tasks stopped: `cost` and
+    `failures` over the simulated days, an hour after the last event. Returns the total
+    (USD) and the stops per category."""
+    from datetime import datetime, timedelta
+
+    from stream_processor.analytics.query import HistoryQuery
+    from stream_processor.analytics.scan import DayRange
+    from stream_processor.analytics.spend import Window, cost, failures
+
+    times = [datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in fleet.events]
+    first, last = min(times).date().isoformat(), max(times).date().isoformat()
+    now = max(times) + timedelta(hours=1)
+    store = S3HistoryStore(s3_client(settings), settings.history_bucket)
+    engine = HistoryQuery(store, settings.history_prefix, days=DayRange(first, last))
+    window = Window.of_days(first, last, now)
+    try:
+        spent = cost(engine, window)
+        stopped = failures(engine, window)
+    finally:
+        engine.close()
+    at = iso_z(now, "seconds")
+    spent_cells = [
+        [
+            str(r["group"] or "(none)"),
+            str(r["tasks"]),
+            f"{r['vcpu_hours']:.3f}",
+            f"{r['gb_hours']:.3f}",
+            "" if r["usd"] is None else f"{r['usd']:.4f}",
+        ]
+        for r in spent
+    ]
+    unpriced = sorted({u for r in spent for u in r["unpriced"]})
+    progress.done(
+        f"what it cost:\n$ stream-processor cost --from {first} --to {last} --now {at}\n"
+        + table_text(["GROUP", "TASKS", "VCPU_HOURS", "GB_HOURS", "USD"], spent_cells)
+        + "".join(f"\n(USD leaves out: {u})" for u in unpriced)
+    )
+    stopped_cells = [
+        [str(r["group"] or "(none)"), r["category"], str(r["tasks"]), str(r["reason"])[:60]]
+        for r in stopped
+    ]
+    progress.done(
+        f"why tasks stopped:\n$ stream-processor failures --from {first} --to {last}\n"
+        + table_text(["GROUP", "CATEGORY", "TASKS", "REASON"], stopped_cells)
+    )
+    by_category: dict[str, int] = {}
+    for row in stopped:
+        by_category[row["category"]] = by_category.get(row["category"], 0) + row["tasks"]
+    return {
+        "cost_usd": round(sum(r["usd"] or 0.0 for r in spent), 6),
+        "stopped_by_category": by_category,
+    }
+
+
 def _draining(fleet: Fleet) -> str | None:
     """The container instance the simulation drains, if any."""
     for event in fleet.events:
@@ -273,6 +330,11 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
         ),
         ("quarantined", summary["quarantined"]),
         ("stuck (an hour later)", summary["stuck"]),
+        ("cost (Fargate, USD)", summary["cost_usd"]),
+        (
+            "stopped tasks",
+            ", ".join(f"{c} {n}" for c, n in summary["stopped_by_category"].items()) or "none",
+        ),
         ("throughput", f"{summary['events_per_s']} records/s on the local endpoint"),
         ("elapsed", f"{summary['elapsed_s']} s"),
     ]

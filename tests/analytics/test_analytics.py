@@ -23,6 +23,7 @@ from stream_processor.cli import main
 from stream_processor.config import Settings
 from stream_processor.core.catalog import athena_ddl, glue_columns
 from stream_processor.core.events import Dataset
+from stream_processor.core.failures import CATEGORIES
 from stream_processor.core.history import COMPACTED_SCHEMAS
 from stream_processor.core.items import ItemPolicy
 from stream_processor.demo.history import write_local_history
@@ -291,6 +292,8 @@ def test_report_from_a_demo_run_contains_the_charts(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     charts = (
         "tasks_by_status",
+        "cost_per_day",
+        "failures_per_day",
         "stop_reasons",
         "start_latency",
         "agent_disconnects",
@@ -302,6 +305,11 @@ def test_report_from_a_demo_run_contains_the_charts(tmp_path: Path) -> None:
         assert f'<section id="{chart}">' in page
     assert page.count("data:image/png;base64,") == len(charts)
     assert "TASK_CREATION_FAILED" in page  # the demo's daemon that could not start
+    # Cost per service and stops per category, from the same functions as the commands.
+    cost_table = page.split('<section id="cost_per_day">')[1].split("</section>")[0]
+    assert "service:" in cost_table and "<th>usd</th>" in cost_table
+    failures_table = page.split('<section id="failures_per_day">')[1].split("</section>")[0]
+    assert any(f"<td>{c}</td>" in failures_table for c in CATEGORIES)
     assert "demo-secret-do-not-log" not in page
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+from stream_processor.core.failures import CATEGORIES
 from tests.conftest import cli
 
 
@@ -53,6 +54,12 @@ def test_demo_json_exits_zero_with_no_mismatches() -> None:
     assert summary["quarantined"] == 3
     assert "demo-secret-do-not-log" not in result.stderr + result.stdout
     assert "consumed" in result.stderr  # progress went to stderr
+    # It ends with what the fleet cost by service and why its tasks stopped.
+    assert "$ stream-processor cost --from" in result.stderr
+    assert "$ stream-processor failures --from" in result.stderr
+    assert summary["cost_usd"] > 0
+    assert set(summary["stopped_by_category"]) <= set(CATEGORIES)
+    assert sum(summary["stopped_by_category"].values()) > 0
 
 
 def test_bad_arguments_are_refused_clearly() -> None:
