@@ -9,9 +9,9 @@ SQL names. Athena runs the same views (`athena-ddl`); `docs/cost.md` has the que
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_processor.adapters.history_store import read_tables
@@ -31,6 +31,7 @@ from stream_processor.core.pricing import (
     os_family,
 )
 from stream_processor.core.stuck import STOP_COLUMNS
+from stream_processor.errors import ConfigError
 
 #: How much earlier than a stop its history object may be stamped (clocks of ECS and S3).
 CLOCK_SLACK = timedelta(minutes=2)
@@ -257,6 +258,36 @@ def cost(
             group["usd"] = round(group["usd"], 6)
         result.append(group)
     return sorted(result, key=lambda g: (-(g["usd"] or 0.0), -g["vcpu_hours"], str(g[by])))
+
+
+def answer(
+    question: str,
+    store: HistoryStore,
+    prefix: str,
+    first: str,
+    last: str,
+    *,
+    by: str = "group",
+    cluster: str | None = None,
+    prices: Prices = PRICES,
+    now: datetime | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """`cost` or `failures` (the `question`) over the days `first` to `last` of a history:
+    what the commands print and the DataFrames hold. `now` (default: the clock) ends the
+    bill of a task still running at it."""
+    from stream_processor.analytics.scan import DayRange
+
+    if last < first:
+        raise ConfigError("--to is before --from")
+    engine = HistoryQuery(store, prefix, days=DayRange(first, last), on_progress=on_progress)
+    window = Window.of_days(first, last, now or datetime.now(UTC))
+    try:
+        if question == "cost":
+            return cost(engine, window, by=by, cluster=cluster, prices=prices)
+        return failures(engine, window, by=by, cluster=cluster)
+    finally:
+        engine.close()
 
 
 def failures(

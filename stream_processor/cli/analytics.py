@@ -224,32 +224,26 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 def run_spend(args: argparse.Namespace) -> int:
     """`cost` and `failures`: the views' SQL over the window's days."""
-    from datetime import UTC, datetime
-
-    from stream_processor.analytics.query import HistoryQuery
-    from stream_processor.analytics.scan import DayRange
-    from stream_processor.analytics.spend import Window, cost, failures
+    from stream_processor.analytics.spend import answer
     from stream_processor.core.pricing import PRICES, load_prices
     from stream_processor.progress import Progress
 
-    if args.date_to < args.date_from:
-        print("stream-processor: --to is before --from", file=sys.stderr)
-        return 2
     settings = Settings.from_env(os.environ)
     store = open_history(args.history, settings)
     progress = Progress(sys.stderr)
-    days = DayRange(args.date_from, args.date_to)
-    engine = HistoryQuery(store, settings.history_prefix, days=days, on_progress=progress.step)
-    now = getattr(args, "now", None) or datetime.now(UTC)
-    window = Window.of_days(args.date_from, args.date_to, now)
-    try:
-        if args.command == "cost":
-            prices = load_prices(args.prices) if args.prices else PRICES
-            rows = cost(engine, window, by=args.by, cluster=args.cluster, prices=prices)
-        else:
-            rows = failures(engine, window, by=args.by, cluster=args.cluster)
-    finally:
-        engine.close()
+    prices = load_prices(args.prices) if getattr(args, "prices", None) else PRICES
+    rows = answer(
+        args.command,
+        store,
+        settings.history_prefix,
+        args.date_from,
+        args.date_to,
+        by=args.by,
+        cluster=args.cluster,
+        prices=prices,
+        now=getattr(args, "now", None),
+        on_progress=progress.step,
+    )
     progress.clear()
     if args.format == "json":
         print(json.dumps(rows))

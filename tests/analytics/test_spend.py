@@ -24,6 +24,7 @@ from stream_processor.cli import main
 from stream_processor.core.catalog import ANSWER_COLUMNS, ANSWER_VIEWS, answer_view_ddl
 from stream_processor.core.failures import FAILURES_SQL, RULES, category_sql, classify
 from stream_processor.core.pricing import PRICES, load_prices
+from stream_processor.errors import ConfigError
 from tests.analytics.conftest import CLUSTER, local_history, prod_task, web_deployment
 from tests.conftest import instance_event
 
@@ -376,3 +377,31 @@ def test_an_ec2_task_costs_its_share_of_its_instance(tmp_path: Path) -> None:
     share = (2.0 / (registered["CPU"] / 1024) + 2.0 / (registered["MEMORY"] / 1024)) / 2
     assert priced["usd"] == pytest.approx(0.192 * share, abs=1e-6)
     assert priced["unpriced"] == [] and priced["price_date"] == "2026-12-01"
+
+
+def test_notebooks_get_the_answers_as_dataframes(
+    history: LocalHistoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_processor.analytics import frames
+
+    day = "2026-11-02"
+    table = frames.cost_frame(history, day, day, now=NOW)
+    rows = cost(_engine(history, day, day), Window.of_days(day, day, NOW))
+    assert table.set_index("group")["vcpu_hours"].to_dict() == {
+        r["group"]: r["vcpu_hours"] for r in rows
+    }
+    assert list(table.columns[:3]) == ["cluster", "group", "tasks"]
+    stops = frames.failures_frame(history, day, day, by="family")
+    assert list(stops.columns) == ["cluster", "family", "category", "tasks", "reason"]
+    assert stops["tasks"].sum() == sum(
+        r["tasks"] for r in failures(_engine(history, day, day), Window.of_days(day, day, NOW))
+    )
+    with pytest.raises(ConfigError, match="before"):
+        frames.cost_frame(history, day, "2026-11-01")
+
+    def no_pandas(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(frames.importlib, "import_module", no_pandas)
+    with pytest.raises(ConfigError, match=r"stream-processor\[notebook\]"):
+        frames.failures_frame(history, day, day)
