@@ -67,6 +67,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/steady.py --rounds 3
 	$(BIN)/python benchmarks/state.py --tasks 4000 --other-tasks 2000
 	$(BIN)/python benchmarks/history.py
+	$(BIN)/python benchmarks/spend.py
 	$(BIN)/python benchmarks/bill.py --tasks 2000 --rounds 3
 
 # The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
