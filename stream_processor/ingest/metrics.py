@@ -18,6 +18,49 @@ from stream_processor.ingest.pipeline import BatchOutcome
 NAMESPACE = "StreamProcessor"
 SERVICE = "stream-processor"
 
+#: Every metric the code publishes (namespace `StreamProcessor`, dimension `service`), by
+#: name: who publishes it, its extra dimensions, and what it counts. The dashboard, the
+#: alarms and the metrics reference are held to it (tests/infra/test_dashboard.py).
+CATALOGUE: dict[str, tuple[str, str, str]] = {
+    "RecordsIn": ("ingest", "", "Kinesis records in a batch"),
+    "EventsDecoded": ("ingest", "", "records decoded as ECS events (known types or not)"),
+    "DuplicatesDropped": ("ingest", "", "redeliveries dropped inside a batch"),
+    "Quarantined": ("ingest", "", "records quarantined, each with a reason"),
+    "StaleWritesRejected": ("ingest", "", "state writes the version guard refused as stale"),
+    "StateWritesFailed": ("ingest", "", "state writes that failed after every retry round"),
+    "OversizedItems": (
+        "ingest",
+        "",
+        "items over 400 KB, stored as metadata pointing at the history",
+    ),
+    "VersionGaps": ("ingest", "", "versions skipped between a stored item and a new one"),
+    "GapsFilled": ("ingest", "", "gapped resources described from ECS and written"),
+    "UnknownEvents": (
+        "ingest",
+        "detail_type",
+        "well-formed events of a type this version does not know (kept)",
+    ),
+    "HistoryRows": ("ingest", "", "history rows a batch writes (every version it decoded)"),
+    "HistoryObjects": ("ingest", "", "Parquet objects a batch's history writes"),
+    "BatchesNotDurable": ("ingest", "", "batches not wholly written (retried from there)"),
+    "BatchLatency": ("ingest", "", "milliseconds a batch took to process and write"),
+    "MillisBehindLatest": ("consume", "shard_id", "how far a shard's reader is behind"),
+    "PartitionsCompacted": ("maintenance", "", "history partitions compacted in a run"),
+    "SnapshotsBuilt": ("maintenance", "", "daily state snapshots built in a run"),
+    "SnapshotLagDays": (
+        "maintenance",
+        "",
+        "days the newest snapshot is behind the newest history (0: current)",
+    ),
+    "LateDaysSettled": ("maintenance", "", "days with late history settled in a run"),
+    "StuckResources": (
+        "watchdog",
+        "cluster, kind",
+        "tasks, instances and deployments stuck past their thresholds",
+    ),
+    "FailingServices": ("watchdog", "cluster", "services in a crash loop"),
+}
+
 #: Batch outcome field → metric name (all counts).
 BATCH_METRICS = {
     "records_in": "RecordsIn",
@@ -30,6 +73,8 @@ BATCH_METRICS = {
     "version_gaps": "VersionGaps",
     "gaps_filled": "GapsFilled",
     "unknown_events": "UnknownEvents",
+    "history_rows": "HistoryRows",
+    "history_objects": "HistoryObjects",
 }
 
 
