@@ -61,7 +61,9 @@ def _shard_get_records(self: Any, last_sequence_id: str, limit: int | None) -> A
         position += 1
     behind = 0
     if results:
-        behind = int((keys[top].created_at - results[-1].created_at) * 1000)
+        # Seconds since the epoch before moto 5.2, datetimes since.
+        lag: Any = keys[top].created_at - results[-1].created_at
+        behind = int((lag.total_seconds() if hasattr(lag, "total_seconds") else lag) * 1000)
     return results, last, behind
 
 
