@@ -197,3 +197,81 @@ ENV_NAMES: dict[str, str] = {
     "stuck_thresholds": "STUCK_THRESHOLDS",
     "known_keys": "STATE_KNOWN_KEYS",
 }
+
+
+#: What each setting means, by field: the settings reference (docs/reference/settings.md)
+#: is rendered from this, `ENV_NAMES` and the defaults.
+DESCRIPTIONS: dict[str, str] = {
+    "task_state_table": "task state table (hash key `taskArn`, S)",
+    "container_instance_state_table": (
+        "container-instance state table (hash key `containerInstanceArn`, S)"
+    ),
+    "deployment_state_table": "deployment state table (hash key `deploymentId`, S)",
+    "daemon_deployment_state_table": (
+        "daemon deployment state table (hash key `daemonDeploymentArn`, S)"
+    ),
+    "checkpoint_table": "`consume` only: shard checkpoints and leases",
+    "history_bucket": "bucket for history and quarantine",
+    "history_prefix": "prefix of the Parquet datasets",
+    "quarantine_prefix": "prefix of the quarantine files",
+    "state_write_concurrency": (
+        "DynamoDB requests in flight per batch (and the I/O engine's connections, + 4)"
+    ),
+    "state_item_format": (
+        "`native`: every detail attribute by name, nested as maps and lists; `compact`: the "
+        "typed fields by name and the whole detail zlib-compressed in `_detailZlib`"
+    ),
+    "state_write_mode": (
+        "`put`: one conditional `PutItem` per key; `transact`: up to 100 per "
+        "`TransactWriteItems` (2x write units, no gap detection)"
+    ),
+    "request_timeout_s": (
+        "the longest one state or history request may take (cut further to the batch's deadline)"
+    ),
+    "retry_rounds": (
+        "rounds of retrying a batch's failed state and history writes (the first attempt is "
+        "round 1)"
+    ),
+    "deadline_margin_s": (
+        "Lambda: stop the batch's work this long before the invocation would be killed, to "
+        "return `batchItemFailures` in time"
+    ),
+    "retry_mode": (
+        "botocore retry mode of the control-plane clients (Kinesis reads, checkpoints, setup,"
+        " reconcile, analytics)"
+    ),
+    "max_attempts": "botocore attempts per control-plane request, first one included",
+    "state_ttl_days": (
+        "> 0: terminal states (STOPPED task, INACTIVE/DEREGISTERED container instance, "
+        "completed/failed deployment) get `expiresAt` = event time + N days, for DynamoDB "
+        "TTL; history keeps everything"
+    ),
+    "reconcile_gaps": (
+        "on a version gap, describe that resource from the ECS API and write it through the "
+        "version guard"
+    ),
+    "redact_environment": (
+        "replace every `environment[].value` (task override environment variables) with `***`"
+        " before anything is stored: state, history, quarantine (see Security)"
+    ),
+    "redact_commands": (
+        "also replace every `command[]` element (container override commands) with `***`"
+    ),
+    "known_keys": (
+        "keys whose stored `_order` a consumer remembers, so a redelivered or late event the "
+        "version guard would refuse is not sent (a failed conditional put costs a full "
+        "write); counted as stale (`state_skipped` in the batch log); ~8 MiB at the default; "
+        "`0` = off"
+    ),
+    "stuck_clusters": (
+        "the watchdog's clusters, comma-separated names or ARNs (empty: every cluster ECS lists)"
+    ),
+    "stuck_thresholds": (
+        "the watchdog's threshold overrides, e.g. `PENDING=30m,DRAINING=2h` "
+        "(`CRASH_LOOP=5/30m` too; see On call)"
+    ),
+}
+#: Variables read outside `Settings` (name, default, meaning).
+OTHER_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    ("LOG_LEVEL", "INFO", "Lambda only: `INFO` logs one JSON line of counts per batch"),
+)
