@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo playground test lint fuzz bench soak package deploy teardown clean
+.PHONY: demo playground test lint docs fuzz bench soak package deploy teardown clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11 or newer)")'
@@ -44,12 +44,20 @@ test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist load
 
 lint: $(STAMP) $(CHECKOV_STAMP)
-	$(BIN)/ruff check stream_processor tests benchmarks infra
+	$(BIN)/ruff check stream_processor tests benchmarks infra docs
 	$(BIN)/mypy
 	$(BIN)/cfn-lint infra/template.yaml infra/member.yaml
 	@# Policy checks; a skip lives in the resource's Metadata with its reason. Offline.
 	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --compact --skip-download \
 		-f infra/template.yaml -f infra/member.yaml
+
+# The documentation site into site/: the reference pages rendered from the code first, then
+# a strict build (a broken link or anchor fails it). CI passes DOCS_GEN=--check: a page
+# that no longer matches the code fails there instead of being rewritten.
+DOCS_GEN ?=
+docs: $(STAMP)
+	$(BIN)/python docs/gen_reference.py $(DOCS_GEN)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The fuzzer at length (make test runs a bounded, fixed set of its examples).
 FUZZ_EXAMPLES ?= 20000
@@ -84,4 +92,4 @@ teardown: $(STAMP)
 	$(BIN)/python infra/deploy.py teardown --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist site

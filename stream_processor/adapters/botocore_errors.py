@@ -37,7 +37,7 @@ class SetupMistake:
     line: str
 
 
-#: Exit status per class of setup mistake (documented in the README's "Exit statuses").
+#: Exit status per class of setup mistake (documented in docs/reference/errors.md).
 EXIT_STATUS = {
     "no-region": 3,
     "no-credentials": 4,

@@ -3,7 +3,7 @@
 The result depends only on the *set* of records in the batch, never on their order, so any
 permutation or duplication of a stream reduces to the same writes (see the hypothesis tests).
 
-Rules (also in the README):
+Rules (also in docs/concepts/ordering.md):
 - A history row is one per (key, version) for tasks and container instances, one per event
   id for deployments and service actions.
 - Among events competing for one history row or one key's state, the winner has the

@@ -300,13 +300,13 @@ def test_s3_queries_fetch_only_the_selected_partitions(
 def _documented_queries() -> list[str]:
     import re
 
-    docs = Path(__file__).parents[2] / "docs" / "queries.md"
-    readme = Path(__file__).parents[2] / "README.md"
-    found = re.findall(r"```sql\n(.*?)```", docs.read_text(), re.S)
-    found += re.findall(
-        r'stream-processor query --history demo-history \\\n  "(.*?)"', readme.read_text(), re.S
-    )
-    return found
+    root = Path(__file__).parents[2]
+    found = re.findall(r"```sql\n(.*?)```", (root / "docs" / "queries.md").read_text(), re.S)
+    for page in (root / "README.md", root / "docs" / "guides" / "query.md"):
+        found += re.findall(
+            r'stream-processor query --history [^ ]+ \\\n  "((?:[^"\\]|\\.)*)"', page.read_text()
+        )
+    return [sql.replace('\\"', '"') for sql in found]
 
 
 def test_documented_queries_answer_the_same_before_during_and_after_compaction(

@@ -1,5 +1,5 @@
 """Every class of setup mistake gives one line on stderr that names the cause and what to
-do, and its own exit status (README, "Exit statuses"), in every command group alike:
+do, and its own exit status (docs/reference/errors.md), in every command group alike:
 state (`tasks`), on call (`stuck`), ingest (`leases`), analytics (`query` on the bucket).
 On moto's server, through the fault proxy where AWS's answer must be forced."""
 
