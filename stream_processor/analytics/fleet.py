@@ -248,7 +248,7 @@ class FleetState:
 
         limits = dict(limits or thresholds())
         found: list[Stuck] = []
-        if history is not None:
+        if history is not None and limits[CRASH_LOOP] > 0:  # CRASH_LOOP=0s: off
             wanted = {self.cluster_arn(c) for c in clusters}
             stops = recent_stops(history, prefix, now, limits[CRASH_LOOP])
             found += [s for s in crash_loops(stops, now, limits) if s.cluster in wanted]

@@ -15,7 +15,7 @@ A resource is stuck when it has made no progress for longer than its threshold:
 - service in a crash loop (`CRASH_LOOP`, more than 3 failed tasks in 15m): its tasks that
   stopped in the window as failures (`core.failures.FAILED`: app-error, oom, image-pull,
   resource-init, health-check, start-failure), read from the history's newest objects,
-  since the first of them.
+  since the first of them (`CRASH_LOOP=0s`: not looked for).
 
 Every threshold can be overridden by name (the status, `AGENT_DISCONNECTED`,
 `CRASH_LOOP=5/30m` for more than 5 failures in 30 minutes), or all the durations of the

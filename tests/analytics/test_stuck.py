@@ -221,6 +221,12 @@ def test_stuck_is_exactly_the_stuck_through_queries_only(
         main([*argv, "--format", "json", "--threshold", "CRASH_LOOP=1m", "--now", _iso(now)]) == 0
     )
     assert not [r for r in json.loads(capsys.readouterr().out) if r["kind"] == "service"]
+    counted.forwarded.clear()  # off: no history read at all
+    assert (
+        main([*argv, "--format", "json", "--threshold", "CRASH_LOOP=0s", "--now", _iso(now)]) == 0
+    )
+    assert not [r for r in json.loads(capsys.readouterr().out) if r["kind"] == "service"]
+    assert not [k for k in counted.forwarded if k.startswith("s3:")]
     assert main([*argv, "--threshold", "CRASH_LOOP=x/15m"]) == 2
     assert "FAILURES/DURATION" in capsys.readouterr().err
 
