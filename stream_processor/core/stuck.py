@@ -242,7 +242,10 @@ def crash_loops(stops: Iterable[Row], now: datetime, limits: Mapping[str, float]
     newest: dict[str, Row] = {}
     for row in stops:
         arn = row.get("resource_arn")
-        if isinstance(arn, str) and (arn not in newest or row["version"] > newest[arn]["version"]):
+        version = row.get("version")
+        if not isinstance(arn, str) or not isinstance(version, int):
+            continue  # not a task version (nothing a crash loop can count)
+        if arn not in newest or version > newest[arn]["version"]:
             newest[arn] = row
     failed: dict[tuple[str, str], list[tuple[datetime, str, str]]] = {}
     for row in newest.values():

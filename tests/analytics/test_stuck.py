@@ -304,3 +304,30 @@ def test_the_watchdog_publishes_what_stuck_finds(
     monkeypatch.setenv("STUCK_THRESHOLDS", "PENDING")
     with pytest.raises(ConfigError, match="NAME=DURATION"):
         lambda_function.watchdog_handler({}, None)
+
+
+def test_crash_loops_count_each_task_once_and_skip_rows_that_are_not_versions() -> None:
+    from stream_processor.core.stuck import crash_loops
+
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    cluster = f"{PREFIX}:cluster/prod"
+
+    def stop(n: int, version: object) -> dict[str, object]:
+        return {
+            "resource_arn": f"{PREFIX}:task/prod/{n}",
+            "version": version,
+            "cluster_arn": cluster,
+            "group": "service:web",
+            "last_status": "STOPPED",
+            "stop_code": "EssentialContainerExited",
+            "stopped_reason": "Essential container in task exited",
+            "stopped_at": now - timedelta(minutes=1),
+            "detail": '{"containers": [{"exitCode": 1}]}',
+        }
+
+    rows = [stop(n, 2) for n in range(4)]
+    # Redeliveries and hostile rows: counted once, or not at all; nothing raises.
+    rows += [stop(0, 2), stop(1, 1), stop(9, None), stop(8, "7"), {"resource_arn": None}, {}]
+    (found,) = crash_loops(rows, now, thresholds())
+    assert found.arn == f"{PREFIX}:service/prod/web" and found.reason.startswith("4 tasks failed")
+    assert crash_loops(rows[:3], now, thresholds()) == []  # 3 is not more than 3
