@@ -312,3 +312,85 @@ def read_matching(
         )
 
     return [t for t in concurrently(one, keys) if t is not None and t.num_rows]
+
+
+class MeteredHistoryStore:
+    """Any history store, counting what readers fetch: objects opened and bytes
+    transferred (a ranged read counts only its ranges). `cost`, `failures` and
+    `state --as-of` report these, so a missing snapshot shows as money and time spent,
+    never as a different answer. Thread-safe: `read_tables` fetches concurrently."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        import threading
+
+        self._store = store
+        self._lock = threading.Lock()
+        self.objects = 0
+        self.bytes = 0
+
+    def _count(self, objects: int, size: int) -> None:
+        with self._lock:
+            self.objects += objects
+            self.bytes += size
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        return self._store.keys(prefix)
+
+    def entries(self, prefix: str) -> Iterator[tuple[str, str]]:
+        return self._store.entries(prefix)
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        return self._store.sizes(prefix)
+
+    def modified_since(self, prefix: str, since: datetime) -> Iterator[str]:
+        return self._store.modified_since(prefix, since)
+
+    def children(self, prefix: str) -> list[str]:
+        return self._store.children(prefix)
+
+    def read(self, key: str) -> bytes:
+        body = self._store.read(key)
+        self._count(1, len(body))
+        return body
+
+    def open(self, key: str) -> io.RawIOBase:
+        self._count(1, 0)
+        return _Metered(self._store.open(key), self._count)
+
+    def write(self, key: str, body: bytes) -> None:
+        self._store.write(key, body)
+
+    def delete(self, keys: list[str]) -> None:
+        self._store.delete(keys)
+
+    def describe(self) -> str:
+        return self._store.describe()
+
+
+class _Metered(io.RawIOBase):
+    """A ranged reader that reports the bytes each read returns."""
+
+    def __init__(self, inner: io.RawIOBase, count: Callable[[int, int], None]) -> None:
+        super().__init__()
+        self._inner, self._counted = inner, count
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._inner.seek(offset, whence)
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._inner.readinto(buffer) or 0
+        self._counted(0, n)
+        return n
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()

@@ -8,37 +8,46 @@ columns it needs, and only those partitions are fetched, many objects at a time,
 (through boto3, so `AWS_ENDPOINT_URL` works) or a local directory. Validity needs the next
 version, which may sit in a later day, so a query reading `valid_to` fetches from its first
 day onwards. `state --as-of` reads one snapshot plus the days since it.
+
+A bounded engine (the report's `--from/--to`, `cost`, `failures`) seeds each snapshot
+dataset with the state before its first day: the newest snapshot at or before that day
+plus the history days between them, or, when there is no snapshot at all, every day
+before it. A missing or late snapshot costs reads, never the answer; `reads` says which
+snapshot seeded what and how many objects and bytes were fetched.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from stream_processor.adapters.history_store import read_tables
+from stream_processor.adapters.history_store import MeteredHistoryStore, read_tables
 from stream_processor.analytics.predicates import QueryNeeds, analyze
 from stream_processor.analytics.scan import (
     EVERY_DAY,
     NO_DAY,
     DayRange,
-    partition_days,
     partition_keys,
 )
+from stream_processor.analytics.seed import Seed, Seeder
 from stream_processor.analytics.snapshot import (
-    LATEST_ORDER,
-    UNVERSIONED_ORDER,
     latest_rows,
     next_times,
+    order_of,
     read_snapshot,
-    snapshot_days,
 )
-from stream_processor.core.catalog import ANSWER_VIEWS, SNAPSHOT_DATASETS, WINDOW_COLUMNS, view_sql
+from stream_processor.core.catalog import (
+    ANSWER_VIEWS,
+    SNAPSHOT_DATASETS,
+    WINDOW_COLUMNS,
+    view_sql,
+)
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import SCHEMAS, VALIDITY_DATASETS, conform, day_of
 from stream_processor.core.layout import EVENT_DATE, event_day
@@ -61,6 +70,32 @@ class QueryResult:
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+@dataclass
+class Reads:
+    """What a bounded read fetched: objects, bytes, and the seed of each dataset."""
+
+    objects: int = 0
+    bytes: int = 0
+    seeds: list[Seed] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "objects_read": self.objects,
+            "bytes_read": self.bytes,
+            "seeds": [
+                {"dataset": s.dataset, "snapshot": s.snapshot, "days_read": s.days_read}
+                for s in self.seeds
+            ],
+        }
+
+    def describe(self) -> str:
+        """One line for stderr: `read 3 objects, 1.2 MB; seeded by …`."""
+        text = f"read {self.objects} objects, {self.bytes / 1e6:.1f} MB"
+        if self.seeds:
+            text += "; seeded by " + "; ".join(s.describe() for s in self.seeds)
+        return text
 
 
 def _with_day(table: pa.Table, day: str | None) -> pa.Table:
@@ -94,8 +129,11 @@ class HistoryQuery:
     """A DuckDB connection whose views hold the days each statement needs.
 
     `days` bounds everything read (the report's `--from/--to`); when it has a first day,
-    the versioned datasets start from that day's snapshot, so a resource that did not
-    change within the range is still seen in its state."""
+    the snapshot datasets start from their state before it (the module doc), so a
+    resource that did not change within the range is still seen in its state. `live_seed`
+    leaves out of that seed the resources that ended before the first day (a task
+    stopped earlier): what `cost` and `failures` need, read from the snapshot's first row
+    groups only."""
 
     def __init__(
         self,
@@ -104,16 +142,22 @@ class HistoryQuery:
         *,
         days: DayRange = EVERY_DAY,
         on_progress: Callable[[str], None] | None = None,
+        live_seed: bool = False,
     ) -> None:
-        self._store = store
+        self._store = MeteredHistoryStore(store)
+        self._live_seed = live_seed
+        self._seeds: dict[Dataset, Seed] = {}
         self._prefix = prefix
         self._bounds = days
         self._on_progress = on_progress
-        self._days: dict[Dataset, list[str]] = {}
-        self._snapshots: dict[Dataset, list[str]] = {}
+        self._seeder = Seeder(
+            self._store,
+            prefix,
+            lambda d, days, columns: self._read(d, days, columns).drop_columns("event_date"),
+        )
         # Per dataset and day: the columns read and the rows (duplicates and all).
         self._cache: dict[Dataset, dict[str, tuple[frozenset[str], pa.Table]]] = {}
-        self._loaded: dict[Dataset, tuple[list[str], frozenset[str]]] = {}
+        self._loaded: dict[Dataset, tuple[list[str], frozenset[str], str | None]] = {}
         self.connection = duckdb.connect()
         self.connection.execute("SET TimeZone = 'UTC'")
         for macro in _MACROS:
@@ -124,18 +168,18 @@ class HistoryQuery:
         """The days this engine reads at most."""
         return self._bounds
 
+    @property
+    def reads(self) -> Reads:
+        """What this engine has fetched so far."""
+        seeds = [self._seeds[d] for d in Dataset if d in self._seeds]
+        return Reads(self._store.objects, self._store.bytes, seeds)
+
     # ----------------------------------------------------------------- reading
     def _partition_days(self, dataset: Dataset) -> list[str]:
-        if dataset not in self._days:
-            self._days[dataset] = partition_days(
-                self._store, self._prefix, dataset.value, EVENT_DATE
-            )
-        return self._days[dataset]
+        return self._seeder.history_days(dataset)
 
     def _snapshot_days(self, dataset: Dataset) -> list[str]:
-        if dataset not in self._snapshots:
-            self._snapshots[dataset] = snapshot_days(self._store, self._prefix, dataset)
-        return self._snapshots[dataset]
+        return self._seeder.snapshot_days(dataset)
 
     def _read(self, dataset: Dataset, days: list[str], columns: frozenset[str]) -> pa.Table:
         """Rows of `days` with `columns` (+ event_date), from the cache or the store."""
@@ -165,20 +209,33 @@ class HistoryQuery:
         """(Re)define `dataset`'s view over the days in `wanted` (within the bounds)."""
         scope = wanted.meet(self._bounds)
         days = [d for d in self._partition_days(dataset) if d in scope]
-        if self._loaded.get(dataset) == (days, columns):
+        seeded = (
+            scope.first
+            if dataset in SNAPSHOT_DATASETS and self._bounds.first is not None and wanted != NO_DAY
+            else None
+        )
+        if self._loaded.get(dataset) == (days, columns, seeded):
             return
         table = self._read(dataset, days, columns)
-        if self._bounds.first is not None and dataset in SNAPSHOT_DATASETS:
-            seed = self._snapshot_before(dataset, self._bounds.first, columns)
-            if seed is not None:
-                table = pa.concat_tables([_with_day(seed, None), table])
+        if seeded is not None:
+            # Seeded at the first day read (a statement may start after the bounds do).
+            seed = self._seed(dataset, seeded, columns)
+            table = pa.concat_tables([_with_day(seed, None), table])
         ordered = [f.name for f in SCHEMAS[dataset] if f.name in columns]
         self.connection.register(f"_rows_{dataset.value}", table)
         self.connection.execute(
             f'CREATE OR REPLACE VIEW "{dataset.value}" AS '
             + view_sql(dataset, f'"_rows_{dataset.value}"', ordered)
         )
-        self._loaded[dataset] = (days, columns)
+        self._loaded[dataset] = (days, columns, seeded)
+
+    def _seed(self, dataset: Dataset, first: str, columns: frozenset[str]) -> pa.Table:
+        """Each resource's state before `first` (`analytics.seed`), with `columns`."""
+        rows, seed = self._seeder.state_before(dataset, first, columns, live=self._live_seed)
+        self._seeds[dataset] = seed
+        if self._on_progress:
+            self._on_progress(seed.describe())
+        return rows
 
     def _snapshot_before(
         self, dataset: Dataset, day: str, columns: frozenset[str]
@@ -265,9 +322,8 @@ class HistoryQuery:
         parts: list[pa.Table] = []
         columns = frozenset(f.name for f in SCHEMAS[dataset])
         if dataset in SNAPSHOT_DATASETS:
-            earlier = [d for d in self._snapshot_days(dataset) if d <= day]
-            if earlier:
-                start = earlier[-1]
+            start = self._seeder.snapshot_for(dataset, day)
+            if start is not None:
                 seed = self._snapshot_before(dataset, start, columns)
                 if seed is not None:
                     parts.append(_with_day(seed, None))
@@ -281,8 +337,7 @@ class HistoryQuery:
             where += f" AND {sql}"
             parameters.extend(values)
         # Deployments have no version: their latest update wins.
-        order = LATEST_ORDER if SPECS[dataset].versioned else UNVERSIONED_ORDER
-        latest = latest_rows(rows, where, parameters, order)
+        latest = latest_rows(rows, where, parameters, order_of(dataset))
         if dataset in VALIDITY_DATASETS:
             latest = latest.append_column("valid_from", latest["event_time"])
             if valid_to:

@@ -3,8 +3,15 @@ day, as its own Parquet dataset, so "the fleet at T" reads one snapshot plus one
 
 Layout: `<prefix><kind>_state_snapshot/snapshot_date=D/snapshot-<source>-<content>.parquet`
 holds each resource's latest history row with `event_time` before D (terminal resources
-included, so `state --as-of` stays exact). Snapshot D is built from the previous snapshot
-plus the history partition of day D-1, never from the whole history.
+included, so `state --as-of` stays exact; a deployment's first row too, which says when it
+started). Snapshot D is built from the previous snapshot plus the history partition of
+day D-1, never from the whole history.
+
+Rows are sorted by when the resource ended (`catalog.SNAPSHOT_ENDED_AT`: a task's
+`stopped_at`), the living first, then the most recently ended, in row groups of
+`SNAPSHOT_ROW_GROUP_ROWS`: a reader that needs only what lived at some instant
+(`read_snapshot(live_at=…)`) fetches the row groups whose statistics allow it, by byte
+range, and skips the years of stopped tasks behind them.
 
 The key names its inputs: `<source>` digests the previous snapshot's content and the
 listing (keys and ETags) of the day it adds, `<content>` digests the file itself. A run
@@ -18,18 +25,27 @@ reader merges every file of a snapshot partition, so a crash never makes a reade
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from stream_processor.adapters.history_store import read_tables
+from stream_processor.adapters.history_store import RANGED_READ_BYTES, read_tables
 from stream_processor.analytics.late import late_markers
 from stream_processor.analytics.scan import partition_days, partition_keys
-from stream_processor.core.catalog import SNAPSHOT_DATASETS, SNAPSHOT_PARTITION
-from stream_processor.core.events import Dataset
+from stream_processor.core.catalog import (
+    SNAPSHOT_DATASETS,
+    SNAPSHOT_ENDED_AT,
+    SNAPSHOT_KEEPS_FIRST,
+    SNAPSHOT_PARTITION,
+    SNAPSHOT_ROW_GROUP_ROWS,
+)
+from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.history import SCHEMAS, TIMESTAMP, conform, to_parquet
 from stream_processor.core.layout import (
     EVENT_DATE,
@@ -46,6 +62,13 @@ LATEST_ORDER = "version DESC, event_time DESC, event_id DESC, sequence_number, s
 
 
 UNVERSIONED_ORDER = "updated_at DESC, event_time DESC, event_id DESC"
+#: Among rows of one unversioned resource, its first (the earliest `updated_at`).
+EARLIEST_ORDER = "updated_at ASC NULLS LAST, event_time, event_id"
+
+
+def order_of(dataset: Dataset) -> str:
+    """How one resource's rows are ranked, its latest first."""
+    return LATEST_ORDER if SPECS[dataset].versioned else UNVERSIONED_ORDER
 
 
 def latest_rows(
@@ -71,6 +94,44 @@ def latest_rows(
         ).to_arrow_table()
     finally:
         con.close()
+
+
+def snapshot_rows(dataset: Dataset, table: pa.Table) -> pa.Table:
+    """What a snapshot keeps of `table` (history rows, or snapshots and history rows):
+    each resource's latest row and, for `SNAPSHOT_KEEPS_FIRST`, its earliest too, in the
+    snapshot's order (`ended_first`)."""
+    rows = latest_rows(table, order=order_of(dataset))
+    if dataset in SNAPSHOT_KEEPS_FIRST and table.num_rows:
+        first = latest_rows(table, order=EARLIEST_ORDER)
+        ids = set(rows["event_id"].to_pylist())
+        keep = pc.invert(pc.is_in(first["event_id"], pa.array(list(ids), pa.string())))
+        rows = pa.concat_tables([rows, first.filter(keep)])
+    return in_snapshot_order(dataset, rows)
+
+
+def in_snapshot_order(dataset: Dataset, rows: pa.Table) -> pa.Table:
+    """The living first, then by end time, newest first (`SNAPSHOT_ENDED_AT`); then by
+    resource, so equal inputs give equal files."""
+    ended = SNAPSHOT_ENDED_AT.get(dataset)
+    if ended is None or ended not in rows.column_names:
+        return rows.sort_by([("resource_arn", "ascending"), ("event_id", "ascending")])
+    living = pc.is_null(rows[ended])
+    rows = rows.append_column("_living", living)
+    rows = rows.sort_by(
+        [("_living", "descending"), (ended, "descending"), ("resource_arn", "ascending")]
+    )
+    return rows.drop_columns(["_living"])
+
+
+def is_live(dataset: Dataset, rows: pa.Table, moment: datetime) -> pa.Array:
+    """Which rows' resources had not ended before `moment` (all, for a dataset whose
+    resources do not end)."""
+    ended = SNAPSHOT_ENDED_AT.get(dataset)
+    if ended is None or ended not in rows.column_names:
+        return pa.array([True] * rows.num_rows, pa.bool_())
+    column = rows[ended]
+    at = pa.scalar(moment, column.type)
+    return pc.or_kleene(pc.is_null(column), pc.greater_equal(column, at))
 
 
 #: Days before the newest one whose partitions a routine run lists. Older days change only
@@ -124,17 +185,126 @@ def read_snapshot(
     dataset: Dataset,
     day: str,
     columns: Sequence[str] | None = None,
+    *,
+    live_at: datetime | None = None,
 ) -> pa.Table:
     """Snapshot `day` of `dataset` (every file of the partition merged: a crash between
-    writing a new snapshot and deleting the old one leaves two, and the newer rows win)."""
+    writing a new snapshot and deleting the old one leaves two, and the newer rows win).
+
+    `live_at` keeps only the resources that had not ended before it, and reads only the
+    row groups that may hold them (by byte range when the file is large)."""
     schema = SCHEMAS[dataset]
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in schema.names if c in set(columns)])
     keys = partition_keys(store, prefix, SNAPSHOT_DATASETS[dataset], SNAPSHOT_PARTITION, [day])
+    ended = SNAPSHOT_ENDED_AT.get(dataset)
+    if live_at is not None and ended is not None and len(keys) == 1:
+        # One file: its rows are one build's, so skipping ended ones cannot hide a newer
+        # row of the same resource (two files are merged whole, below).
+        sizes = dict(store.sizes(keys[0]))
+        full = SCHEMAS[dataset]
+        with_ended = pa.schema([f for f in full if f.name in schema.names or f.name == ended])
+        table = _read_living(store, keys[0], sizes.get(keys[0], 0), with_ended, ended, live_at)
+        return table.filter(is_live(dataset, table, live_at)).select(schema.names)
     tables = [conform(t, schema) for t in read_tables(store, keys, schema.names)]
     if not tables:
         return schema.empty_table()
-    return tables[0] if len(tables) == 1 else latest_rows(pa.concat_tables(tables))
+    table = tables[0] if len(tables) == 1 else _merged(dataset, pa.concat_tables(tables))
+    if live_at is not None:
+        table = table.filter(is_live(dataset, table, live_at))
+    return table
+
+
+def _merged(dataset: Dataset, table: pa.Table) -> pa.Table:
+    """Two builds' files of one snapshot as one: what one build would keep of both."""
+    return snapshot_rows(dataset, table)
+
+
+def _read_living(
+    store: HistoryStore, key: str, size: int, schema: pa.Schema, ended: str, moment: datetime
+) -> pa.Table:
+    """The row groups of one snapshot file that may hold a resource not ended before
+    `moment` (`schema`'s columns, `ended` among them): those with a null `ended`, or a
+    maximum at or after it."""
+    source = store.open(key) if size > RANGED_READ_BYTES else io.BytesIO(store.read(key))
+    with source:
+        parquet = pq.ParquetFile(source, pre_buffer=True)
+        names = parquet.schema_arrow.names
+        groups = list(range(parquet.num_row_groups))
+        if ended in names:
+            position = names.index(ended)
+            groups = [
+                n
+                for n in groups
+                if _may_be_live(parquet.metadata.row_group(n).column(position).statistics, moment)
+            ]
+        present = [c for c in schema.names if c in names]
+        table = (
+            parquet.read_row_groups(groups, columns=present)
+            if groups
+            else parquet.schema_arrow.empty_table().select(present)
+        )
+    return conform(table, schema)
+
+
+def _may_be_live(statistics: pq.Statistics | None, moment: datetime) -> bool:
+    """Whether a row group may hold a row not ended before `moment`: unknown
+    statistics, a null, or a maximum at or after it."""
+    if statistics is None or not statistics.has_min_max or statistics.null_count != 0:
+        return True
+    high = statistics.max
+    if not isinstance(high, datetime):
+        return True
+    if high.tzinfo is None:  # Parquet's UTC-adjusted instants may come back naive
+        high = high.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return bool(high >= moment)
+
+
+#: How long after its date's end a snapshot must have been written to be trusted without
+#: checking its inputs: every write to an earlier day that leaves no late marker happens
+#: before the end of the day after it (`core.history.is_late`), and a build that lists a
+#: day, then writes, takes far less than this (the maintenance function stops at 15 min).
+SETTLED_AFTER = timedelta(hours=1)
+
+
+def is_current(
+    store: HistoryStore,
+    prefix: str,
+    dataset: Dataset,
+    day: str,
+    history_days: Sequence[str],
+    built_days: Sequence[str],
+) -> bool:
+    """Whether snapshot `day` holds every history row before it as the history is now
+    (pending late markers aside: the caller checks those). True when it was written well
+    after its date ended (`SETTLED_AFTER`), or when the digest in its key still matches
+    its inputs: the snapshot before it and the listing of the day it adds. False for a
+    snapshot built from a day still being written, or whose inputs changed since."""
+    where = partition(prefix, SNAPSHOT_DATASETS[dataset], day, SNAPSHOT_PARTITION)
+    keys = [k for k in store.keys(where) if is_parquet(k)]
+    digests = snapshot_digests(keys[0]) if len(keys) == 1 else None
+    if digests is None:
+        return False
+    settled = datetime.fromisoformat(_next_day(day)).replace(tzinfo=UTC) + SETTLED_AFTER
+    if any(True for _ in store.modified_since(where, settled)):
+        return True
+    source_day = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+    earlier_history = [d for d in history_days if d < source_day]
+    previous_content = ""
+    if earlier_history:
+        before = _next_day(earlier_history[-1])
+        if before not in built_days:
+            return False
+        previous_where = partition(prefix, SNAPSHOT_DATASETS[dataset], before, SNAPSHOT_PARTITION)
+        previous = [k for k in store.keys(previous_where) if is_parquet(k)]
+        found = snapshot_digests(previous[0]) if len(previous) == 1 else None
+        if found is None:
+            return False
+        previous_content = found[1]
+    listing = sorted(store.entries(partition(prefix, dataset.value, source_day)))
+    return _digest(previous_content, *(f"{k} {tag}" for k, tag in listing)) == digests[0]
 
 
 @dataclass
@@ -210,9 +380,11 @@ def build_snapshots(
             added = [conform(t, schema) for t in read_tables(store, keys, schema.names)]
             report.objects_read += len(keys)
             parts = ([previous] if previous is not None else []) + added
-            rows = latest_rows(pa.concat_tables(parts)) if parts else schema.empty_table()
+            rows = (
+                snapshot_rows(dataset, pa.concat_tables(parts)) if parts else schema.empty_table()
+            )
             rows = conform(rows, schema)
-            body = to_parquet(rows)
+            body = to_parquet(rows, SNAPSHOT_ROW_GROUP_ROWS)
             content = _digest(body)
             key = snapshot_key(prefix, name, day, source, content)
             store.write(key, body)  # 1. the new snapshot ...

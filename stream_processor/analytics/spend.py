@@ -1,9 +1,12 @@
 """`cost` and `failures`: what each group's tasks cost in a window, and why they stopped.
 
 Both run the views' SQL (`core.pricing.USAGE_SQL`, `core.failures.FAILURES_SQL`) over a
-`HistoryQuery` bounded to the window's days, so they read those days and the snapshot
-before the first (a task running across the window's start), and only the columns the
-SQL names. Athena runs the same views (`athena-ddl`); `docs/cost.md` has the queries.
+`HistoryQuery` bounded to the window's days, so they read those days and the state
+before the first (a task running across the window's start, a deployment started months
+before): the newest snapshot at or before it, only its row groups of what still lived
+then, plus any history days after that snapshot (every earlier day when there is none),
+and only the columns the SQL names. `on_reads` is told what that cost. Athena runs the
+same views (`athena-ddl`); `docs/cost.md` has the queries.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_processor.adapters.history_store import read_tables
-from stream_processor.analytics.query import HistoryQuery
+from stream_processor.analytics.query import HistoryQuery, Reads
 from stream_processor.core.events import Dataset
 from stream_processor.core.failures import CATEGORIES, FAILURES_SQL
 from stream_processor.core.layout import partition
@@ -272,21 +275,27 @@ def answer(
     prices: Prices = PRICES,
     now: datetime | None = None,
     on_progress: Callable[[str], None] | None = None,
+    on_reads: Callable[[Reads], None] | None = None,
 ) -> list[dict[str, Any]]:
     """`cost` or `failures` (the `question`) over the days `first` to `last` of a history:
     what the commands print and the DataFrames hold. `now` (default: the clock) ends the
-    bill of a task still running at it."""
+    bill of a task still running at it; `on_reads` gets the objects and bytes read and
+    which snapshot seeded the answer."""
     from stream_processor.analytics.scan import DayRange
 
     if last < first:
         raise ConfigError("--to is before --from")
-    engine = HistoryQuery(store, prefix, days=DayRange(first, last), on_progress=on_progress)
+    engine = HistoryQuery(
+        store, prefix, days=DayRange(first, last), on_progress=on_progress, live_seed=True
+    )
     window = Window.of_days(first, last, now or datetime.now(UTC))
     try:
         if question == "cost":
             return cost(engine, window, by=by, cluster=cluster, prices=prices)
         return failures(engine, window, by=by, cluster=cluster)
     finally:
+        if on_reads is not None:
+            on_reads(engine.reads)
         engine.close()
 
 

@@ -17,14 +17,18 @@ from typing import Any
 
 from stream_processor.adapters.history_store import read_matching
 from stream_processor.analytics.scan import DayRange
+from stream_processor.analytics.seed import Seeder
 from stream_processor.core.events import Dataset, service_arn
 from stream_processor.core.history import day_of
 from stream_processor.core.layout import is_parquet, partition
 from stream_processor.core.ports import HistoryStore
 from stream_processor.core.timeline import (
+    STOPPING,
     Timeline,
+    Version,
     dataset_of,
     started_tasks,
+    status_since,
     summary,
     task_summary,
     versions_of,
@@ -38,7 +42,15 @@ DEPLOYMENT_DAYS = 2
 #: Events come a little before `createdAt` and after the last stored event time (clocks,
 #: and versions stored out of order): the margin taken on both sides of a life.
 _SLACK = timedelta(minutes=10)
-_COLUMNS = ("resource_arn", "version", "event_id", "event_time", "detail")
+_COLUMNS = (
+    "resource_arn",
+    "version",
+    "event_id",
+    "event_time",
+    "detail",
+    "sequence_number",
+    "sub_sequence_number",
+)
 
 
 def life_days(dataset: Dataset, item: Mapping[str, Any]) -> DayRange | None:
@@ -95,12 +107,54 @@ def _started_by(
     return started_tasks(deployment, _rows(store, prefix, Dataset.TASK, days, "group", groups))
 
 
+def _seeded(
+    seeder: Seeder, dataset: Dataset, first: str, column: str, values: set[str]
+) -> list[dict[str, Any]]:
+    """The rows a snapshot of `first` holds for the resources whose `column` is one of
+    `values` (`analytics.seed`): a deployment's first and latest event before the days
+    read, an instance's latest."""
+    if not values:
+        return []
+    rows, _ = seeder.state_before(dataset, first, [*_COLUMNS, column])
+    return [r for r in rows.to_pylist() if r.get(column) in values]
+
+
+def _instance_versions(
+    store: HistoryStore, prefix: str, seeder: Seeder, host: str, days: list[str], stop: Any
+) -> list[Version]:
+    """The versions of the container instance a task ran on: those in `days`, the one in
+    force before them, and, when it was DRAINING at the task's stop since before `days`,
+    earlier ones back to when that began (a week at a time), so the summary's "since"
+    is what the whole history says."""
+    rows = _seeded(seeder, Dataset.CONTAINER_INSTANCE, days[0], "resource_arn", {host})
+    rows += _rows(store, prefix, Dataset.CONTAINER_INSTANCE, days, "resource_arn", {host})
+    earlier = [d for d in seeder.history_days(Dataset.CONTAINER_INSTANCE) if d < days[0]]
+    while True:
+        versions = versions_of(Dataset.CONTAINER_INSTANCE, rows)
+        state, since = status_since(versions, stop)
+        if state is None or state.status != "DRAINING" or not earlier:
+            return versions
+        if since > versions[0].event_time:  # the status began after the earliest row held
+            return versions
+        chunk, earlier = earlier[-7:], earlier[:-7]
+        rows += _rows(store, prefix, Dataset.CONTAINER_INSTANCE, chunk, "resource_arn", {host})
+
+
 def build_timeline(store: HistoryStore, prefix: str, arn: str, span: DayRange) -> Timeline:
-    """The timeline of `arn` over the days of `span`."""
-    if span.first is None or span.last is None or span.first > span.last:
+    """The timeline of `arn` over the days of `span`: its own rows there, and what the
+    whole history says of what it joins (the state before the days read, from
+    `analytics.seed`). A deployment that began before `span` is read from its first day."""
+    first, last = span.first, span.last
+    if first is None or last is None or first > last:
         raise ConfigError(f"no days to read for {arn}: give --from and --to (YYYY-MM-DD)")
     dataset = dataset_of(arn)
-    days = span.days()
+    seeder = Seeder(store, prefix)
+    if dataset is Dataset.DEPLOYMENT:
+        before = _seeded(seeder, dataset, first, "resource_arn", {arn})
+        began = min((r["event_time"] for r in before), default=None)
+        if began is not None:
+            first = min(first, day_of(began))
+    days = DayRange(first, last).days()
     rows = _rows(store, prefix, dataset, days, "resource_arn", {arn})
     versions = versions_of(dataset, rows)
     if dataset is Dataset.DEPLOYMENT:
@@ -108,23 +162,26 @@ def build_timeline(store: HistoryStore, prefix: str, arn: str, span: DayRange) -
         started = _started_by(store, prefix, days, arn, rows)
         if started:
             text += f"; {started}"
-        return Timeline(arn, dataset, versions, text, (span.first, span.last))
+        return Timeline(arn, dataset, versions, text, (first, last))
     if dataset is not Dataset.TASK:
         text = summary(arn, dataset, versions)
-        return Timeline(arn, dataset, versions, text, (span.first, span.last))
+        return Timeline(arn, dataset, versions, text, (first, last))
     hosts = {r["container_instance_arn"] for r in rows if r.get("container_instance_arn")}
-    instance_rows = _rows(store, prefix, Dataset.CONTAINER_INSTANCE, days, "resource_arn", hosts)
+    stopping = next((v for v in versions if v.status in STOPPING), None)
+    instance: list[Version] = []
+    for host in sorted(hosts)[:1]:
+        moment = stopping.event_time if stopping else versions[-1].event_time
+        instance = _instance_versions(store, prefix, seeder, host, days, moment)
     service = _service_of(rows)
-    deployment_rows = _rows(
-        store, prefix, Dataset.DEPLOYMENT, days, "service_arn", {service} if service else set()
-    )
+    services = {service} if service else set()
+    deployment_rows = _seeded(seeder, Dataset.DEPLOYMENT, first, "service_arn", services)
+    deployment_rows += _rows(store, prefix, Dataset.DEPLOYMENT, days, "service_arn", services)
     by_deployment: dict[str, list[dict[str, Any]]] = {}
     for row in deployment_rows:
         by_deployment.setdefault(row["resource_arn"], []).append(row)
     deployments = {k: versions_of(Dataset.DEPLOYMENT, v) for k, v in by_deployment.items()}
-    instance = versions_of(Dataset.CONTAINER_INSTANCE, instance_rows)
     text = task_summary(arn, versions, instance, deployments)
-    return Timeline(arn, dataset, versions, text, (span.first, span.last))
+    return Timeline(arn, dataset, versions, text, (first, last))
 
 
 def timeline(store: HistoryStore, prefix: str, arn: str, days: DayRange) -> Timeline:

@@ -224,6 +224,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 def run_spend(args: argparse.Namespace) -> int:
     """`cost` and `failures`: the views' SQL over the window's days."""
+    from stream_processor.analytics.query import Reads
     from stream_processor.analytics.spend import answer
     from stream_processor.core.pricing import PRICES, load_prices
     from stream_processor.progress import Progress
@@ -232,6 +233,7 @@ def run_spend(args: argparse.Namespace) -> int:
     store = open_history(args.history, settings)
     progress = Progress(sys.stderr)
     prices = load_prices(args.prices) if getattr(args, "prices", None) else PRICES
+    reads: list[Reads] = []
     rows = answer(
         args.command,
         store,
@@ -243,8 +245,14 @@ def run_spend(args: argparse.Namespace) -> int:
         prices=prices,
         now=getattr(args, "now", None),
         on_progress=progress.step,
+        on_reads=reads.append,
     )
     progress.clear()
+    # What the answer cost, on stderr (stdout stays the answer): a missing snapshot shows
+    # here as objects and bytes, never as a different answer.
+    for read in reads:
+        said = json.dumps(read.as_json()) if args.format == "json" else read.describe()
+        print(said, file=sys.stderr)
     if args.format == "json":
         print(json.dumps(rows))
         return 0

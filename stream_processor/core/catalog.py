@@ -232,12 +232,26 @@ def athena_ddl(dataset: Dataset, *, bucket: str, prefix: str, database: str) -> 
     )
 
 
-#: Snapshot datasets: the state of every versioned resource at the start of each day.
+#: Snapshot datasets: the state of every keyed resource at the start of each day (a
+#: deployment's row is its latest event; the snapshot also keeps its first, which says
+#: when it started: `SNAPSHOT_KEEPS_FIRST`).
 SNAPSHOT_DATASETS: dict[Dataset, str] = {
     Dataset.TASK: "task_state_snapshot",
     Dataset.CONTAINER_INSTANCE: "container_instance_state_snapshot",
+    Dataset.DEPLOYMENT: "deployment_state_snapshot",
 }
 SNAPSHOT_PARTITION = SNAPSHOT_DATE
+#: Snapshot datasets that keep each resource's earliest row beside its latest: a
+#: deployment's start (its first `updatedAt`) is what tells a rollout from a scale-in
+#: (`core.failures`), however long before a window it began.
+SNAPSHOT_KEEPS_FIRST = frozenset({Dataset.DEPLOYMENT})
+#: The column that says when a resource ended (null while it lives). Snapshot files are
+#: sorted by it, newest first and the living before all, in row groups of
+#: `SNAPSHOT_ROW_GROUP_ROWS`, so a reader that needs only what lived at a window's start
+#: (`cost`, `failures`) skips the row groups of resources that ended before it by their
+#: statistics: what it reads follows the fleet's size, not the history's age.
+SNAPSHOT_ENDED_AT: dict[Dataset, str] = {Dataset.TASK: "stopped_at"}
+SNAPSHOT_ROW_GROUP_ROWS = 8192
 
 
 def snapshot_columns(dataset: Dataset) -> list[tuple[str, str]]:

@@ -9,7 +9,10 @@ scheduler (`ServiceSchedulerInitiated`).
 Stops the service scheduler starts ("Scaling activity initiated by (deployment …)") are
 one rule here: `scheduler`. Whether it was a `deployment` (a newer deployment of the
 service had started: the task was replaced) or a `scale-in` needs the deployment
-history, and `FAILURES_SQL` decides it from there.
+history, and `FAILURES_SQL` decides it from there (`rollout` is the same rule in Python,
+held equal by a test). The deployments may be months older than the window asked
+about: a bounded read finds them in the deployment snapshot, which keeps each
+deployment's first event (`core.catalog.SNAPSHOT_KEEPS_FIRST`).
 
 The same rules run as Python (`classify`) and as SQL (`category_sql`, inside
 `FAILURES_SQL`, the `task_failures` view Athena and DuckDB share); a test holds them
@@ -20,7 +23,9 @@ alike: literals, alternation, classes and `(?i)`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 #: The categories, in the order `failures` lists them.
 CATEGORIES = (
@@ -152,6 +157,30 @@ def classify(stop_code: str | None, stopped_reason: str | None, detail: str | No
     return "other"
 
 
+def rollout(
+    stopped_at: datetime | None,
+    created_at: datetime | None,
+    own: str | None,
+    service: str | None,
+    starts: Mapping[tuple[str, str], datetime],
+) -> bool:
+    """Whether a `scheduler` stop was a rollout (`FAILURES_SQL`'s rule, in Python): another
+    deployment of the task's `service` started by `stopped_at` and after the task's `own`
+    deployment started (after `created_at` when its own start is unknown). `starts` maps
+    (deployment id, service ARN) to the deployment's earliest `updatedAt`."""
+    if stopped_at is None or service is None:
+        return False
+    bar = starts.get((own, service)) if own else None
+    if bar is None:
+        bar = created_at
+    if bar is None:
+        return False
+    return any(
+        where == service and deployment != (own or "") and bar < started <= stopped_at
+        for (deployment, where), started in starts.items()
+    )
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -171,14 +200,24 @@ def category_sql(stop_code: str, reason: str, detail: str) -> str:
     return "CASE " + " ".join(whens) + " ELSE 'other' END"
 
 
+#: A task's service ARN from its cluster ARN and group (`service:<name>`), as ECS writes
+#: it in deployment events (`core.events.service_arn`).
+SERVICE_OF_TASK = (
+    "CASE WHEN starts_with({group}, 'service:') THEN replace({cluster}, ':cluster/', "
+    "':service/') || '/' || substr({group}, 9) END"
+)
+
 #: Every task that stopped, once (its last version), classified; `scheduler` stops told
-#: apart with the deployment history: `deployment` when a newer deployment of the
-#: task's service had started by the stop, else `scale-in`. The `task_failures` view.
+#: apart with the deployments of its service, whatever their age: `deployment` when
+#: another deployment of the service had started by the stop and after the task's own
+#: deployment started (after the task was created, when its own is unknown), else
+#: `scale-in`. A deployment starts at its earliest `updatedAt`. The `task_failures` view.
 FAILURES_SQL = f"""
 WITH stopped AS (
   SELECT resource_arn, cluster_arn, "group", task_definition_arn, stop_code,
-         stopped_reason, stopped_at, detail,
+         stopped_reason, stopped_at, created_at, detail,
          regexp_extract(detail, '"startedBy"\\s*:\\s*"(ecs-svc/[0-9]+)"', 1) AS deployment,
+         {SERVICE_OF_TASK.format(group='"group"', cluster="cluster_arn")} AS service_arn,
          row_number() OVER (PARTITION BY resource_arn ORDER BY version DESC) AS latest
   FROM task_state_change
   WHERE last_status = 'STOPPED'
@@ -192,20 +231,24 @@ classified AS (
   SELECT s.*, {category_sql("s.stop_code", "s.stopped_reason", "s.detail")} AS rule
   FROM stopped s
   WHERE s.latest = 1
+),
+rollouts AS (
+  SELECT DISTINCT c.resource_arn
+  FROM classified c
+  LEFT JOIN deployments mine
+    ON mine.deployment_id = c.deployment AND mine.service_arn = c.service_arn
+  JOIN deployments newer
+    ON newer.service_arn = c.service_arn AND newer.deployment_id <> coalesce(c.deployment, '')
+  WHERE c.rule = 'scheduler' AND newer.started_at <= c.stopped_at
+    AND newer.started_at > coalesce(mine.started_at, c.created_at)
 )
 SELECT c.resource_arn AS task_arn, c.cluster_arn, c."group",
        regexp_extract(c.task_definition_arn, 'task-definition/([^:]+)', 1) AS family,
        nullif(c.deployment, '') AS deployment, c.stop_code, c.stopped_reason, c.stopped_at,
        CASE
          WHEN c.rule <> 'scheduler' THEN c.rule
-         WHEN EXISTS (
-           SELECT 1 FROM deployments mine JOIN deployments newer
-             ON newer.service_arn = mine.service_arn
-            AND newer.deployment_id <> mine.deployment_id
-            AND newer.started_at > mine.started_at
-           WHERE mine.deployment_id = c.deployment AND newer.started_at <= c.stopped_at
-         ) THEN 'deployment'
+         WHEN r.resource_arn IS NOT NULL THEN 'deployment'
          ELSE 'scale-in'
        END AS category
-FROM classified c
+FROM classified c LEFT JOIN rollouts r ON r.resource_arn = c.resource_arn
 """  # noqa: S608 - built from our rule table, no input

@@ -22,7 +22,7 @@ from stream_processor.errors import ConfigError
 Row = dict[str, Any]
 
 #: Statuses a task passes through once it starts stopping.
-_STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED")
+STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED")
 
 
 def dataset_of(arn: str) -> Dataset:
@@ -41,23 +41,62 @@ def dataset_of(arn: str) -> Dataset:
     return Dataset.DEPLOYMENT
 
 
+class _Ascending:
+    """Wraps a value so that `max` prefers the smaller one (an ascending sort key)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Ascending) -> bool:
+        return bool(other.value < self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Ascending) and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def duplicate_rank(row: Row) -> tuple[Any, ...]:
+    """`catalog.DUPLICATE_ORDER` as a key whose maximum is the row the views keep among
+    duplicates: the latest event time, then the greatest event id, then the smallest
+    (sequence number, sub-sequence number); nulls last in each, as DuckDB and Athena sort
+    them."""
+    time, event, sequence, sub = (
+        row.get("event_time"),
+        row.get("event_id"),
+        row.get("sequence_number"),
+        row.get("sub_sequence_number"),
+    )
+    return (
+        time is not None,
+        time if time is not None else 0,
+        event is not None,
+        event if event is not None else "",
+        sequence is not None,
+        _Ascending(sequence if sequence is not None else ""),
+        sub is not None,
+        _Ascending(sub if sub is not None else 0),
+    )
+
+
 def latest_per_key(rows: Iterable[Row], dataset: Dataset) -> list[Row]:
-    """One row per history key (version, or event id where there is none), as the views
-    dedupe, in the order things happened."""
+    """One row per history key (version, or event id where there is none), the one the
+    views keep (`duplicate_rank`), in the order things happened."""
     versioned = SPECS[dataset].versioned
     best: dict[Any, Row] = {}
     for row in rows:
         key = row["version"] if versioned else row["event_id"]
         kept = best.get(key)
-        # DUPLICATE_ORDER: the latest event time, then the greatest event id.
-        if kept is None or (row["event_time"], row["event_id"]) > (
-            kept["event_time"],
-            kept["event_id"],
-        ):
+        if kept is None or duplicate_rank(row) > duplicate_rank(kept):
             best[key] = row
     if versioned:
-        return [best[v] for v in sorted(best)]
-    return sorted(best.values(), key=lambda r: (r["event_time"], r["event_id"]))
+        return [best[v] for v in sorted(best, key=lambda v: (v is None, v or 0))]
+    return sorted(
+        best.values(),
+        key=lambda r: (r["event_time"] is None, r["event_time"] or 0, r["event_id"] or ""),
+    )
 
 
 def _detail(row: Row) -> dict[str, Any]:
@@ -229,7 +268,7 @@ def versions_of(dataset: Dataset, rows: Iterable[Row]) -> list[Version]:
     return result
 
 
-def _since(versions: Sequence[Version], moment: datetime) -> tuple[Version | None, datetime]:
+def status_since(versions: Sequence[Version], moment: datetime) -> tuple[Version | None, datetime]:
     """The version in force at `moment` and when its status began."""
     current, began = None, moment
     for version in versions:
@@ -261,16 +300,16 @@ def task_summary(
     if not versions:
         return f"no history of {arn} in the days read"
     first, last = versions[0], versions[-1]
-    stopping = next((v for v in versions if v.status in _STOPPING), None)
+    stopping = next((v for v in versions if v.status in STOPPING), None)
     if stopping is None:
-        began = _since(versions, last.event_time)[1]
+        began = status_since(versions, last.event_time)[1]
         return (
             f"{last.status} since {_clock(began)} ({len(versions)} versions from "
             f"{_clock(first.event_time)} to {_clock(last.event_time)})"
         )
     before = [v for v in versions if v.event_time <= stopping.event_time and v is not stopping]
     lived_in, began = (
-        (before[-1].status, _since(before, before[-1].event_time)[1])
+        (before[-1].status, status_since(before, before[-1].event_time)[1])
         if before
         else (
             None,
@@ -291,7 +330,7 @@ def task_summary(
     text += f": {cause}" + (f" — {reason}" if reason else "")
     host = facts_.get("containerInstanceArn")
     if host and instance:
-        state, since = _since(instance, stopping.event_time)
+        state, since = status_since(instance, stopping.event_time)
         if state is not None and state.status == "DRAINING":
             text += f"; instance {host.rsplit('/', 1)[-1]} was DRAINING since {_clock(since)}"
         if state is not None and state.facts.get("agentConnected") is False:
@@ -313,7 +352,7 @@ def summary(arn: str, dataset: Dataset, versions: Sequence[Version]) -> str:
     if not versions:
         return f"no history of {arn} in the days read"
     first, last = versions[0], versions[-1]
-    began = _since(versions, last.event_time)[1]
+    began = status_since(versions, last.event_time)[1]
     text = (
         f"{last.status} since {_clock(began)}; {len(versions)} versions from "
         f"{_clock(first.event_time)} to {_clock(last.event_time)}"

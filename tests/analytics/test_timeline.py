@@ -20,6 +20,7 @@ from stream_processor.adapters import history_store
 from stream_processor.adapters.history_store import LocalHistoryStore, S3HistoryStore
 from stream_processor.analytics.compaction import compact
 from stream_processor.analytics.scan import DayRange
+from stream_processor.analytics.snapshot import build_snapshots
 from stream_processor.analytics.timeline import build_timeline, life_days, timeline
 from stream_processor.cli import main
 from stream_processor.core.events import Dataset
@@ -184,13 +185,19 @@ def test_a_three_day_task_reads_its_days_only_and_tells_the_truth(
         compact(plain, PREFIX, date_from=SPAN.first, date_to=SPAN.first)
     elif stage == "compacted":
         compact(plain, PREFIX, date_from=SPAN.first, date_to=SPAN.last)
+    build_snapshots(plain, PREFIX)
     store = CountingStore(root)
     story = timeline(store, PREFIX, TASK, SPAN)
     assert [(v.version, _iso(v.event_time), v.status) for v in story.versions] == _brute(events)
-    # Only the three days, only the datasets joined.
+    # Only the three days of the datasets joined, and what the snapshot of the first day
+    # says of the instance and the deployments before them.
     assert store.fetched
     for key in store.fetched:
         dataset, partition = key.removeprefix(PREFIX).split("/")[:2]
+        if dataset.endswith("_state_snapshot"):
+            assert dataset != "task_state_snapshot", key
+            assert partition == f"snapshot_date={SPAN.first}", key
+            continue
         assert dataset in {"task_state_change", "container_instance_state_change",
                            "deployment_state_change"}, key  # fmt: skip
         assert SPAN.first <= partition.removeprefix("event_date=") <= SPAN.last, key  # type: ignore[operator]
