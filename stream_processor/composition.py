@@ -17,7 +17,7 @@ import boto3
 
 from stream_processor.config import Settings
 from stream_processor.core.items import ItemPolicy
-from stream_processor.core.ports import HistoryStore
+from stream_processor.core.ports import HistoryStore, InstancePrices
 from stream_processor.core.redaction import RedactionPolicy
 from stream_processor.errors import ConfigError
 
@@ -85,6 +85,20 @@ class Ports:
         if not root.is_dir():
             raise ConfigError(f"--history {location}: no such directory")
         return LocalHistoryStore(root)
+
+    def instance_prices(self, history: HistoryStore) -> InstancePrices:
+        """EC2 prices from AWS's Price List, cached beside `history` for a month."""
+        from datetime import UTC, datetime
+
+        from stream_processor.adapters.clients import pricing_client
+        from stream_processor.adapters.pricing_instances import (
+            CachedInstancePrices,
+            PriceListInstancePrices,
+        )
+
+        today = datetime.now(UTC).date()
+        looked_up = PriceListInstancePrices(pricing_client(self.settings, self.session), today)
+        return CachedInstancePrices(looked_up, history, self.settings.history_prefix, today)
 
     def fleet(self, account: str | None = None, region: str | None = None) -> FleetState:
         """`FleetState` on the configured tables (names resolve in `account`/`region`)."""

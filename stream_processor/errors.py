@@ -66,3 +66,7 @@ class LeaseLost(StreamProcessorError):
 class CheckpointError(StreamProcessorError):
     """A checkpoint write was refused for a reason other than the lease (e.g. backwards),
     or the checkpoint table could not be reached."""
+
+
+class PriceLookupError(StreamProcessorError):
+    """An instance price could not be looked up (the Price List API refused or failed)."""

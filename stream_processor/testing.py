@@ -263,6 +263,20 @@ class InMemoryQuarantine:
 
 
 @dataclass
+class FixedInstancePrices:
+    """`InstancePrices` from a table, counting the lookups (the Price List's double)."""
+
+    prices: dict[tuple[str, str], float]
+    date: str = "2026-12-01"
+    asked: int = 0
+
+    def hourly(self, region: str, instance_type: str) -> tuple[float, str] | None:
+        self.asked += 1
+        found = self.prices.get((region, instance_type))
+        return None if found is None else (found, self.date)
+
+
+@dataclass
 class InMemoryInventory:
     """What ECS lists: cluster ARN -> the API's descriptions of its tasks and instances."""
 

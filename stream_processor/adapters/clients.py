@@ -58,3 +58,14 @@ def ecs_client(settings: Settings, session: boto3.Session | None = None) -> Any:
 
 def kinesis_client(settings: Settings, session: boto3.Session | None = None) -> KinesisClient:
     return (session or boto3.Session()).client("kinesis", config=client_config(settings))
+
+
+#: The Price List API answers from us-east-1 (and eu-central-1, ap-south-1) for every region.
+PRICE_LIST_REGION = "us-east-1"
+
+
+def pricing_client(settings: Settings, session: boto3.Session | None = None) -> Any:
+    """AWS's Price List API (`cost`'s EC2 instance prices)."""
+    return (session or boto3.Session()).client(
+        "pricing", region_name=PRICE_LIST_REGION, config=client_config(settings)
+    )

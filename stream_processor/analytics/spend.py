@@ -22,7 +22,7 @@ from stream_processor.analytics.query import HistoryQuery, Reads
 from stream_processor.core.events import Dataset
 from stream_processor.core.failures import CATEGORIES, FAILURES_SQL
 from stream_processor.core.layout import partition
-from stream_processor.core.ports import HistoryStore
+from stream_processor.core.ports import HistoryStore, InstancePrices
 from stream_processor.core.pricing import (
     INCLUDED_STORAGE_GB,
     MINIMUM_SECONDS,
@@ -34,7 +34,7 @@ from stream_processor.core.pricing import (
     os_family,
 )
 from stream_processor.core.stuck import STOP_COLUMNS
-from stream_processor.errors import ConfigError
+from stream_processor.errors import ConfigError, PriceLookupError
 
 #: How much earlier than a stop its history object may be stamped (clocks of ECS and S3).
 CLOCK_SLACK = timedelta(minutes=2)
@@ -191,13 +191,37 @@ def cost(
     by: str = "group",
     cluster: str | None = None,
     prices: Prices = PRICES,
+    instance_prices: InstancePrices | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (cluster, group): tasks, vCPU-, GB- and storage-hours, USD of the
     usage that has a price (None when none has), what has no price (EC2 tasks, a region
-    or capacity the table lacks) in `unpriced`, and the price date."""
+    or capacity the table lacks) in `unpriced`, the price date and `price_sources`: which
+    table or lookup priced it. An EC2 instance type the table lacks is asked of
+    `instance_prices` (AWS's Price List) when given."""
     sql, values = usage_sql(by, cluster)
     named = {"start": window.start, "end": window.end, "now": window.now, **values}
     rows = engine.run_named(sql, named).records()
+    table = f"price table {prices.date}"
+    looked_up: dict[tuple[str, str], tuple[float | None, str]] = {}
+
+    def lookup(region: str, instance_type: str) -> tuple[float | None, str]:
+        """An instance type's hourly price and where it came from (or why none)."""
+        if (region, instance_type) in prices.ec2:
+            return prices.ec2[(region, instance_type)], table
+        if instance_prices is None:
+            return None, f"no price for {instance_type}"
+        if (region, instance_type) not in looked_up:
+            try:
+                found = instance_prices.hourly(region, instance_type)
+            except PriceLookupError as exc:
+                found, why = None, f"no price for {instance_type}: {exc}"
+            else:
+                why = f"no price for {instance_type} in the AWS Price List"
+            looked_up[(region, instance_type)] = (
+                (found[0], f"AWS Price List {found[1]}") if found else (None, why)
+            )
+        return looked_up[(region, instance_type)]
+
     instances = (
         container_instances(engine) if any(r["container_instance_arn"] for r in rows) else {}
     )
@@ -215,6 +239,7 @@ def cost(
                 "usd": 0.0,
                 "unpriced": [],
                 "price_date": prices.date,
+                "price_sources": set(),
                 "_priced": False,
             },
         )
@@ -226,15 +251,16 @@ def cost(
         capacity = (row["capacity_provider"] or "").upper()
         if row["launch_type"] != "FARGATE" and not capacity.startswith("FARGATE"):
             instance = instances.get(row["container_instance_arn"] or "")
-            price = prices.ec2.get((row["region"] or "", instance.type)) if instance else None
+            price, source = lookup(row["region"] or "", instance.type) if instance else (None, "")
             if instance is None or price is None:
-                what = f"no price for {instance.type}" if instance else "instance unknown"
+                what = source or ("instance unknown" if instance is None else "")
                 group["unpriced"].append(
                     f"{row['launch_type'] or 'unknown'} launch type ({what}): hours only"
                 )
                 continue
             group["usd"] += price * instance_share(hours[0], hours[1], instance.vcpu, instance.gb)
             group["_priced"] = True
+            group["price_sources"].add(source)
             continue
         rate = prices.fargate_rate(
             row["region"] or "",
@@ -250,9 +276,11 @@ def cost(
             continue
         group["usd"] += rate.of(*hours)
         group["_priced"] = True
+        group["price_sources"].add(table)
     result = []
     for group in out.values():
         group["unpriced"] = sorted(set(group["unpriced"]))
+        group["price_sources"] = sorted(group["price_sources"])
         if not group.pop("_priced"):
             group["usd"] = None
         for name in ("vcpu_hours", "gb_hours", "storage_gb_hours"):
@@ -273,6 +301,7 @@ def answer(
     by: str = "group",
     cluster: str | None = None,
     prices: Prices = PRICES,
+    instance_prices: InstancePrices | None = None,
     now: datetime | None = None,
     on_progress: Callable[[str], None] | None = None,
     on_reads: Callable[[Reads], None] | None = None,
@@ -291,7 +320,14 @@ def answer(
     window = Window.of_days(first, last, now or datetime.now(UTC))
     try:
         if question == "cost":
-            return cost(engine, window, by=by, cluster=cluster, prices=prices)
+            return cost(
+                engine,
+                window,
+                by=by,
+                cluster=cluster,
+                prices=prices,
+                instance_prices=instance_prices,
+            )
         return failures(engine, window, by=by, cluster=cluster)
     finally:
         if on_reads is not None:

@@ -68,7 +68,15 @@ def add_commands(sub: Any) -> None:
         add_format_option(command)
         command.set_defaults(run=run_spend)
     cost.add_argument(
-        "--prices", type=Path, help="a price file (docs/cost.md) over the shipped us-east-1 table"
+        "--prices",
+        type=Path,
+        help="a price file (docs/cost.md) over the shipped us-east-1 table; without one, "
+        "EC2 instance prices come from AWS's Price List, cached beside the history",
+    )
+    cost.add_argument(
+        "--offline",
+        action="store_true",
+        help="ask AWS's Price List for no EC2 price (the shipped table and --prices only)",
     )
     cost.add_argument(
         "--now",
@@ -233,6 +241,11 @@ def run_spend(args: argparse.Namespace) -> int:
     store = open_history(args.history, settings)
     progress = Progress(sys.stderr)
     prices = load_prices(args.prices) if getattr(args, "prices", None) else PRICES
+    instance_prices = None
+    if args.command == "cost" and not args.prices and not args.offline:
+        from stream_processor.composition import Ports
+
+        instance_prices = Ports(settings).instance_prices(store)
     reads: list[Reads] = []
     rows = answer(
         args.command,
@@ -243,6 +256,7 @@ def run_spend(args: argparse.Namespace) -> int:
         by=args.by,
         cluster=args.cluster,
         prices=prices,
+        instance_prices=instance_prices,
         now=getattr(args, "now", None),
         on_progress=progress.step,
         on_reads=reads.append,

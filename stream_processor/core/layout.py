@@ -81,6 +81,12 @@ def parse_late_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def price_cache_key(prefix: str, region: str, instance_type: str) -> str:
+    """Where the price of one EC2 instance type, looked up in AWS's Price List, is kept
+    beside the history with its date (`adapters.pricing_instances`)."""
+    return f"{prefix}_prices/ec2/region={region}/{instance_type}.json"
+
+
 def snapshot_key(prefix: str, name: str, day: str, source: str, content: str) -> str:
     """A snapshot, named by the digests of what it was built from and of its bytes."""
     return f"{partition(prefix, name, day, SNAPSHOT_DATE)}snapshot-{source}-{content}{PARQUET}"

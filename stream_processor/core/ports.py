@@ -261,3 +261,13 @@ class Clock(Protocol):
 
     def time(self) -> float:
         """Seconds since the epoch (lease expiries are epoch milliseconds)."""
+
+
+class InstancePrices(Protocol):
+    """What an hour of one on-demand EC2 instance costs (Linux, shared tenancy): AWS's
+    Price List, cached beside the history (`adapters.pricing_instances`), or a fixed
+    table (`testing.FixedInstancePrices`)."""
+
+    def hourly(self, region: str, instance_type: str) -> tuple[float, str] | None:
+        """(USD an hour, the date of the price), or None when the type has no price
+        there; `PriceLookupError` when the lookup itself failed."""

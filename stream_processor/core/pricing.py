@@ -161,6 +161,43 @@ WHERE rn = 1
 """  # noqa: S608 - constants only, no input
 
 
+#: The product AWS's Price List (`pricing:GetProducts`, service `AmazonEC2`) prices an
+#: ECS container instance as: Linux, shared tenancy, no pre-installed software, capacity
+#: in use (not reserved), on demand.
+PRICE_LIST_FILTERS: dict[str, str] = {
+    "operatingSystem": "Linux",
+    "tenancy": "Shared",
+    "preInstalledSw": "NA",
+    "capacitystatus": "Used",
+    "licenseModel": "No License required",
+}
+
+
+def price_list_filters(region: str, instance_type: str) -> list[dict[str, str]]:
+    """`GetProducts` filters for one instance type in one region."""
+    fields = {"regionCode": region, "instanceType": instance_type, **PRICE_LIST_FILTERS}
+    return [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in fields.items()]
+
+
+def on_demand_hourly(product: str) -> float | None:
+    """The on-demand USD per hour of one Price List product (a `GetProducts` entry, JSON
+    text): its `terms.OnDemand.*.priceDimensions.*.pricePerUnit.USD` in `Hrs`. None when
+    it has none, or a value that is not a positive number."""
+    try:
+        body = json.loads(product)
+        terms = body["terms"]["OnDemand"]
+        for term in terms.values():
+            for dimension in term["priceDimensions"].values():
+                if dimension.get("unit") != "Hrs":
+                    continue
+                usd = float(dimension["pricePerUnit"]["USD"])
+                if usd > 0 and usd < float("inf"):
+                    return usd
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
+
+
 def instance_share(
     vcpu_hours: float, gb_hours: float, instance_vcpu: float, instance_gb: float
 ) -> float:

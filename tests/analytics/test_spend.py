@@ -405,3 +405,51 @@ def test_notebooks_get_the_answers_as_dataframes(
     monkeypatch.setattr(frames.importlib, "import_module", no_pandas)
     with pytest.raises(ConfigError, match=r"stream-processor\[notebook\]"):
         frames.failures_frame(history, day, day)
+
+
+def test_ec2_prices_come_from_the_price_list_and_say_so(tmp_path: Path) -> None:
+    """Without a price file, an instance type is priced from AWS's Price List; each row
+    says which source priced it, and a failed lookup leaves hours and the reason."""
+    from stream_processor.errors import PriceLookupError
+    from stream_processor.testing import FixedInstancePrices
+
+    instance = instance_event("arn:aws:ecs:us-east-1:111122223333:container-instance/prod/i1")
+    instance["time"] = "2026-11-02T08:00:00Z"
+    instance["detail"]["attributes"] = [{"name": "ecs.instance-type", "value": "m5.xlarge"}]
+    instance["detail"]["clusterArn"] = CLUSTER
+    task = prod_task(
+        "e",
+        1,
+        "RUNNING",
+        group="service:batch",
+        launchType="EC2",
+        pullStartedAt="2026-11-02T22:00:00Z",
+        cpu="1024",
+        memory="1024",
+        containerInstanceArn=instance["detail"]["containerInstanceArn"],
+    )
+    fargate = prod_task("f", 1, "RUNNING", pullStartedAt="2026-11-02T23:00:00Z")
+    store = local_history(tmp_path / "h", [instance, task, fargate])
+    window = Window.of_days("2026-11-02", "2026-11-02", NOW)
+    listed = FixedInstancePrices({("us-east-1", "m5.xlarge"): 0.192}, date="2026-12-07")
+    rows = {
+        r["group"]: r
+        for r in cost(_engine(store, "2026-11-02", "2026-11-02"), window, instance_prices=listed)
+    }
+    assert rows["service:batch"]["price_sources"] == ["AWS Price List 2026-12-07"]
+    assert rows["service:batch"]["usd"] is not None and rows["service:batch"]["unpriced"] == []
+    assert rows["service:web"]["price_sources"] == [f"price table {PRICES.date}"]
+
+    class Refusing:
+        def hourly(self, region: str, instance_type: str) -> tuple[float, str] | None:
+            raise PriceLookupError("Price List lookup of m5.xlarge: AccessDenied")
+
+    (batch,) = [
+        r
+        for r in cost(
+            _engine(store, "2026-11-02", "2026-11-02"), window, instance_prices=Refusing()
+        )
+        if r["group"] == "service:batch"
+    ]
+    assert batch["usd"] is None and batch["price_sources"] == []
+    assert "AccessDenied" in batch["unpriced"][0]
