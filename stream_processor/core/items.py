@@ -17,8 +17,11 @@ Two shapes (`STATE_ITEM_FORMAT`):
   29 µs through pyarrow's zstd, and every language's standard library reads it.)
 
 Both carry the metadata (`_eventId`, `_order`, ...) and the index attributes (`_cluster`,
-`_service`, `_status`: see `core.indexes`). `item_json` reads any shape back, the previous
-`_detail` shape and the reference Lambda's items included.
+`_service`, `_status`: see `core.indexes`). Those names, every name with a leading
+underscore, and the TTL attribute `expiresAt` belong to the item (`is_reserved`): a detail
+attribute so named is kept in the `_shadowed` map, never under its own name, so no event
+can set an item's TTL, order, stored detail or index membership. `item_json` reads any
+shape back, the previous `_detail` shape and the reference Lambda's items included.
 """
 
 from __future__ import annotations
@@ -80,6 +83,18 @@ DETAIL_ZLIB = "_detailZlib"
 ITEM_FORMATS = ("native", "compact")
 #: DynamoDB TTL attribute (epoch seconds), set on terminal states when enabled.
 EXPIRES_AT = "expiresAt"
+#: Native items: the detail's top-level attributes whose names the item reserves (see
+#: `is_reserved`), as one map, by name. They never stand under their own names, where
+#: they would set the TTL, the stored order or detail, or an index key.
+SHADOWED = "_shadowed"
+
+
+def is_reserved(name: str) -> bool:
+    """Whether an attribute name belongs to the item, not to the detail: every name with
+    a leading underscore (metadata, stored detail, index keys, markers; ECS names its
+    fields in camelCase) and the TTL attribute. A detail attribute of such a name, today
+    or whatever ECS or a producer adds, is kept under `SHADOWED` instead."""
+    return name[:1] == "_" or name == EXPIRES_AT
 
 #: Status attributes kept on an item that had to be cut to fit DynamoDB's limit.
 _KEPT_WHEN_OVERSIZED = (
@@ -337,6 +352,9 @@ def build_state_write(
     as_text = [0, 0]  # numbers, then deep attributes, stored as text
     if item_format == "native":
         item = _native_attributes(event, as_text)
+        shadowed = {name: item.pop(name) for name in [n for n in item if is_reserved(n)]}
+        if shadowed:
+            item[SHADOWED] = {"M": shadowed}
     elif item_format == "compact":
         item = _typed_attributes(event)
         item[DETAIL_ZLIB] = {"B": zlib.compress(event.detail_raw, 6)}

@@ -218,3 +218,75 @@ def test_item_size_follows_dynamodb_accounting() -> None:
     assert item_size({"ab": {"S": "xyz"}}) == 5
     assert item_size({"n": {"N": "12345"}}) == 1 + 4
     assert item_size({"l": {"L": [{"BOOL": True}]}}) == 1 + 3 + 1 + 1
+
+
+_RESERVED_NAMES = st.one_of(
+    st.sampled_from(
+        [
+            "expiresAt",
+            "_detail",
+            "_detailZlib",
+            "_cluster",
+            "_phase",
+            "_order",
+            "_eventId",
+            "_ingestedAt",
+            "_snapshot",
+            "_oversized",
+            "_shadowed",
+            "_service",
+            "_status",
+        ]
+    ),
+    st.text(min_size=1, max_size=12).map(lambda s: "_" + s),
+)
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    extra=st.dictionaries(_RESERVED_NAMES, _ANY_JSON, min_size=1, max_size=6),
+    status=st.sampled_from(["RUNNING", "STOPPED"]),
+    ttl_days=st.sampled_from([0, 7]),
+    item_format=st.sampled_from(["native", "compact"]),
+)
+def test_no_detail_attribute_sets_the_item_s_own(
+    extra: dict[str, Any], status: str, ttl_days: int, item_format: str
+) -> None:
+    """Whatever a detail carries under the item's names (TTL, stored detail, order, index
+    keys, markers), the item's own attributes are what the event without them gives, and
+    the detail's values are kept under `_shadowed` (native) or in the stored detail."""
+    from stream_processor.core.items import SHADOWED, ItemPolicy, is_reserved, item_json
+
+    policy = ItemPolicy(item_format=item_format, ttl_days=ttl_days)
+    clean = task_event(status=status)
+    hostile = task_event(status=status)
+    hostile["detail"].update(extra)
+    built = [
+        policy.build(_decoded(e), ingested_at="2026-01-01T00:00:00.000Z") for e in (clean, hostile)
+    ]
+    # The order's digest and the compressed stored detail are of the whole detail: they
+    # differ as the details do, and are ours all the same.
+    derived = {SHADOWED, "_order", "_detailZlib"}
+    own = [{k: v for k, v in w.item.items() if is_reserved(k) and k not in derived} for w in built]
+    assert own[0] == own[1]
+    assert {k for k in built[0].item if is_reserved(k)} | (
+        {SHADOWED} if item_format == "native" else set()
+    ) == {k for k in built[1].item if is_reserved(k)}
+    assert built[1].order == built[1].item["_order"]["S"]
+    shown = item_json(built[1].item)
+    assert shown["lastStatus"] == status  # `get` shows the event's status, whatever it says
+    if item_format == "native":
+        assert set(built[1].item[SHADOWED]["M"]) == set(extra)
+
+
+def _decoded(event: dict[str, Any]) -> EcsEvent:
+    found = decode_event(record(event, 1))
+    assert isinstance(found, EcsEvent)
+    return found
