@@ -78,11 +78,13 @@ def test_each_case_is_handled_and_the_good_records_around_it_are_processed(name:
         assert line["sequence_number"] == "101"
         raw = (CORPUS / name).read_bytes()
         kept = base64.b64decode(line["data_base64"])
-        assert line["data_sha256"] == hashlib.sha256(raw).hexdigest()
+        assert line["data_sha256"] == hashlib.sha256(kept).hexdigest()
+        assert line["data_length"] == len(raw)
         if line["data_form"] == "raw":
             assert kept == raw  # the raw bytes, kept
-        else:  # redacted (it parses) or masked (it does not): never the secret
-            assert SECRET not in kept and line["data_form"] in ("redacted", "masked")
+        else:  # redacted (parses), masked (does not), withheld (no text): never the secret
+            assert SECRET not in kept
+            assert line["data_form"] in ("redacted", "masked", "withheld")
     assert not any(SECRET in blob for blob in _sink_blobs(state, history, quarantine))
 
 

@@ -295,11 +295,17 @@ class QuarantineLine(msgspec.Struct):
     sequence_number: str
     sub_sequence_number: int
     partition_key: str
-    #: `raw` (as received), `redacted` (parsed as JSON, secrets replaced, re-encoded) or
-    #: `masked` (not JSON: everything after the first redaction marker masked).
+    #: `raw` (as received), `redacted` (parsed as JSON, secrets replaced, re-encoded),
+    #: `masked` (not JSON: everything after the first redaction marker masked) or
+    #: `withheld` (no text we can read: only `data_length` and the digest).
     data_form: str = "raw"
-    #: SHA-256 of the bytes as received, to correlate with the producer's copy.
+    #: SHA-256 of the bytes as stored in `data_base64` (after redaction), never of the
+    #: bytes received: a digest of those would confirm a guess of a redacted secret.
     data_sha256: str = ""
+    #: Length in bytes of the record as received.
+    data_length: int = 0
+    #: The encodings peeled to read it, outermost first (`gzip`, `utf-16-le`, `base64`).
+    data_layers: list[str] = msgspec.field(default_factory=list)
 
 
 _LINE = msgspec.json.Encoder()
@@ -312,7 +318,7 @@ def quarantine_lines(
     base64, redacted as every sink's are (`core.redaction.quarantine_payload`)."""
     lines = []
     for r in rejected:
-        kept, form = quarantine_payload(r.data, redaction)
+        kept, form, layers = quarantine_payload(r.data, redaction)
         line = QuarantineLine(
             r.reason,
             base64.b64encode(kept).decode("ascii"),
@@ -321,7 +327,9 @@ def quarantine_lines(
             r.sub_sequence_number,
             r.partition_key,
             form,
-            hashlib.sha256(r.data).hexdigest(),
+            hashlib.sha256(kept).hexdigest(),
+            len(r.data),
+            list(layers),
         )
         lines.append(_LINE.encode(line) + b"\n")
     return b"".join(lines)

@@ -12,9 +12,11 @@ reader never sees) gets a secret past it:
   by "***" (and, opt-in, every `command[]` element), and it is re-encoded: numbers keep
   their exact text through `Decimal`, so only spelling changes.
 
-The quarantine (`quarantine_payload`) applies the same rule to whole records it keeps: a
-record that parses as JSON is stored redacted; one that does not parse is stored raw only
-when it holds no marker, else with everything after the first marker masked.
+The quarantine (`quarantine_payload`) applies the same rule to whole records it keeps,
+read through whatever a producer wrapped them in (UTF-16/32, gzip, base64, …: see
+`core.encodings`): a record that parses as JSON is stored redacted; one that does not
+parse is stored raw only when it holds no marker, else with everything after the first
+marker masked; bytes that are no text we can read are withheld.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stream_processor.core.encodings import unwrap
 from stream_processor.core.jsonvalue import JsonError, decode_any, encode_exact
 
 REDACTED = "***"
@@ -132,23 +135,47 @@ def redact_detail(raw: bytes, policy: RedactionPolicy, within: bytes | None = No
     return encode_exact(value)
 
 
-#: How a quarantined record's bytes are stored: as received, redacted JSON, or masked.
-QuarantineForm = Literal["raw", "redacted", "masked"]
+#: How a quarantined record's bytes are stored: as received, redacted JSON, masked, or
+#: withheld (only their length and digest).
+QuarantineForm = Literal["raw", "redacted", "masked", "withheld"]
 
 
-def quarantine_payload(data: bytes, policy: RedactionPolicy) -> tuple[bytes, QuarantineForm]:
-    """The bytes the quarantine may keep of a refused record, and their form.
-
-    No marker: the raw bytes (no key the policy redacts can be spelled in them). A record
-    that parses as JSON: redacted and re-encoded. Otherwise everything from the first marker
-    on is masked down to JSON's punctuation: a secret's value always follows its key, so
-    what comes before the first marker holds none."""
-    if not policy.may_apply(data):
-        return data, "raw"
+def _is_text(data: bytes) -> bool:
+    """Whether `data` reads as UTF-8 text, a few bad bytes aside (a bit flip in JSON): a
+    marker in it is visible. Other bytes may hide a secret in an encoding we cannot read."""
+    if not data:
+        return True
     try:
-        value = decode_any(data)
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "replace")
+        return text.count("\ufffd") <= max(4, len(text) // 100)
+    return True
+
+
+def quarantine_payload(
+    data: bytes, policy: RedactionPolicy
+) -> tuple[bytes, QuarantineForm, tuple[str, ...]]:
+    """The bytes the quarantine may keep of a refused record, their form, and the
+    encodings peeled to read it (`core.encodings.unwrap`: UTF-16/32, gzip, zlib, bzip2,
+    xz, base64 text, within bounds).
+
+    Read through those layers: no marker, the record as received (no key the policy
+    redacts can be spelled in it); JSON, redacted and re-encoded; other text, everything
+    from the first marker on masked down to JSON's punctuation (a secret's value always
+    follows its key). Bytes that are not text in any encoding we read may spell a secret
+    in one we do not: withheld, only their length and digest kept."""
+    if not policy.names:
+        return data, "raw", ()
+    inner, layers = unwrap(data)
+    if not _is_text(inner):
+        return b"", "withheld", layers
+    if not policy.may_apply(inner):
+        return data, "raw", layers
+    try:
+        value = decode_any(inner)
     except JsonError:
-        start = min(data.find(m) for m in policy.markers if m in data)
-        return data[:start] + _MASK.sub(b"*", data[start:]), "masked"
+        start = min(inner.find(m) for m in policy.markers if m in inner)
+        return inner[:start] + _MASK.sub(b"*", inner[start:]), "masked", layers
     policy.redact(value)
-    return encode_exact(value), "redacted"
+    return encode_exact(value), "redacted", layers

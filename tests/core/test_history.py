@@ -110,16 +110,18 @@ def test_object_keys_come_from_the_input_only() -> None:
 
 
 def test_quarantine_lines_keep_raw_bytes_and_reason() -> None:
-    line = quarantine_lines([Rejected("s", "5", 1, "pk", b"\xff\x00raw", "why")])
+    line = quarantine_lines([Rejected("s", "5", 1, "pk", b"\xffraw", "why")])
     assert json.loads(line) == {
         "reason": "why",
-        "data_base64": "/wByYXc=",
+        "data_base64": "/3Jhdw==",
         "shard_id": "s",
         "sequence_number": "5",
         "sub_sequence_number": 1,
         "partition_key": "pk",
         "data_form": "raw",
-        "data_sha256": hashlib.sha256(b"\xff\x00raw").hexdigest(),
+        "data_sha256": hashlib.sha256(b"\xffraw").hexdigest(),
+        "data_length": 4,
+        "data_layers": [],
     }
 
 
@@ -144,7 +146,12 @@ def test_quarantine_lines_redact_what_parses_and_mask_what_does_not() -> None:
     environment = kept["detail"]["overrides"]["containerOverrides"][0]["environment"]
     assert environment == [{"name": "DB", "value": "***"}]
     assert parsed["data_form"] == "redacted"
-    assert parsed["data_sha256"] == hashlib.sha256(_SECRET_TASK).hexdigest()
+    # The digest is of what is stored: it cannot confirm a guess of the secret.
+    assert (
+        parsed["data_sha256"] == hashlib.sha256(base64.b64decode(parsed["data_base64"])).hexdigest()
+    )
+    assert parsed["data_sha256"] != hashlib.sha256(_SECRET_TASK).hexdigest()
+    assert parsed["data_length"] == len(_SECRET_TASK)
     masked = base64.b64decode(broken["data_base64"])
     assert broken["data_form"] == "masked"
     assert b"hunter2" not in masked and b"DB" not in masked

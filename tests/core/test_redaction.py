@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import bz2
+import gzip
 import json
+import lzma
+import zlib
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_processor.core.encodings import unwrap
 from stream_processor.core.jsonvalue import JsonError, decode_any
 from stream_processor.core.redaction import (
     NO_REDACTION,
@@ -99,11 +105,55 @@ def test_integers_past_pythons_digit_limit_decode_exactly() -> None:
 
 
 def test_the_quarantine_keeps_raw_only_what_cannot_hold_a_secret() -> None:
-    assert quarantine_payload(b"\xff not json", POLICY) == (b"\xff not json", "raw")
+    assert quarantine_payload(b"\xff not json", POLICY) == (b"\xff not json", "raw", ())
     secret = b'{"a": 1, "environment": [{"value": "' + SECRET.encode() + b'"}'  # truncated
-    kept, form = quarantine_payload(secret, POLICY)
+    kept, form, _ = quarantine_payload(secret, POLICY)
     assert form == "masked" and SECRET.encode() not in kept
     assert kept.startswith(b'{"a": 1, ')
+    # Bytes that are no text we can read may spell a secret in an encoding we cannot.
+    assert quarantine_payload(bytes(range(256)) * 4, POLICY) == (b"", "withheld", ())
+
+
+def _event_with_secret() -> bytes:
+    return json.dumps(
+        {
+            "detail-type": "ECS Task State Change",
+            "detail": {"overrides": {"containerOverrides": [{"environment": [
+                {"name": "DB", "value": SECRET}]}]}},
+        }
+    ).encode()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("wrap", "layers"),
+    [
+        (lambda b: b.decode().encode("utf-16"), ("utf-16-le", "utf-8-sig")),
+        (lambda b: b.decode().encode("utf-16-be"), ("utf-16-be",)),
+        (lambda b: b.decode().encode("utf-32"), ("utf-32-le", "utf-8-sig")),
+        (lambda b: b.decode().encode("utf-32-le"), ("utf-32-le",)),
+        (gzip.compress, ("gzip",)),
+        (zlib.compress, ("zlib",)),
+        (bz2.compress, ("bzip2",)),
+        (lzma.compress, ("xz",)),
+        (base64.b64encode, ("base64",)),
+        (lambda b: base64.urlsafe_b64encode(b).rstrip(b"="), ("base64",)),
+        (lambda b: base64.encodebytes(b)[:-3] + b"!", ("base64",)),  # lenient decode away
+        (
+            lambda b: base64.b64encode(gzip.compress(b.decode().encode("utf-16-le"))),
+            ("base64", "gzip", "utf-16-le"),
+        ),
+    ],
+)
+def test_the_quarantine_reads_through_every_encoding_a_producer_may_use(
+    wrap: Any, layers: tuple[str, ...]
+) -> None:
+    """A secret-bearing event in UTF-16/32, compressed or as base64 text is redacted like
+    any JSON: no decoding of what is kept recovers the secret."""
+    kept, form, peeled = quarantine_payload(wrap(_event_with_secret()), POLICY)
+    assert peeled == layers
+    assert form in ("redacted", "masked"), form
+    assert SECRET.encode() not in kept
+    assert SECRET.encode() not in unwrap(kept)[0]
 
 
 # --- property: any nesting, any escaping -------------------------------------------------
