@@ -81,7 +81,7 @@ def maintain(
             compaction.add(compact_day(dataset, day))
     report.partitions_compacted = compaction.partitions_rewritten
     report.closures_written = compaction.closures_written
-    snapshots = build_snapshots(store, prefix, should_stop=should_stop)  # 3.
+    snapshots = build_snapshots(store, prefix, should_stop=should_stop, today=today)  # 3.
     report.snapshots_built = snapshots.built
     report.objects_read = compaction.objects_read + snapshots.objects_read
     for dataset in (d for d in markers if d in VALIDITY_DATASETS):  # 3b.

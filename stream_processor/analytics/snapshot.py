@@ -323,6 +323,7 @@ def build_snapshots(
     lookback_days: int | None = LOOKBACK_DAYS,
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    today: date | None = None,
 ) -> SnapshotReport:
     """Bring every snapshot up to date (those dated `through` or earlier, if given).
 
@@ -349,7 +350,9 @@ def build_snapshots(
         history_days = partition_days(store, prefix, dataset.value, EVENT_DATE)
         settled = ""
         if lookback_days is not None and history_days:
-            newest = date.fromisoformat(history_days[-1])
+            # Never past today: a day dated later (written before such events were
+            # quarantined) must not settle every real one.
+            newest = min(date.fromisoformat(history_days[-1]), today or datetime.now(UTC).date())
             settled = (newest - timedelta(days=lookback_days)).isoformat()
             settled = min([settled, *marked.get(dataset, {})])
         for done, source_day in enumerate(history_days, 1):

@@ -30,6 +30,7 @@ from stream_processor.core.redaction import (
     RedactionPolicy,
     quarantine_payload,
 )
+from stream_processor.core.times import in_range
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 _EPOCH_DAY = date(1970, 1, 1)
@@ -140,6 +141,10 @@ def _as_millis(value: Any) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    if not in_range(moment):
+        # A null the readers can hold, not an instant they overflow on; the row's `detail`
+        # keeps the text as it came.
+        return None
     return micros_since_epoch(moment) // 1000
 
 

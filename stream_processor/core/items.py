@@ -96,6 +96,7 @@ def is_reserved(name: str) -> bool:
     or whatever ECS or a producer adds, is kept under `SHADOWED` instead."""
     return name[:1] == "_" or name == EXPIRES_AT
 
+
 #: Status attributes kept on an item that had to be cut to fit DynamoDB's limit.
 _KEPT_WHEN_OVERSIZED = (
     "version",

@@ -17,10 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from stream_processor.core.events import SPECS, Dataset, EcsEvent, decode_event
+from stream_processor.core.events import (
+    SPECS,
+    Dataset,
+    EcsEvent,
+    decode_event,
+    micros_since_epoch,
+)
 from stream_processor.core.records import KinesisRecord, Received, Rejected
 from stream_processor.core.redaction import DEFAULT_REDACTION, RedactionPolicy
+from stream_processor.core.times import iso_z
 
 
 def beats(a: EcsEvent, b: EcsEvent) -> bool:
@@ -74,10 +82,31 @@ def _decode(item: Received, redaction: RedactionPolicy) -> EcsEvent | Rejected:
         return Rejected.of(item, f"internal error decoding the record: {type(exc).__name__}")
 
 
+#: How far past the processing clock an event's instant may lie: clocks disagree by
+#: seconds, not days. An event dated later (or a deployment updated later) is quarantined,
+#: so it can move no cutoff (a snapshot's settled days) and win no order for ever.
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def too_late(event: EcsEvent, now: datetime) -> str | None:
+    """Why an event's instants lie too far past `now` (`FUTURE_TOLERANCE`), or None."""
+    limit = now + FUTURE_TOLERANCE
+    if event.event_time > limit:
+        return f"event time {iso_z(event.event_time)} is after the clock allows ({iso_z(limit)})"
+    if not SPECS[event.dataset].versioned and event.primary > micros_since_epoch(limit):
+        return f"detail.updatedAt is after the clock allows ({iso_z(limit)})"
+    return None
+
+
 def reduce_batch(
-    records: Iterable[Received], *, redaction: RedactionPolicy = DEFAULT_REDACTION
+    records: Iterable[Received],
+    *,
+    redaction: RedactionPolicy = DEFAULT_REDACTION,
+    now: datetime | None = None,
 ) -> BatchPlan:
-    """Decode, dedupe and order a batch of records into a `BatchPlan`."""
+    """Decode, dedupe and order a batch of records into a `BatchPlan`; with `now` (the
+    processing clock), events dated past it by more than `FUTURE_TOLERANCE` are
+    quarantined."""
     received = list(records)
     positions = [r.position for r in received]  # parsed once: sequence numbers are long
     if received:
@@ -93,6 +122,9 @@ def reduce_batch(
         decoded = _decode(item, redaction)
         if isinstance(decoded, Rejected):
             plan.rejected.append(decoded)
+            continue
+        if now is not None and (why := too_late(decoded, now)) is not None:
+            plan.rejected.append(Rejected.of(decoded.record, why))
             continue
         if SPECS[decoded.dataset].has_state:
             state_key = (decoded.dataset, decoded.key)

@@ -37,16 +37,32 @@ def format_duration(seconds: float) -> str:
     return f"{whole}s"  # pragma: no cover - the loop always returns
 
 
+#: The instants every reader can represent in UTC: Python's datetime (years 1 to 9999),
+#: Arrow's millisecond timestamps and Athena's `timestamp` all hold these; a day of
+#: margin at each end, so no offset or arithmetic on them overflows.
+EARLIEST_INSTANT = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def in_range(moment: datetime) -> bool:
+    """Whether an aware instant lies within `EARLIEST_INSTANT`..`LATEST_INSTANT`."""
+    try:
+        return EARLIEST_INSTANT <= moment.astimezone(UTC) <= LATEST_INSTANT
+    except (OverflowError, ValueError):
+        return False
+
+
 def parse_instant(value: Any) -> datetime | None:
     """An ISO 8601 instant with its offset (`2026-01-01T12:00:00.000Z`, as ECS writes them);
-    None for anything else, a naive time included."""
+    None for anything else: a naive time, or one outside what every reader represents
+    (`in_range`: `9999-12-31T23:00:00-05:00` is year 10000 in UTC)."""
     if not isinstance(value, str) or not value:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else None
+    return moment if moment.tzinfo and in_range(moment) else None
 
 
 def iso_z(moment: datetime, timespec: str = "auto") -> str:

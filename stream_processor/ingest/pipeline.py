@@ -53,7 +53,7 @@ from stream_processor.core.ports import GapFiller, HistorySink, QuarantineSink, 
 from stream_processor.core.records import Received, Rejected
 from stream_processor.core.reduce import BatchPlan, reduce_batch
 from stream_processor.core.retry import Deadline
-from stream_processor.core.times import iso_z
+from stream_processor.core.times import iso_z, parse_instant
 from stream_processor.errors import SinkError, StreamProcessorError
 from stream_processor.ingest.collector import collector_paused
 from stream_processor.logs import log_json
@@ -187,10 +187,10 @@ class Pipeline:
 
     def _process(self, records: Sequence[Received], deadline: Deadline) -> BatchOutcome:
         started = time.perf_counter()
-        # 1. Reduce: order, dedupe, the history objects.
-        plan, objects, outcome = self._reduce(records)
-        # 2. History (with late markers) and quarantine: durable before any state write.
+        # 1. Reduce: order, dedupe, the history objects (nothing dated past the clock).
         now = self._clock()
+        plan, objects, outcome = self._reduce(records, now)
+        # 2. History (with late markers) and quarantine: durable before any state write.
         try:
             self._write_history(plan, objects, now, deadline)
         except SinkError as exc:
@@ -208,11 +208,12 @@ class Pipeline:
         return self._done(outcome, started)
 
     def _reduce(
-        self, records: Sequence[Received]
+        self, records: Sequence[Received], now: str
     ) -> tuple[BatchPlan, list[HistoryObject], BatchOutcome]:
         """Step 1: the batch's plan, its history objects, and the counts so far."""
         settings = self._settings
-        plan = reduce_batch(records, redaction=self._redaction)
+        clock = parse_instant(now)
+        plan = reduce_batch(records, redaction=self._redaction, now=clock)
         objects = build_history(
             plan.history,
             prefix=settings.history_prefix,
