@@ -67,18 +67,20 @@ def _failed(exc: Exception, *, verbose: bool) -> int:
     setup mistake (`adapters.botocore_errors.explain`: 3-9), another error of ours (2),
     anything else (1, a bug: `-v` shows where)."""
     from stream_processor.adapters.botocore_errors import explain
+    from stream_processor.core.tables import printable
 
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
     mistake = explain(exc)
     if mistake is not None:
-        print(f"stream-processor: {mistake.line}", file=sys.stderr)
+        print(f"stream-processor: {printable(mistake.line)}", file=sys.stderr)
         return mistake.status
     if isinstance(exc, StreamProcessorError):
-        print(f"stream-processor: error: {exc}", file=sys.stderr)
+        print(f"stream-processor: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     hint = "" if verbose else " (run with -v for the traceback)"
-    print(f"stream-processor: internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    said = printable(f"{type(exc).__name__}: {exc}")
+    print(f"stream-processor: internal error: {said}{hint}", file=sys.stderr)
     return 1
 
 

@@ -15,6 +15,7 @@ import boto3
 
 from stream_processor.cli.options import positive, seconds
 from stream_processor.config import Settings
+from stream_processor.core.tables import printable
 from stream_processor.errors import ConfigError
 from stream_processor.ingest.options import FLAGS as CONSUME_FLAGS
 from stream_processor.ingest.options import ConsumerOptions, default_worker_id
@@ -337,15 +338,14 @@ def run_reconcile(args: argparse.Namespace) -> int:
         for target, done in fleet.reports.items():
             print(f"{target.account} {target.region}: ok ({len(done.findings)} resources)")
         for target, why in fleet.failed.items():
-            print(f"{target.account} {target.region}: FAILED, skipped ({why})")
+            print(printable(f"{target.account} {target.region}: FAILED, skipped ({why})"))
     drift = [f for f in report.findings if f.kind != "ok"]
     if drift:
         print(f"{'outcome':<8} {'dataset':<32} {'ecs':>6} {'state':>6}  arn / note")
         for f in drift:
-            print(
-                f"{f.kind:<8} {f.dataset.value:<32} {f.ecs_version!s:>6} "
-                f"{f.state_version!s:>6}  {f.arn}" + (f"  ({f.note})" if f.note else "")
-            )
+            line = f"{f.kind:<8} {f.dataset.value:<32} {f.ecs_version!s:>6} "
+            line += f"{f.state_version!s:>6}  {f.arn}" + (f"  ({f.note})" if f.note else "")
+            print(printable(line))
     print("  ".join(f"{k}: {v}" for k, v in counts.items()))
     if args.repair:
         print(

@@ -23,6 +23,7 @@ from stream_processor.cli.options import (
 from stream_processor.config import Settings
 from stream_processor.core.stuck import TABLE_COLUMNS as STUCK_COLUMNS
 from stream_processor.core.stuck import table_cells as stuck_cells
+from stream_processor.core.tables import printable
 from stream_processor.core.timeline import TABLE_HEADERS as TIMELINE_HEADERS
 from stream_processor.core.timeline import table_cells as timeline_cells
 from stream_processor.errors import ConfigError, NotFound
@@ -110,7 +111,7 @@ def run_timeline(args: argparse.Namespace) -> int:
         else:
             story = _fleet()[0].timeline(args.arn, store, settings.history_prefix)
     except NotFound as exc:
-        print(f"stream-processor: {exc}", file=sys.stderr)
+        print(f"stream-processor: {printable(str(exc))}", file=sys.stderr)
         return 1
     if args.format == "json":
         print(_JSON.encode(story.as_json()).decode())
@@ -119,7 +120,7 @@ def run_timeline(args: argparse.Namespace) -> int:
     first, last = story.days or ("", "")
     print_table(TIMELINE_HEADERS, cells, f"{len(cells)} versions, days {first}..{last}")
     print()
-    print(story.summary)
+    print(printable(story.summary))
     return 0
 
 
