@@ -318,10 +318,38 @@ def _typed_attributes(event: EcsEvent) -> Item:
     return item
 
 
-def _native_attributes(event: EcsEvent, as_text: list[int]) -> Item:
+def _fits(value: Any, limit: int) -> bool:
+    """False when `to_attribute(value)` would surely pass `limit` bytes of DynamoDB's size
+    accounting (`_value_size`), found without building it: a walk of the decoded detail
+    adding a lower bound of each value's size, stopped as soon as it is over. A 10 MiB
+    array would otherwise become millions of small dicts, over a gigabyte, only to be cut
+    as oversized."""
+    total = 0
+    pending: list[Any] = [value]
+    while pending:
+        node = pending.pop()
+        kind = type(node)
+        if kind is str:
+            total += len(node)  # characters: never more than its UTF-8 bytes
+        elif kind is dict:
+            total += 3
+            for name, child in node.items():
+                total += 1 + len(name)
+                pending.append(child)
+        elif kind is list:
+            total += 3 + len(node)
+            pending.extend(node)
+        else:  # a number, a boolean or a null: one byte at least
+            total += 1
+        if total > limit:
+            return False
+    return True
+
+
+def _native_attributes(event: EcsEvent, as_text: list[int], detail: Any = None) -> Item:
     """Every top-level detail attribute by name, values converted exactly (one nested
     deeper than DynamoDB allows as its JSON text)."""
-    detail = decode_any(event.detail_raw)
+    detail = decode_any(event.detail_raw) if detail is None else detail
     try:  # the common case, in one comprehension (strings inline, as in `to_attribute`)
         return {
             name: {"S": value} if type(value) is str else to_attribute(value, as_text)
@@ -351,8 +379,16 @@ def build_state_write(
     spec = SPECS[event.dataset]
     assert spec.key_field is not None, "only datasets with state get items"
     as_text = [0, 0]  # numbers, then deep attributes, stored as text
-    if item_format == "native":
-        item = _native_attributes(event, as_text)
+    too_large = False
+    if item_format == "native" and len(event.detail_raw) > _EXACT_SIZE_ABOVE:
+        detail = decode_any(event.detail_raw)
+        too_large = not _fits(detail, MAX_ITEM_BYTES)
+    if too_large:  # cut to its key and status below: only the typed fields are needed
+        item = _typed_attributes(event)
+    elif item_format == "native":
+        item = _native_attributes(
+            event, as_text, detail if len(event.detail_raw) > _EXACT_SIZE_ABOVE else None
+        )
         shadowed = {name: item.pop(name) for name in [n for n in item if is_reserved(n)]}
         if shadowed:
             item[SHADOWED] = {"M": shadowed}
@@ -376,7 +412,9 @@ def build_state_write(
         # From the event time, not the clock: the item is the same whenever it is written.
         expires = event.time_us // 1_000_000 + ttl_days * 86_400
         item[EXPIRES_AT] = {"N": str(expires)}
-    oversized = len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES
+    oversized = too_large or (
+        len(event.detail_raw) > _EXACT_SIZE_ABOVE and item_size(item) > MAX_ITEM_BYTES
+    )
     if oversized:
         kept = {spec.key_field, *_KEPT_WHEN_OVERSIZED, *_METADATA, *INDEX_ATTRIBUTES, SERVICE_ARN}
         item = {name: value for name, value in item.items() if name in kept}

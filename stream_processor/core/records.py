@@ -147,6 +147,10 @@ def deaggregate(record: KinesisRecord) -> Iterator[Received]:
         yield Rejected.of(record, f"KPL aggregate: invalid protobuf ({exc})")
         return
     keys = aggregate.partition_key_table
+    if not aggregate.records:
+        # Well-formed but empty: said, not lost (a producer bug, or padding on purpose).
+        yield Rejected.of(record, "KPL aggregate: holds no user records")
+        return
     for index, user in enumerate(aggregate.records):
         sub = KinesisRecord(
             record.shard_id, record.sequence_number, index, record.partition_key, user.data

@@ -9,10 +9,12 @@ the shard id for lag (shards are few), never ARNs.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from stream_processor.core.events import metric_detail_type
 from stream_processor.ingest.pipeline import BatchOutcome
 
 NAMESPACE = "StreamProcessor"
@@ -92,13 +94,18 @@ def add_batch_metrics(metrics: Metrics, outcome: BatchOutcome) -> None:
 
 
 def unknown_types(outcome: BatchOutcome, namespace: str = NAMESPACE) -> None:
-    """`UnknownEvents` per detail type (dimension `detail_type`: new types are few)."""
+    """`UnknownEvents` per detail type: dimension `detail_type`, a type AWS documents by
+    name and any other as `other` (`core.events.metric_detail_type`), so the custom
+    metrics stay a handful whatever a producer sends. The batch log has the exact types."""
+    counts: Counter[str] = Counter()
     for detail_type, count in outcome.unknown_detail_types:
+        counts[metric_detail_type(detail_type)] += count
+    for detail_type, count in sorted(counts.items()):
         with single_metric(
             name="UnknownEvents", unit=MetricUnit.Count, value=count, namespace=namespace
         ) as metric:
             metric.add_dimension(name="service", value=SERVICE)
-            metric.add_dimension(name="detail_type", value=detail_type[:250] or "-")
+            metric.add_dimension(name="detail_type", value=detail_type)
 
 
 class EmfPublisher:

@@ -290,3 +290,25 @@ def _decoded(event: dict[str, Any]) -> EcsEvent:
     found = decode_event(record(event, 1))
     assert isinstance(found, EcsEvent)
     return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_ANY_JSON, limit=st.integers(0, 200))
+def test_the_size_walk_never_calls_an_item_too_large_that_fits(value: Any, limit: int) -> None:
+    """`_fits` is a lower bound: when it says no, the built attribute is over the limit."""
+    from stream_processor.core.items import _fits, _value_size, to_attribute
+
+    if not _fits(value, limit):
+        assert _value_size(to_attribute(value)) > limit
+
+
+def test_a_huge_detail_is_cut_without_being_built() -> None:
+    """A 10 MiB array is stored as an oversized item (key, status, the history's URI)
+    without its millions of attributes being built first."""
+    event = task_event()
+    event["detail"]["attributes"] = [1] * 3_000_000
+    write = build_state_write(
+        _decoded(event), ingested_at="2026-01-01T00:00:00.000Z", snapshot_uri="s3://b/k"
+    )
+    assert write.oversized and "attributes" not in write.item
+    assert write.item["lastStatus"] == {"S": "RUNNING"}

@@ -64,6 +64,17 @@ def test_kpl_aggregate_built_by_the_library_round_trips() -> None:
     assert [r.partition_key for r in records] == ["pk-0", "pk-1"]
 
 
+def test_an_aggregate_of_no_user_records_is_quarantined_not_lost() -> None:
+    from stream_processor.core.records import messages_pb2
+
+    # A well-formed AggregatedRecord: a partition key table, and no record.
+    body = messages_pb2.AggregatedRecord(partition_key_table=["pk"]).SerializeToString()
+    data = aws_kinesis_agg.MAGIC + body + hashlib.md5(body).digest()
+    (rejected,) = deaggregate(KinesisRecord("s", "7", 0, "pk", data))
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason == "KPL aggregate: holds no user records"
+
+
 def test_kpl_with_bad_md5_is_rejected() -> None:
     data = bytearray(_aggregate([b"x"]))
     data[-1] ^= 0xFF

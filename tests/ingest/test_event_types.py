@@ -51,12 +51,11 @@ def test_every_detail_type_is_kept_none_quarantined(processed: str) -> None:
     assert _keys("quarantine/") == []
     for dataset in Dataset:
         assert _keys(f"ecs-history/{dataset.value}/"), dataset
-    # The unknown type is counted under its own name, and in the total the alarm reads.
+    # The unknown type is counted (as `other`: only types AWS documents are named, so a
+    # producer cannot mint metrics), and in the total the alarm reads.
     emf = [json.loads(line) for line in processed.splitlines() if line.startswith("{")]
     by_type = [m for m in emf if "detail_type" in m and "UnknownEvents" in m]
-    assert [(m["detail_type"], m["UnknownEvents"]) for m in by_type] == [
-        ("ECS Capacity Reservation State Change", [1.0])
-    ]
+    assert [(m["detail_type"], m["UnknownEvents"]) for m in by_type] == [("other", [1.0])]
     assert any(m.get("UnknownEvents") == [1.0] and "detail_type" not in m for m in emf)
 
 
@@ -121,3 +120,18 @@ def test_a_late_event_leaves_a_marker_that_maintenance_settles(
     assert _keys("ecs-history/_late/") == []
     snapshot = f"ecs-history/task_state_snapshot/snapshot_date={(old + timedelta(days=1)).date()}/"
     assert _keys(snapshot)  # the late day's successor snapshot exists
+
+
+def test_invented_detail_types_mint_no_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    """200 invented types in one batch publish one `other` dimension value; a type AWS
+    documents keeps its name."""
+    from stream_processor.ingest.metrics import unknown_types
+    from stream_processor.ingest.pipeline import BatchOutcome
+
+    invented = tuple((f"Mine {n}", 1) for n in range(200))
+    documented = (("ECS Hook State Change", 2),)
+    outcome = BatchOutcome("s", 202, 202, 0, 0, 0, 202, 1, 202, invented + documented)
+    unknown_types(outcome)
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    said = {m["detail_type"]: m["UnknownEvents"] for m in emf}
+    assert said == {"other": [200.0], "ECS Hook State Change": [2.0]}
