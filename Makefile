@@ -59,11 +59,14 @@ docs: $(STAMP)
 	$(BIN)/python docs/gen_reference.py $(DOCS_GEN)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-# The fuzzer at length (make test runs a bounded, fixed set of its examples).
+# The fuzzers at length (make test runs a bounded, fixed set of their examples): hostile
+# input through the writer and its readers, and bounded reads against the whole history
+# (FUZZ_EXAMPLES / 50 simulated fleets each).
 FUZZ_EXAMPLES ?= 20000
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider \
-		tests/test_fuzz.py tests/core/test_redaction.py tests/test_hostile_input.py
+		tests/test_fuzz.py tests/core/test_redaction.py tests/test_hostile_input.py \
+		tests/analytics/test_bounded_answers.py
 
 # The full soak: 1,000,000 events through consume on the local endpoint (long).
 soak: $(STAMP) $(NODE_STAMP)
