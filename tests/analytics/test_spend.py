@@ -11,6 +11,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -338,9 +339,9 @@ def test_the_documented_athena_queries_give_the_commands_answers(
     )
 
 
-def test_an_ec2_task_costs_its_share_of_its_instance(tmp_path: Path) -> None:
-    """Mean of its vCPU and memory shares of the instance, times the instance's price
-    from a price file; without one, the hours and why there are no dollars."""
+def _ec2_task() -> tuple[dict[str, Any], dict[str, Any]]:
+    """An m5.xlarge container instance of cluster prod, and a 1 vCPU, 1 GB task of service
+    batch on it from 22:00 on 2 November."""
     instance = instance_event("arn:aws:ecs:us-east-1:111122223333:container-instance/prod/i1")
     instance["time"] = "2026-11-02T08:00:00Z"
     instance["detail"]["attributes"] = [{"name": "ecs.instance-type", "value": "m5.xlarge"}]
@@ -356,6 +357,13 @@ def test_an_ec2_task_costs_its_share_of_its_instance(tmp_path: Path) -> None:
         memory="1024",
         containerInstanceArn=instance["detail"]["containerInstanceArn"],
     )
+    return instance, task
+
+
+def test_an_ec2_task_costs_its_share_of_its_instance(tmp_path: Path) -> None:
+    """Mean of its vCPU and memory shares of the instance, times the instance's price
+    from a price file; without one, the hours and why there are no dollars."""
+    instance, task = _ec2_task()
     store = local_history(tmp_path / "h", [instance, task])
     window = Window.of_days("2026-11-02", "2026-11-02", NOW)
     (unpriced,) = cost(_engine(store, "2026-11-02", "2026-11-02"), window)
@@ -413,21 +421,7 @@ def test_ec2_prices_come_from_the_price_list_and_say_so(tmp_path: Path) -> None:
     from stream_processor.errors import PriceLookupError
     from stream_processor.testing import FixedInstancePrices
 
-    instance = instance_event("arn:aws:ecs:us-east-1:111122223333:container-instance/prod/i1")
-    instance["time"] = "2026-11-02T08:00:00Z"
-    instance["detail"]["attributes"] = [{"name": "ecs.instance-type", "value": "m5.xlarge"}]
-    instance["detail"]["clusterArn"] = CLUSTER
-    task = prod_task(
-        "e",
-        1,
-        "RUNNING",
-        group="service:batch",
-        launchType="EC2",
-        pullStartedAt="2026-11-02T22:00:00Z",
-        cpu="1024",
-        memory="1024",
-        containerInstanceArn=instance["detail"]["containerInstanceArn"],
-    )
+    instance, task = _ec2_task()
     fargate = prod_task("f", 1, "RUNNING", pullStartedAt="2026-11-02T23:00:00Z")
     store = local_history(tmp_path / "h", [instance, task, fargate])
     window = Window.of_days("2026-11-02", "2026-11-02", NOW)
