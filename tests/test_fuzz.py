@@ -494,3 +494,69 @@ def test_fuzz_mutated_fixtures_in_a_kpl_aggregate(mutated: list[tuple[str, bytes
 @given(st.lists(st.binary(max_size=2048), min_size=1, max_size=4))
 def test_fuzz_arbitrary_bytes_in_a_batch(payloads: list[bytes]) -> None:
     _run_batch(payloads, _no_refusals)
+
+
+def _history_readers_survive(payloads: list[bytes]) -> None:
+    """The history readers over what the writer accepted: snapshots, `state --as-of`,
+    `cost`, `failures`, `timeline` and a `query` of every column, on a local history
+    laid out as on S3."""
+    import tempfile
+
+    from stream_processor.adapters.history_store import LocalHistoryStore
+    from stream_processor.analytics.query import HistoryQuery
+    from stream_processor.analytics.scan import DayRange
+    from stream_processor.analytics.snapshot import build_snapshots
+    from stream_processor.analytics.spend import answer
+    from stream_processor.analytics.timeline import build_timeline
+    from stream_processor.core.events import Dataset
+
+    history = InMemoryHistory()
+    pipeline = Pipeline(
+        Settings(history_bucket="b"),
+        state=InMemoryStateStore(),
+        history=history,
+        quarantine=InMemoryQuarantine(),
+    )
+    pipeline.process(from_lambda_event(lambda_event(payloads, first_seq=100)))
+    with tempfile.TemporaryDirectory() as folder:
+        store = LocalHistoryStore(Path(folder))
+        for obj in history.objects.values():
+            store.write(obj.key, to_parquet(obj.table))
+        days = sorted({obj.event_date for obj in history.objects.values()})
+        if not days:
+            return
+        build_snapshots(store, "ecs-history/")
+        first, last = days[0], days[-1]
+        now = datetime.now(UTC)
+        for question in ("cost", "failures"):
+            answer(question, store, "ecs-history/", first, last, now=now)
+        engine = HistoryQuery(store, "ecs-history/", days=DayRange(first, last))
+        try:
+            for dataset in (Dataset.TASK, Dataset.CONTAINER_INSTANCE, Dataset.DEPLOYMENT):
+                engine.state_as_of(now, dataset)
+                engine.run(f"SELECT * FROM {dataset.value}")
+        finally:
+            engine.close()
+        arns = {
+            row["resource_arn"]
+            for obj in history.objects.values()
+            if obj.dataset in (Dataset.TASK, Dataset.DEPLOYMENT)
+            for row in obj.table.select(["resource_arn"]).to_pylist()
+        }
+        for arn in sorted(arns)[:3]:
+            if arn.startswith("arn:") and ":task/" not in arn:
+                continue
+            build_timeline(store, "ecs-history/", arn, DayRange(first, last))
+
+
+@settings(
+    max_examples=max(EXAMPLES // 10, 10),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=EXAMPLES <= 150,
+)
+@given(st.lists(_payload, min_size=1, max_size=3))
+def test_fuzz_the_history_readers_survive_what_the_writer_accepted(
+    mutated: list[tuple[str, bytes]],
+) -> None:
+    _history_readers_survive([data for _, data in mutated])
