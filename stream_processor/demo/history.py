@@ -4,7 +4,7 @@ the benchmarks (`--history DIR` reads it like `s3://bucket`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,24 @@ from stream_processor.testing import InMemoryHistory, InMemoryQuarantine, InMemo
 SHARD = "shardId-000000000000"
 
 
+def _batches(
+    events: Sequence[dict[str, Any]], size: int, *, by_day: bool
+) -> Iterator[Sequence[dict[str, Any]]]:
+    """`events` in order, `size` at a time; with `by_day`, a batch also ends where the
+    next event's day differs from its first's."""
+    start = 0
+    while start < len(events):
+        end = min(start + size, len(events))
+        if by_day:
+            day = str(events[start].get("time", ""))[:10]
+            end = next(
+                (i for i in range(start + 1, end) if str(events[i].get("time", ""))[:10] != day),
+                end,
+            )
+        yield events[start:end]
+        start = end
+
+
 def write_local_history(
     events: Sequence[dict[str, Any]],
     root: Path,
@@ -36,8 +54,9 @@ def write_local_history(
     `first_sequence`) in batches of `batch`, writing each batch's history objects (and late
     markers) under `root`; return the next sequence number. State goes to `state` (in
     memory if None). The pipeline's clock is `now` (ISO 8601) if given, else each batch's
-    earliest event time: the stream delivered as it happened (a batch of a sparse simulated
-    stream spans hours; in production it closes within seconds), so nothing is late."""
+    latest event time, and a batch never spans two days: the stream delivered as it
+    happened (a batch of a sparse simulated stream spans hours; in production it closes
+    within seconds), so nothing is late and nothing is dated past the clock."""
     history = InMemoryHistory()
     clock = [now or ""]
     pipeline = Pipeline(
@@ -49,14 +68,14 @@ def write_local_history(
     )
     store = LocalHistoryStore(root)
     sequence = first_sequence
-    for start in range(0, len(events), batch):
+    for chunk in _batches(events, batch, by_day=now is None):
         records = [
             KinesisRecord(SHARD, str(sequence + i), 0, partition_key(e), msgspec.json.encode(e))
-            for i, e in enumerate(events[start : start + batch])
+            for i, e in enumerate(chunk)
         ]
         sequence += len(records)
         if now is None:
-            clock[0] = min(str(e.get("time", "")) for e in events[start : start + batch])
+            clock[0] = max(str(e.get("time", "")) for e in chunk)
         outcome = pipeline.process(records)
         if outcome.failed_from is not None:
             raise StreamProcessorError(f"batch from {outcome.failed_from} not processed")

@@ -151,8 +151,9 @@ def test_incremental_compaction_closes_validity_across_the_days_between(
     for n in range(DAYS):
         build_snapshots(store, PREFIX)
         before = len(store.reads)
+        objects = partition_keys(store, PREFIX, "task_state_change", "event_date", [day(n)])
         compact(store, PREFIX, datasets=[Dataset.TASK], date_from=day(n), date_to=day(n))
-        per_day_reads.append(len(store.reads) - before)
+        per_day_reads.append(len(store.reads) - before - len(objects))
     # Fold the closures the later days wrote into the earlier ones.
     compact(store, PREFIX, datasets=[Dataset.TASK], fold_all_closures=True)
     stored = {}
@@ -160,8 +161,9 @@ def test_incremental_compaction_closes_validity_across_the_days_between(
         for row in pq.read_table(path).to_pylist():
             stored[(row["resource_arn"], row["version"])] = (row["valid_from"], row["valid_to"])
     assert stored == brute_versions(events)
-    # A day's compaction read that day's object(s) and one snapshot, whatever came before.
-    assert max(per_day_reads) <= min(per_day_reads) + 2, per_day_reads
+    # A day's compaction read that day's object(s) and one snapshot (and a closure or
+    # two), whatever came before.
+    assert max(per_day_reads) <= 3, per_day_reads
     assert not list((root / PREFIX / "task_state_change_validity").rglob("*.parquet"))
 
 
