@@ -58,3 +58,14 @@ def test_bad_settings_raise_config_errors(env: dict[str, str], message: str) -> 
 def test_missing_bucket_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="HISTORY_BUCKET is not set"):
         Settings().require_bucket()
+
+
+def test_every_setting_has_an_environment_name_and_a_meaning() -> None:
+    """A field without an environment name could not be configured, and one without a
+    meaning would be missing from the settings page: both fail here, not in production."""
+    from stream_processor.config import DESCRIPTIONS, ENV_NAMES
+
+    names = [f.name for f in dataclasses.fields(Settings)]
+    assert [n for n in names if n not in ENV_NAMES] == []
+    assert [n for n in names if n not in DESCRIPTIONS] == []
+    assert len(set(ENV_NAMES.values())) == len(ENV_NAMES)  # no variable sets two fields
