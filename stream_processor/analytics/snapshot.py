@@ -209,15 +209,11 @@ def read_snapshot(
     tables = [conform(t, schema) for t in read_tables(store, keys, schema.names)]
     if not tables:
         return schema.empty_table()
-    table = tables[0] if len(tables) == 1 else _merged(dataset, pa.concat_tables(tables))
+    # Two builds' files of one snapshot: what one build would keep of both.
+    table = tables[0] if len(tables) == 1 else snapshot_rows(dataset, pa.concat_tables(tables))
     if live_at is not None:
         table = table.filter(is_live(dataset, table, live_at))
     return table
-
-
-def _merged(dataset: Dataset, table: pa.Table) -> pa.Table:
-    """Two builds' files of one snapshot as one: what one build would keep of both."""
-    return snapshot_rows(dataset, table)
 
 
 def _read_living(
