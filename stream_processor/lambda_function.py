@@ -170,15 +170,19 @@ def watchdog_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         ):
             pass
 
+    # A breakdown is published only when it is not zero: CloudWatch bills a custom metric
+    # for every hour it is published, so zeros per cluster and kind would cost $0.30 a
+    # month each on a quiet fleet. The alarms read the two totals, published every run.
     for arn in arns:
         name = arn.rsplit("/", 1)[-1]
         for kind in KINDS:
-            publish("StuckResources", by_cluster.get((arn, kind), 0), cluster=name, kind=kind)
-        publish("FailingServices", by_cluster.get((arn, SERVICE), 0), cluster=name)
+            if stuck := by_cluster.get((arn, kind), 0):
+                publish("StuckResources", stuck, cluster=name, kind=kind)
+        if failing := by_cluster.get((arn, SERVICE), 0):
+            publish("FailingServices", failing, cluster=name)
     for kind in KINDS:
-        publish(
-            "StuckResources", sum(n for (_, k), n in by_cluster.items() if k == kind), kind=kind
-        )
+        if stuck := sum(n for (_, k), n in by_cluster.items() if k == kind):
+            publish("StuckResources", stuck, kind=kind)
     publish("StuckResources", sum(n for (_, k), n in by_cluster.items() if k in KINDS))
     failing = sum(n for (_, k), n in by_cluster.items() if k == SERVICE)
     publish("FailingServices", failing)

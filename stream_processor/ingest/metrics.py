@@ -81,12 +81,17 @@ BATCH_METRICS = {
 
 
 def add_batch_metrics(metrics: Metrics, outcome: BatchOutcome) -> None:
-    """Add one batch's counts and latency to a Powertools `Metrics` set."""
+    """Add one batch's counts and latency to a Powertools `Metrics` set. A count is added
+    only when it is not zero: CloudWatch bills a custom metric for each hour it is
+    published ($0.30 a month if every hour), and an absent count reads as zero (the
+    alarms on counts treat missing data as not breaching). A busy stream publishes
+    `RecordsIn`, `EventsDecoded`, `HistoryRows`, `HistoryObjects` and `BatchLatency`; the
+    rest only in the hours something happened."""
     for field, name in BATCH_METRICS.items():
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=getattr(outcome, field))
-    metrics.add_metric(
-        name="BatchesNotDurable", unit=MetricUnit.Count, value=int(outcome.failed_from is not None)
-    )
+        if value := getattr(outcome, field):
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    if outcome.failed_from is not None:
+        metrics.add_metric(name="BatchesNotDurable", unit=MetricUnit.Count, value=1)
     metrics.add_metric(
         name="BatchLatency", unit=MetricUnit.Milliseconds, value=outcome.elapsed_s * 1000
     )
