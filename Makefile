@@ -80,6 +80,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/history.py
 	$(BIN)/python benchmarks/spend.py
 	$(BIN)/python benchmarks/bill.py --tasks 2000 --rounds 3
+	$(BIN)/python benchmarks/stack_bill.py --compare
 	$(BIN)/python benchmarks/record_memory.py
 
 # The Lambda artifact (arm64, Python 3.12) into dist/; see infra/package.py.
