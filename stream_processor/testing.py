@@ -148,9 +148,7 @@ class InMemoryStateQueries:
             sort_value = item.get(spec.sort, {}).get("S")
             if partition not in wanted or not isinstance(sort_value, str):
                 continue
-            if sort is not None and not (
-                sort_value.startswith(sort.value) if sort.prefix else sort_value == sort.value
-            ):
+            if sort is not None and not sort.matches(sort_value):
                 continue
             found.append(key)
         return found

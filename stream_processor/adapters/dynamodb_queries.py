@@ -81,8 +81,7 @@ class DynamoDBStateQueries:
                 "ExpressionAttributeValues": {":p": {"S": partition}},
             }
             if sort is not None:
-                condition = "begins_with(#s, :s)" if sort.prefix else "#s = :s"
-                kwargs["KeyConditionExpression"] += f" AND {condition}"
+                kwargs["KeyConditionExpression"] += f" AND {sort.expression('#s', ':s')}"
                 kwargs["ExpressionAttributeNames"]["#s"] = spec.sort
                 kwargs["ExpressionAttributeValues"][":s"] = {"S": sort.value}
             pages = self._client.get_paginator("query").paginate(**kwargs)

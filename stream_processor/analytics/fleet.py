@@ -29,16 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 from stream_processor.analytics.scan import DayRange
 from stream_processor.analytics.timeline import life_days, timeline
-from stream_processor.core.events import SPECS, Dataset, service_arn
+from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.indexes import (
     CLUSTER_PHASE,
+    DEPLOYMENT_TRANSIT,
     ENDED,
     LIVE,
     SERVICE_DEPLOYMENT,
+    TASK_TRANSIT,
     TERMINAL,
     partitions,
     phase_of,
     phase_value,
+    since_value,
 )
 from stream_processor.core.items import EVENT_TIME, ORDER, item_json
 from stream_processor.core.ports import SortKey, StateQueries
@@ -49,6 +52,7 @@ from stream_processor.core.stuck import (
     TASK_ATTRIBUTES,
     Stuck,
     crash_loops,
+    shortest_wait,
     stuck_deployments,
     stuck_instances,
     stuck_tasks,
@@ -240,10 +244,15 @@ class FleetState:
         prefix: str = "ecs-history/",
     ) -> list[Stuck]:
         """Live tasks, container instances and deployments of these clusters that made no
-        progress for longer than their thresholds (`core.stuck`), longest first. Keys from
-        the indexes (the live phase only), items by key with the few attributes the rules
-        read; deployments of the services the live tasks belong to. With a `history`, the
-        services in a crash loop too, from its objects of the crash-loop window."""
+        progress for longer than their thresholds (`core.stuck`), longest first. Tasks and
+        deployments from their transit indexes: only those that entered a state that may
+        get stuck longer ago than the shortest threshold (`shortest_wait`), read by key
+        with the few attributes the rules read, so a run's reads follow what may be stuck,
+        not the size of the fleet. Container instances (few) from the live phase. With a
+        `history`, the services in a crash loop too, from its objects of the crash-loop
+        window."""
+        from datetime import timedelta
+
         from stream_processor.analytics.spend import recent_stops
 
         limits = dict(limits or thresholds())
@@ -253,25 +262,28 @@ class FleetState:
             stops = recent_stops(history, prefix, now, limits[CRASH_LOOP])
             found += [s for s in crash_loops(stops, now, limits) if s.cluster in wanted]
         live = SortKey(phase_value(LIVE), prefix=True)
+        tasks_begun = SortKey(
+            since_value(now - timedelta(seconds=shortest_wait(limits))), upto=True
+        )
+        deployments_begun = SortKey(
+            since_value(now - timedelta(seconds=limits["SERVICE_DEPLOYMENT_IN_PROGRESS"])),
+            upto=True,
+        )
         for cluster in clusters:
             arn = self.cluster_arn(cluster)
-            task_keys = self._queries.keys(Dataset.TASK, CLUSTER_PHASE, partitions(arn), live)
-            tasks = self._items(Dataset.TASK, task_keys, TASK_ATTRIBUTES)
-            found += stuck_tasks(tasks, arn, now, limits)
+            task_keys = self._queries.keys(Dataset.TASK, TASK_TRANSIT, partitions(arn), tasks_begun)
+            found += stuck_tasks(
+                self._items(Dataset.TASK, task_keys, TASK_ATTRIBUTES), arn, now, limits
+            )
             keys = self._queries.keys(
                 Dataset.CONTAINER_INSTANCE, CLUSTER_PHASE, partitions(arn), live
             )
             found += stuck_instances(
                 self._items(Dataset.CONTAINER_INSTANCE, keys, INSTANCE_ATTRIBUTES), arn, now, limits
             )
-            services = sorted({s for t in tasks if (s := service_arn(arn, t.get("group")))})
-            deployment_keys = [
-                key
-                for service in services
-                for key in self._queries.keys(
-                    Dataset.DEPLOYMENT, SERVICE_DEPLOYMENT, [service], None
-                )
-            ]
+            deployment_keys = self._queries.keys(
+                Dataset.DEPLOYMENT, DEPLOYMENT_TRANSIT, [arn], deployments_begun
+            )
             deployments = self._items(Dataset.DEPLOYMENT, deployment_keys, DEPLOYMENT_ATTRIBUTES)
             found += stuck_deployments(deployments, arn, now, limits)
         return sorted(found, key=lambda s: (-s.for_s, s.arn))

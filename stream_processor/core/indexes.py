@@ -3,7 +3,15 @@
 - tasks by cluster, split into live and ended, and by task group within each
   (`cluster-phase`): `tasks --cluster`, `--status`, `--service`, `--group`;
 - container instances by cluster, live or ended (`cluster-phase`);
-- deployments by service (`service-deployment`).
+- deployments by service (`service-deployment`);
+- what may be stuck, by when it began (`task-transit`: tasks starting or stopping, since
+  their `createdAt` or `stoppingAt`; `deployment-transit`: deployments in progress, since
+  their last update). Sparse: only an item in such a state has the `_transit` and
+  `_since` attributes, so the watchdog reads the entries older than its shortest
+  threshold and nothing else, instead of every live task every run (issue 37: at 100,000
+  tasks a day that was $112 a month of reads). A task enters it when it starts (1 write
+  unit), leaves it when it runs (1), enters again when it stops and leaves when it has
+  stopped: about half a write unit an event.
 
 Every index write is paid for: a GSI entry costs ⌈entry / 1 KB⌉ write units whenever a key
 or projected attribute of it changes, twice when a key changes (delete + put). So the
@@ -24,6 +32,10 @@ takes about 1,000 writes per second), so the task and instance partition key is 
 queries the shards concurrently. Deployments are keyed by their service ARN alone: a
 service never starts deployments at that rate.
 
+Items written before the transit indexes join them on their next write (a task or a
+deployment changes state within minutes; one already stuck at the upgrade is found by
+`stream-processor stuck`'s own reads, not by the watchdog, until its next event).
+
 Items written before this layout (indexes `cluster-status`, `service-status`,
 `service-order`, attributes `_status`, `_service`) join these indexes on their next write,
 or at once through `stream-processor reindex`; `setup` and `infra/template.yaml` create
@@ -35,15 +47,19 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from stream_processor.core.events import (
     SPECS,
     ContainerInstanceDetail,
     Dataset,
+    DeploymentDetail,
     EcsEvent,
     TaskDetail,
 )
+from stream_processor.core.stuck import deployment_since, task_since
+from stream_processor.core.times import iso_z
 
 #: Partitions of each sharded index key. Readers query them all; changing it needs a reindex.
 INDEX_SHARDS = 8
@@ -51,11 +67,17 @@ INDEX_SHARDS = 8
 #: The index names (the read side queries them by these).
 CLUSTER_PHASE = "cluster-phase"
 SERVICE_DEPLOYMENT = "service-deployment"
+TASK_TRANSIT = "task-transit"
+DEPLOYMENT_TRANSIT = "deployment-transit"
 CLUSTER = "_cluster"
 PHASE = "_phase"
+#: The transit indexes' keys: the cluster (sharded for tasks), and when the state that
+#: may get stuck began (ISO 8601 in UTC to the microsecond: it sorts as time).
+TRANSIT = "_transit"
+SINCE = "_since"
 #: Deployments' index partition: the service, metadata every deployment item carries.
 SERVICE_ARN = "_serviceArn"
-INDEX_ATTRIBUTES = (CLUSTER, PHASE)
+INDEX_ATTRIBUTES = (CLUSTER, PHASE, TRANSIT, SINCE)
 #: The index attributes of the layout before issue #19, still recognised on old items.
 LEGACY_INDEX_ATTRIBUTES = ("_service", "_status")
 #: The indexes of that layout, which `setup` and `reindex` retire.
@@ -105,7 +127,25 @@ INDEXES: tuple[Index, ...] = (
     Index(Dataset.TASK, CLUSTER_PHASE, CLUSTER, PHASE),
     Index(Dataset.CONTAINER_INSTANCE, CLUSTER_PHASE, CLUSTER, PHASE),
     Index(Dataset.DEPLOYMENT, SERVICE_DEPLOYMENT, SERVICE_ARN, "deploymentId", sharded=False),
+    Index(Dataset.TASK, TASK_TRANSIT, TRANSIT, SINCE),
+    Index(Dataset.DEPLOYMENT, DEPLOYMENT_TRANSIT, TRANSIT, SINCE, sharded=False),
 )
+#: The indexes issue 37 added after the layout of issue 19: a stack still between the
+#: StateIndexLayout steps finishes them before it takes these (one GSI change an update).
+TRANSIT_INDEXES = (TASK_TRANSIT, DEPLOYMENT_TRANSIT)
+
+
+def since_value(moment: datetime) -> str:
+    """The `_since` sort key of an instant (and the watchdog's bound on it)."""
+    return iso_z(moment, "microseconds")
+
+
+def cluster_of_service(service: str) -> str | None:
+    """`arn:…:cluster/prod` from `arn:…:service/prod/web`; None for the old service ARN
+    format, which names no cluster (the watchdog finds services through their cluster)."""
+    prefix, _, rest = service.partition(":service/")
+    cluster, _, name = rest.partition("/")
+    return f"{prefix}:cluster/{cluster}" if prefix and cluster and name else None
 
 
 def indexes_of(dataset: Dataset) -> tuple[Index, ...]:
@@ -174,13 +214,32 @@ def index_attributes(event: EcsEvent) -> dict[str, dict[str, str]]:
     Deployments need none of their own: their index is keyed by `_serviceArn` and
     `deploymentId`, which the item holds anyway."""
     detail = event.detail
+    since: datetime | None = None
     if isinstance(detail, TaskDetail):
         status, group = detail.lastStatus, _text(detail.group)
+        since = task_since(
+            {
+                "lastStatus": status,
+                "createdAt": detail.createdAt,
+                "stoppingAt": detail.stoppingAt,
+                "updatedAt": detail.updatedAt,
+            }
+        )
     elif isinstance(detail, ContainerInstanceDetail):
         status, group = detail.status, ""
+    elif isinstance(detail, DeploymentDetail):
+        cluster = cluster_of_service(event.subject_arn or "")
+        moment = deployment_since(
+            {"eventName": detail.eventName, "updatedAt": iso_z(detail.updatedAt)}
+        )
+        if cluster is None or moment is None:
+            return {}
+        return {TRANSIT: {"S": cluster}, SINCE: {"S": since_value(moment)}}
     else:
         return {}
     values = _layout(event.dataset, event.key, _text(detail.clusterArn), status, group)
+    if since is not None and CLUSTER in values:
+        values |= {TRANSIT: values[CLUSTER], SINCE: since_value(since)}
     return {name: {"S": value} for name, value in values.items()}
 
 

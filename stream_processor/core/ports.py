@@ -92,10 +92,25 @@ class QuarantineSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SortKey:
-    """A condition on an index's sort key: equal to `value`, or starting with it."""
+    """A condition on an index's sort key: equal to `value`, starting with it (`prefix`),
+    or at most it (`upto`: the transit indexes' "began before")."""
 
     value: str
     prefix: bool = False
+    upto: bool = False
+
+    def matches(self, sort_value: str) -> bool:
+        """Whether a sort key value meets the condition, as DynamoDB compares strings
+        (by their UTF-8 bytes; for the ASCII keys of these indexes, as Python does)."""
+        if self.prefix:
+            return sort_value.startswith(self.value)
+        return sort_value <= self.value if self.upto else sort_value == self.value
+
+    def expression(self, name: str, value: str) -> str:
+        """The condition as a key condition expression on placeholders."""
+        if self.prefix:
+            return f"begins_with({name}, {value})"
+        return f"{name} {'<=' if self.upto else '='} {value}"
 
 
 class StateQueries(Protocol):

@@ -58,6 +58,15 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 _STARTING = ("PROVISIONING", "PENDING", "ACTIVATING")
 _STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING")
+#: A task status it can get stuck in → the attributes its "since" is read from (the
+#: first that holds an instant) and the word for it. One rule for `stuck_tasks` and the
+#: task table's `task-transit` index (`core.indexes`), which holds exactly these tasks.
+TASK_TRANSIT: dict[str, tuple[tuple[str, ...], str]] = {
+    **{status: (("createdAt", "updatedAt"), "starting") for status in _STARTING},
+    **{status: (("stoppingAt", "updatedAt"), "stopping") for status in _STOPPING},
+}
+#: The deployment event that can get stuck, and the `deployment-transit` index's rule.
+DEPLOYMENT_IN_PROGRESS = "SERVICE_DEPLOYMENT_IN_PROGRESS"
 
 #: The task and instance attributes the rules read (what `stuck` fetches by key).
 TASK_ATTRIBUTES = ("lastStatus", "desiredStatus", "group", "createdAt", "stoppingAt", "updatedAt")
@@ -158,20 +167,38 @@ def _first(row: Row, *names: str) -> datetime | None:
     return None
 
 
+def task_since(row: Row) -> datetime | None:
+    """When a task in a status it can get stuck in entered it (`TASK_TRANSIT`); None for
+    any other status, or without a readable instant."""
+    rule = TASK_TRANSIT.get(row.get("lastStatus"))  # type: ignore[arg-type]
+    return _first(row, *rule[0]) if rule else None
+
+
+def deployment_since(row: Row) -> datetime | None:
+    """When a deployment still in progress was last updated; None for any other event."""
+    if row.get("eventName") != DEPLOYMENT_IN_PROGRESS:
+        return None
+    return _first(row, "updatedAt")
+
+
+def shortest_wait(limits: Mapping[str, float]) -> float:
+    """The shortest task threshold: no task entered its status later than this ago can be
+    stuck, so the watchdog reads only the index entries older than it."""
+    return min(limits[status] for status in TASK_TRANSIT)
+
+
 def stuck_tasks(
     rows: Iterable[Row], cluster: str, now: datetime, limits: Mapping[str, float]
 ) -> list[Stuck]:
     found = []
     for row in rows:
         status = row.get("lastStatus")
-        if status in _STARTING:
-            since, why = _first(row, "createdAt", "updatedAt"), "starting"
-        elif status in _STOPPING:
-            since, why = _first(row, "stoppingAt", "updatedAt"), "stopping"
-        else:
+        since = task_since(row)
+        if since is None:
             continue
         assert isinstance(status, str)
-        if since is not None and (now - since).total_seconds() > limits[status]:
+        why = TASK_TRANSIT[status][1]
+        if (now - since).total_seconds() > limits[status]:
             lasted = (now - since).total_seconds()
             found.append(
                 Stuck(
@@ -216,9 +243,7 @@ def stuck_deployments(
 ) -> list[Stuck]:
     found = []
     for row in rows:
-        if row.get("eventName") != "SERVICE_DEPLOYMENT_IN_PROGRESS":
-            continue
-        since = _first(row, "updatedAt")
+        since = deployment_since(row)
         if since is None:
             continue
         lasted = (now - since).total_seconds()

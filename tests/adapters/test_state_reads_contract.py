@@ -17,7 +17,7 @@ from stream_processor.adapters.dynamodb_queries import DynamoDBStateQueries
 from stream_processor.adapters.dynamodb_reindex import DynamoDBReindexer
 from stream_processor.config import Settings
 from stream_processor.core.events import Dataset, EcsEvent, decode_event
-from stream_processor.core.indexes import CLUSTER_PHASE, PHASE, partitions
+from stream_processor.core.indexes import CLUSTER_PHASE, PHASE, TASK_TRANSIT, partitions
 from stream_processor.core.items import ORDER, Item, ItemPolicy, StateWrite
 from stream_processor.core.ports import Reindexer, SortKey, StateQueries, StateSink
 from stream_processor.ingest.reindex import reindex
@@ -101,6 +101,43 @@ def test_an_index_returns_the_keys_of_its_partitions_that_match(port: _Port) -> 
     assert keys(SortKey("live#service:web")) == [_arn("web-1")]
     assert keys(SortKey("live#service:w")) == []  # equality, not a prefix
     assert keys(SortKey("ended#", prefix=True)) == [_arn("web-2")]
+
+
+def test_the_transit_index_holds_only_tasks_starting_or_stopping_by_when_they_began(
+    port: _Port,
+) -> None:
+    """Sparse: a running or stopped task is not in it; a starting task is, by `createdAt`
+    (whatever its spelling of the instant), a stopping one by `stoppingAt`; `upto`
+    returns the entries that began at or before the bound."""
+    _write(
+        port,
+        _state("running", 3, "RUNNING", createdAt="2026-12-01T09:00:00Z"),
+        _state("stopped", 7, "STOPPED", createdAt="2026-12-01T09:00:00Z"),
+        _state("pending-early", 2, "PENDING", createdAt="2026-12-01T10:00:00Z"),
+        _state("pending-late", 2, "PENDING", createdAt="2026-12-01T10:20:00.5+00:00"),
+        _state(
+            "stopping",
+            5,
+            "DEACTIVATING",
+            createdAt="2026-11-01T00:00:00Z",
+            stoppingAt="2026-12-01T10:05:00.123Z",
+        ),
+        _state("elsewhere", 2, "PENDING", cluster=PREPROD, createdAt="2026-12-01T08:00:00Z"),
+    )
+
+    def keys(bound: str) -> list[str]:
+        found = port.queries.keys(
+            Dataset.TASK, TASK_TRANSIT, partitions(PROD), SortKey(bound, upto=True)
+        )
+        return sorted(name.rsplit("/", 1)[-1] for name in found)
+
+    assert keys("9999") == ["pending-early", "pending-late", "stopping"]
+    assert keys("2026-12-01T10:05:00.123000Z") == ["pending-early", "stopping"]
+    assert keys("2026-12-01T10:05:00.122999Z") == ["pending-early"]
+    assert keys("2026-12-01T09:59:59.999999Z") == []
+    # It moves out when the task runs: the next write leaves no entry behind.
+    _write(port, _state("pending-early", 3, "RUNNING", createdAt="2026-12-01T10:00:00Z"))
+    assert keys("9999") == ["pending-late", "stopping"]
 
 
 def test_items_come_back_by_key_with_the_attributes_asked_for(port: _Port) -> None:

@@ -340,3 +340,46 @@ def test_crash_loops_count_each_task_once_and_skip_rows_that_are_not_versions() 
     (found,) = crash_loops(rows, now, thresholds())
     assert found.arn == f"{PREFIX}:service/prod/web" and found.reason.startswith("4 tasks failed")
     assert crash_loops(rows[:3], now, thresholds()) == []  # 3 is not more than 3
+
+
+def test_the_watchdogs_reads_follow_what_may_be_stuck_not_the_fleets_size() -> None:
+    """Issue 37: a run read every live task's item (1 read unit each at 5 KB, every five
+    minutes). Through the transit index it reads only the tasks that entered a starting
+    or stopping state longer ago than the shortest threshold, however many run."""
+    from stream_processor.core.events import EcsEvent, decode_event
+    from stream_processor.core.items import ItemPolicy
+    from stream_processor.testing import InMemoryStateQueries, InMemoryStateStore
+    from tests.conftest import record
+
+    now = datetime(2026, 12, 8, 12, tzinfo=UTC)
+    cluster = f"{PREFIX}:cluster/prod"
+    store = InMemoryStateStore()
+
+    def task(name: str, status: str, created: datetime) -> None:
+        arn = f"{PREFIX}:task/prod/{name}"
+        event = decode_event(
+            record(task_event(arn, 2, status, clusterArn=cluster, createdAt=created.isoformat()), 2)
+        )
+        assert isinstance(event, EcsEvent)
+        store.add(ItemPolicy().build(event, ingested_at="2026-12-08T12:00:00.000Z"))
+
+    for n in range(300):
+        task(f"running-{n}", "RUNNING", now - timedelta(days=3))
+    task("stuck", "PENDING", now - timedelta(hours=2))
+    task("starting", "PENDING", now - timedelta(minutes=3))  # not yet past any threshold
+    store.flush()
+
+    class Counting(InMemoryStateQueries):
+        def __init__(self, store: InMemoryStateStore) -> None:
+            super().__init__(store)
+            self.read: list[str] = []
+
+        def get_many(self, dataset: Any, keys: list[str], attributes: Any) -> list[Any]:
+            self.read += keys
+            return super().get_many(dataset, keys, attributes)
+
+    queries = Counting(store)
+    fleet = FleetState(queries, account=ACCOUNT, region="us-east-1")
+    found = fleet.stuck(["prod"], now=now)
+    assert [s.arn.rsplit("/", 1)[-1] for s in found] == ["stuck"]
+    assert [k.rsplit("/", 1)[-1] for k in queries.read] == ["stuck"]

@@ -32,7 +32,7 @@ from stream_processor.core.catalog import (
     snapshot_columns,
 )
 from stream_processor.core.events import SPECS, Dataset
-from stream_processor.core.indexes import LEGACY_INDEXES, indexes_of
+from stream_processor.core.indexes import LEGACY_INDEXES, TRANSIT_INDEXES, indexes_of
 from stream_processor.core.routing import event_pattern, partition_key_path
 
 TEMPLATE_PATH = Path(__file__).parents[2] / "infra" / "template.yaml"
@@ -69,15 +69,24 @@ def test_index_layout_steps_change_one_index_per_table_from_the_old_layout() -> 
         for layout in LAYOUTS:
             step = _resolve(table, layout)
             now = {i["IndexName"]: i for i in step["GlobalSecondaryIndexes"]}
+            used = {k["AttributeName"] for i in now.values() for k in i["KeySchema"]}
+            used |= {k["AttributeName"] for k in step["KeySchema"]}
+            assert {a["AttributeName"] for a in step["AttributeDefinitions"]} == used
+            # The transit indexes (issue 37) came after this migration: a stack between
+            # its steps finishes it with the release before, then takes them.
+            newer = {name for name in now if name in TRANSIT_INDEXES}
+            assert not newer or layout == "current", (resource, layout, newer)
+            now = {name: i for name, i in now.items() if name not in newer}
             changed = set(now).symmetric_difference(previous)
             assert len(changed) <= 1, (resource, layout, changed)
             for name in set(now) & set(previous):
                 assert now[name] == previous[name]
-            used = {k["AttributeName"] for i in now.values() for k in i["KeySchema"]}
-            used |= {k["AttributeName"] for k in step["KeySchema"]}
-            assert {a["AttributeName"] for a in step["AttributeDefinitions"]} == used
             previous = now
         assert not set(previous) & set(retired)  # `current` keeps none of the old ones
+    # From the release before, at `current`, each table takes at most one new index.
+    for resource, props in _of_type("AWS::DynamoDB::Table").items():
+        indexes = _resolve(props, "current").get("GlobalSecondaryIndexes", [])
+        assert sum(i["IndexName"] in TRANSIT_INDEXES for i in indexes) <= 1, resource
 
 
 def test_handler_path_points_at_the_real_handler() -> None:
