@@ -190,9 +190,17 @@ SHAPES = {"5 KB": 4, "2 KB": 1}  # containers per task
 
 
 def _detail(
-    b: EventBuilder, arn: str, version: int, at: datetime, status: str, containers: int
+    b: EventBuilder,
+    arn: str,
+    version: int,
+    at: datetime,
+    status: str,
+    containers: int,
+    created: datetime,
+    stopping_at: datetime,
 ) -> dict[str, Any]:
-    created = at - timedelta(minutes=1)
+    """A task's event in `status` at `at`: `createdAt` and `stoppingAt` stay what they
+    were when the task was created and when its stop began, as ECS keeps them."""
     detail = fargate_task_detail(b, arn, version, at, created, "web")
     detail["containers"] = detail["containers"][:containers]
     detail["overrides"]["containerOverrides"] = detail["overrides"]["containerOverrides"][
@@ -213,7 +221,7 @@ def _detail(
             else "PENDING"
         )
     if stopping:
-        detail["stoppingAt"] = detail["updatedAt"]
+        detail["stoppingAt"] = stopping_at.isoformat().replace("+00:00", "Z")
         detail["stopCode"] = "ServiceSchedulerInitiated"
         detail["stoppedReason"] = "Scaling activity initiated by (deployment ecs-svc/1234)"
     if status == "STOPPED":
@@ -273,15 +281,14 @@ def fleet_slice(tasks_per_day: int, seconds: float, shape: str, seed: int = 37) 
     events: list[tuple[float, str, bytes]] = []
     warm: list[tuple[str, bytes]] = []
 
-    def emit(arn: str, at: float, status: str, version: int) -> bytes:
+    def emit(arn: str, at: float, status: str, version: int, created: float, stop: float) -> bytes:
         b.timed.clear()
         moment = base + timedelta(seconds=at)
-        b.emit(
-            moment,
-            "ECS Task State Change",
-            arn,
-            _detail(b, arn, version, moment, status, containers),
-        )
+        detail = _detail(
+            b, arn, version, moment, status, containers,
+            base + timedelta(seconds=created), base + timedelta(seconds=stop),
+        )  # fmt: skip
+        b.emit(moment, "ECS Task State Change", arn, detail)
         return msgspec.json.encode(b.timed[-1][2])
 
     for stopping, lead in ((False, 150.0), (True, 400.0)):
@@ -294,12 +301,14 @@ def fleet_slice(tasks_per_day: int, seconds: float, shape: str, seed: int = 37) 
             lb = rng.random() < 0.5
             steps = _stopping(rng, lb) if stopping else _starting(rng, lb)
             version = 4 + rng.randint(0, 3) if stopping else 1
+            created = at - 3660 if stopping else at
             if stopping:
-                warm.append((arn, emit(arn, at - 3600, "RUNNING", version - 1)))
+                warm.append((arn, emit(arn, at - 3600, "RUNNING", version - 1, created, at)))
             for offset, status in steps:
                 moment = at + offset
                 if 0 <= moment < seconds:
-                    events.append((moment + DELIVERY_S, arn, emit(arn, moment, status, version)))
+                    data = emit(arn, moment, status, version, created, at)
+                    events.append((moment + DELIVERY_S, arn, data))
                 version += 1
     events.sort(key=lambda e: e[0])
     return Slice(seconds, events, warm, tasks_per_day, shape)
