@@ -21,7 +21,12 @@ from aws_lambda_powertools import Metrics
 
 from stream_processor.composition import Ports
 from stream_processor.config import Settings
-from stream_processor.core.records import Received, from_lambda_event
+from stream_processor.core.records import (
+    Received,
+    from_lambda_event,
+    from_sqs_event,
+    is_sqs_event,
+)
 from stream_processor.core.retry import Deadline
 from stream_processor.ingest.metrics import BATCH_METRICS, NAMESPACE, SERVICE, add_batch_metrics
 from stream_processor.ingest.wiring import AwsPipeline
@@ -67,8 +72,16 @@ def _deadline(context: object, margin_s: float) -> Deadline:
 
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dict[str, str]]]:
-    """Process one Kinesis batch; report where to retry from if it was not fully durable."""
-    records = from_lambda_event(event)
+    """Process one batch, from Kinesis or (`Transport=sqs`) from the SQS queue; report
+    where to retry from if it was not fully durable: the sequence number to resume the
+    shard at, or every message from the first one not durable (so a redelivery repeats
+    what followed it, as a shard's retry would)."""
+    sqs = is_sqs_event(event)
+    message_ids: dict[str, str] = {}
+    if sqs:
+        records, message_ids = from_sqs_event(event)
+    else:
+        records = from_lambda_event(event)
     by_shard: dict[str, list[Received]] = defaultdict(list)
     for record in records:
         by_shard[record.shard_id].append(record)
@@ -78,7 +91,16 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, list[dic
     for shard_records in by_shard.values():
         outcome = runtime.pipeline.process(shard_records, deadline)
         add_batch_metrics(metrics, outcome)
-        if outcome.failed_from is not None:
+        if outcome.failed_from is None:
+            continue
+        if sqs:
+            first = next(r for r in shard_records if r.sequence_number == outcome.failed_from)
+            failures += [
+                {"itemIdentifier": message_ids[r.sequence_number]}
+                for r in shard_records
+                if r.position >= first.position
+            ]
+        else:
             failures.append({"itemIdentifier": outcome.failed_from})
     return {"batchItemFailures": failures}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -108,6 +109,48 @@ def from_lambda_event(event: Mapping[str, Any]) -> list[Received]:
         else:
             out.append(record)
     return out
+
+
+def sqs_sequence_number(sent_ms: object, message_id: object, position: int) -> str:
+    """A sequence number for an SQS message, which has none: its send time (ms), then its
+    message id (a UUID) as a number, so records order by arrival as a shard's would and
+    the number is the same on every delivery of the message. A message id that is not a
+    UUID orders by its place in the batch."""
+    sent = int(sent_ms) if isinstance(sent_ms, str) and sent_ms.isdigit() else 0
+    try:
+        tail = uuid.UUID(str(message_id)).int
+    except ValueError:
+        tail = position
+    return f"{sent:013d}{tail:039d}"
+
+
+def from_sqs_event(event: Mapping[str, Any]) -> tuple[list[Received], dict[str, str]]:
+    """Map a Lambda SQS event (EventBridge's events as message bodies, the queue as one
+    "shard") to records, and each record's sequence number to its message id (what
+    `batchItemFailures` names)."""
+    out: list[Received] = []
+    ids: dict[str, str] = {}
+    for position, raw in enumerate(event.get("Records") or ()):
+        queue = str(raw.get("eventSourceARN", "")).rsplit(":", 1)[-1] or "queue"
+        shard_id = f"sqs-{queue}"
+        message_id = str(raw.get("messageId", ""))
+        seq = sqs_sequence_number(
+            (raw.get("attributes") or {}).get("SentTimestamp"), message_id, position
+        )
+        ids[seq] = message_id
+        body = raw.get("body")
+        if not isinstance(body, str):
+            out.append(Rejected(shard_id, seq, 0, "", b"", "sqs body is missing"))
+            continue
+        out.append(KinesisRecord(shard_id, seq, 0, "", body.encode("utf-8", "surrogatepass")))
+    return out, ids
+
+
+def is_sqs_event(event: Mapping[str, Any]) -> bool:
+    """Whether a Lambda event is an SQS batch (the `Transport=sqs` stack)."""
+    records = event.get("Records")
+    first = records[0] if isinstance(records, list) and records else None
+    return isinstance(first, Mapping) and first.get("eventSource") == "aws:sqs"
 
 
 def from_get_records(shard_id: str, records: Iterable[Mapping[str, Any]]) -> list[Received]:

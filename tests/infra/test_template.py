@@ -115,18 +115,26 @@ LAYOUTS = ("migrate-add", "migrate-retire", "current")
 
 def _resolve(value: Any, layout: str) -> Any:
     """The template value with its index-layout conditions decided for `layout`."""
-    truth = {
-        "IndexLayoutCurrent": layout == "current",
-        "IndexLayoutAdd": layout == "migrate-add",
-        "IndexLayoutRetire": layout == "migrate-retire",
-    }
+    return _decide(
+        value,
+        {
+            "IndexLayoutCurrent": layout == "current",
+            "IndexLayoutAdd": layout == "migrate-add",
+            "IndexLayoutRetire": layout == "migrate-retire",
+        },
+    )
+
+
+def _decide(value: Any, truth: dict[str, bool]) -> Any:
+    """The template value with the named conditions decided (`AWS::NoValue` dropped)."""
     if isinstance(value, dict) and "Fn::If" in value and value["Fn::If"][0] in truth:
         condition, then, otherwise = value["Fn::If"]
-        return _resolve(then if truth[condition] else otherwise, layout)
+        return _decide(then if truth[condition] else otherwise, truth)
     if isinstance(value, dict):
-        return {k: _resolve(v, layout) for k, v in value.items()}
+        decided = {k: _decide(v, truth) for k, v in value.items()}
+        return {k: v for k, v in decided.items() if v != {"Ref": "AWS::NoValue"}}
     if isinstance(value, list):
-        return [_resolve(v, layout) for v in value]
+        return [_decide(v, truth) for v in value]
     return value
 
 
@@ -186,10 +194,15 @@ def test_one_rule_per_dataset_keyed_like_the_decoder() -> None:
     for rule in rules:
         if "EventBusName" in rule:
             continue  # the central bus's twins: see the organization test
-        (target,) = rule["Targets"]
+        (target,) = _decide(rule["Targets"], {"UseQueue": False})
         assert target["Arn"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
         assert "DeadLetterConfig" in target and "RetryPolicy" in target
         found.append((rule["EventPattern"], target["KinesisParameters"]["PartitionKeyPath"]))
+        # Transport=sqs: the same rule sends to the queue, with no role or partition key.
+        (queued,) = _decide(rule["Targets"], {"UseQueue": True})
+        assert queued["Arn"] == {"Fn::GetAtt": ["EventQueue", "Arn"]}
+        assert "RoleArn" not in queued and "KinesisParameters" not in queued
+        assert "DeadLetterConfig" in queued and "RetryPolicy" in queued
     expected = [(event_pattern(d), partition_key_path(d)) for d in Dataset]
     assert sorted(map(repr, found)) == sorted(map(repr, expected))
 
@@ -338,7 +351,7 @@ def test_watchdog_runs_on_its_schedule_reads_only_the_state_and_alarms_on_its_me
 
 
 def test_event_source_mapping_reports_failures_and_bisects() -> None:
-    (mapping,) = _of_type("AWS::Lambda::EventSourceMapping").values()
+    mapping = _of_type("AWS::Lambda::EventSourceMapping")["ProcessorEventSourceMapping"]
     assert mapping["StartingPosition"] == "TRIM_HORIZON"
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
@@ -641,12 +654,15 @@ def test_enhanced_fan_out_reads_through_a_registered_consumer_with_its_own_permi
     function may subscribe to; by default it reads the stream itself, as before."""
     assert TEMPLATE["Parameters"]["StreamReader"]["Default"] == "shared-throughput"
     assert TEMPLATE["Conditions"]["EnhancedFanOut"] == {
-        "Fn::Equals": [{"Ref": "StreamReader"}, "enhanced-fan-out"]
+        "Fn::And": [
+            {"Fn::Equals": [{"Ref": "StreamReader"}, "enhanced-fan-out"]},
+            {"Condition": "UseStream"},
+        ]
     }
     consumer = RESOURCES["StreamConsumer"]
     assert consumer["Condition"] == "EnhancedFanOut"
     assert consumer["Properties"]["StreamARN"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
-    (mapping,) = _of_type("AWS::Lambda::EventSourceMapping").values()
+    mapping = _of_type("AWS::Lambda::EventSourceMapping")["ProcessorEventSourceMapping"]
     assert mapping["EventSourceArn"] == {
         "Fn::If": [
             "EnhancedFanOut",
@@ -790,3 +806,40 @@ def test_every_checkov_skip_says_why(which: str) -> None:
     assert skips
     for skip in skips:
         assert skip["id"].startswith("CKV_") and len(skip["comment"]) > 40, skip
+
+
+def test_the_queue_transport_is_the_stream_path_without_the_stream() -> None:
+    """Transport=sqs (issue 37: no fixed charge for a small fleet): the stream, its role
+    and its mapping are not created; the queue is encrypted, TLS-only, open to this
+    account's rules only, and gives a message the function fails five times to the
+    alarmed OnFailureQueue; its mapping batches as the parameters say and reports
+    failures per message; the function may read only it."""
+    assert TEMPLATE["Parameters"]["Transport"]["Default"] == "kinesis"
+    for name in ("EventStream", "EventsToKinesisRole", "ProcessorEventSourceMapping"):
+        assert RESOURCES[name]["Condition"] == "UseStream", name
+    for name in ("EventQueue", "EventQueuePolicy", "QueueEventSourceMapping", "QueueAgeAlarm"):
+        assert RESOURCES[name]["Condition"] == "UseQueue", name
+    queue = RESOURCES["EventQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["OnFailureQueue", "Arn"]
+    }
+    assert (
+        queue["VisibilityTimeout"] >= TEMPLATE["Parameters"]["FunctionTimeoutSeconds"]["MaxValue"]
+    )
+    statements = RESOURCES["EventQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert {s["Effect"] for s in statements} == {"Allow", "Deny"}
+    (allow,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert "aws:SourceAccount" in allow["Condition"]["StringEquals"]
+    mapping = RESOURCES["QueueEventSourceMapping"]["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == {"Ref": "BatchSize"}
+    assert mapping["MaximumBatchingWindowInSeconds"] == {"Ref": "MaximumBatchingWindowInSeconds"}
+    role = RESOURCES["ProcessorRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements = _decide(
+        role["Statement"], {"UseQueue": True, "UseStream": False, "EnhancedFanOut": False}
+    )
+    reads = [s for s in statements if s.get("Sid") == "ReadTheEventQueue"]
+    assert reads and reads[0]["Resource"] == {"Fn::GetAtt": ["EventQueue", "Arn"]}
+    assert not [s for s in statements if s.get("Sid") == "ReadTheEventStream"]

@@ -251,3 +251,67 @@ def test_redaction_can_be_turned_off(handler: Any, monkeypatch: pytest.MonkeyPat
     lambda_function.reset()
     assert handler(lambda_event([_with_secret(1)]), None) == {"batchItemFailures": []}
     assert SECRET in _everything_stored()
+
+
+def _sqs_event(payloads: list[Any]) -> dict[str, Any]:
+    """The payloads through a real SQS queue (moto over HTTP), received as the event
+    source mapping receives them, in Lambda's SQS event shape (`Transport=sqs`)."""
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="ecs-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    for payload in payloads:
+        body = payload.decode() if isinstance(payload, bytes) else json.dumps(payload)
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    records: list[dict[str, Any]] = []
+    while len(records) < len(payloads):
+        got = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=600
+        )
+        records += [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            }
+            for m in got.get("Messages", [])
+        ]
+    return {"Records": records}
+
+
+def test_an_sqs_batch_converges_like_a_shards(handler: Any) -> None:
+    """`Transport=sqs` (issue 37: no fixed charge for small fleets): EventBridge's events
+    as message bodies, duplicated and out of order, end in the same state and history."""
+    events, last = _fleet(4)
+    rng = random.Random(5)
+    delivered: list[Any] = events + rng.sample(events, 5)
+    rng.shuffle(delivered)
+    delivered.insert(3, b"Hello, this is a test.")
+    assert handler(_sqs_event(delivered), None) == {"batchItemFailures": []}
+    tasks, instances = _scan("ECSTaskState"), _scan("ECSCtrInstanceState")
+    for key, event in last.items():
+        item = tasks.get(key) or instances[key]
+        assert item["version"] == {"N": str(event["detail"]["version"])}
+    assert len(_history()) == len(events)
+    quarantine = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="quarantine/")
+    assert len(quarantine["Contents"]) == 1
+
+
+def test_an_sqs_batch_that_fails_names_every_message_from_the_first_not_durable(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HISTORY_BUCKET", "bucket-that-does-not-exist-yet")
+    lambda_function.reset()
+    event = _sqs_event([task_event(version=1), task_event(version=2)])
+    result = handler(event, None)
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(
+        r["messageId"] for r in event["Records"]
+    )
+    assert _scan("ECSTaskState") == {}  # state is never ahead of history
