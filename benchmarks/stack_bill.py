@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import meter  # noqa: E402
 from benchmarks.e2e import print_table, reference_handler  # noqa: E402
+from benchmarks.steady import PRICES, PRICES_AS_OF  # noqa: E402
 from stream_processor.config import Settings  # noqa: E402
 from stream_processor.core.events import Dataset  # noqa: E402
 from stream_processor.core.indexes import INDEX_SHARDS, indexes_of  # noqa: E402
@@ -78,32 +79,6 @@ from stream_processor.testing import (  # noqa: E402
 
 HOURS = 730  # a month, as AWS's calculator counts it
 KB, MB = 1024, 1024 * 1024
-
-#: us-east-1 list prices, read on AWS's pricing pages on this date (free tiers left out).
-PRICES_AS_OF = "2026-12-08"
-PRICES = {
-    "kinesis_stream_hour": 0.04,  # on-demand: per stream
-    "kinesis_gb_in": 0.08,  # on-demand, each record rounded up to 1 KB
-    "kinesis_gb_out": 0.04,  # on-demand, shared-throughput reads, the same rounding
-    "kinesis_shard_hour": 0.015,  # provisioned
-    "kinesis_million_put_units": 0.014,  # provisioned, 25 KB payload units
-    "lambda_gb_s_arm": 0.0000133334,
-    "lambda_gb_s_x86": 0.0000166667,
-    "lambda_million_requests": 0.20,
-    "dynamodb_million_wru": 0.625,  # on-demand
-    "dynamodb_million_rru": 0.125,
-    "dynamodb_gb_month": 0.25,
-    "s3_thousand_puts": 0.005,  # PUT, COPY, POST, LIST
-    "s3_thousand_gets": 0.0004,
-    "s3_gb_month": 0.023,
-    "cloudwatch_metric_month": 0.30,  # custom metric, prorated by the hour it is published
-    "cloudwatch_alarm_month": 0.10,  # standard resolution, per metric in the alarm
-    "cloudwatch_dashboard_month": 3.00,
-    "logs_gb_ingested": 0.50,
-    "logs_gb_month": 0.03,  # stored, compressed
-    "scheduler_million": 1.00,  # EventBridge Scheduler invocations
-    "sqs_million_requests": 0.40,  # standard queue, per 64 KB chunk
-}
 
 #: Assumed in-region round trips (p50) while the function waits, in milliseconds.
 LATENCY_MS = {"dynamodb": 6.0, "s3_put": 35.0, "s3_get": 15.0, "batch_get": 10.0}
@@ -137,14 +112,14 @@ class Stack:
     clusters: int = 1
     metrics: str = "nonzero"  # or "all" (every metric every batch, zeros too)
     dashboard: bool = False
-    #: "kinesis", or "sqs" (a design, not built: EventBridge to an SQS queue that the
-    #: function polls in batches: no fixed charge, $0.40 per million requests).
+    #: "kinesis", or "sqs" (`Transport=sqs`: EventBridge to an SQS queue the function
+    #: polls in batches: no fixed charge, $0.40 per million requests).
     transport: str = "kinesis"
 
     def label(self) -> str:
         return (
             (
-                "SQS queue (not built)"
+                "SQS queue (Transport=sqs)"
                 if self.transport == "sqs"
                 else f"{self.stream_mode.lower()} stream"
             )
@@ -557,8 +532,9 @@ def _batch_metrics(outcome: Any) -> dict[str, float]:
 
 
 def _lambda(requests: float, seconds: float, memory_mb: int, arch: str = "arm") -> float:
-    billed = seconds * memory_mb / 1024 * PRICES[f"lambda_gb_s_{arch}"]
-    return billed + requests * PRICES["lambda_million_requests"] / 1e6
+    rate = PRICES["lambda_per_gb_s" if arch == "arm" else "lambda_per_gb_s_x86"]
+    billed = seconds * memory_mb / 1024 * rate
+    return billed + requests * PRICES["lambda_per_million_requests"] / 1e6
 
 
 def _logs(bytes_: float) -> float:
@@ -592,19 +568,19 @@ def stack_month(
         requests += 2 * events / 10 + 5 * 3 * 60 * HOURS
         lines["SQS: requests"] = requests * PRICES["sqs_million_requests"] / 1e6
     elif stack.stream_mode == "ON_DEMAND":
-        lines["Kinesis: stream hours"] = HOURS * PRICES["kinesis_stream_hour"]
+        lines["Kinesis: stream hours"] = HOURS * PRICES["kinesis_per_stream_hour"]
         lines["Kinesis: data in and out"] = kb_rounded * (
-            PRICES["kinesis_gb_in"] + PRICES["kinesis_gb_out"]
+            PRICES["kinesis_per_gb_in"] + PRICES["kinesis_per_gb_out"]
         )
     else:
-        lines["Kinesis: shard hours"] = shards * HOURS * PRICES["kinesis_shard_hour"]
+        lines["Kinesis: shard hours"] = shards * HOURS * PRICES["kinesis_per_shard_hour"]
         units = sum(math.ceil(len(d) / (25 * KB)) for _, _, d in slice_.events) * k
-        lines["Kinesis: PUT payload units"] = units * PRICES["kinesis_million_put_units"] / 1e6
+        lines["Kinesis: PUT payload units"] = units * PRICES["kinesis_per_million_put_units"] / 1e6
     invocations = m.batches * k
     lines["Lambda: processor"] = _lambda(invocations, sum(m.durations) * k, stack.memory_mb)
-    lines["DynamoDB: state writes (item)"] = m.wru * k * PRICES["dynamodb_million_wru"] / 1e6
+    lines["DynamoDB: state writes (item)"] = m.wru * k * PRICES["dynamodb_per_million_wru"] / 1e6
     lines["DynamoDB: state writes (indexes)"] = (
-        m.index_wru * k * PRICES["dynamodb_million_wru"] / 1e6
+        m.index_wru * k * PRICES["dynamodb_per_million_wru"] / 1e6
     )
     live = slice_.tasks_per_day * 1.0  # tasks live a day on average
     item = statistics.fmean(m.item_bytes)
@@ -618,7 +594,7 @@ def stack_month(
         # unit at least each), and the few items past a threshold (none on a healthy fleet)
         rru = 0.5 * stack.clusters * (2 * INDEX_SHARDS + 1)
         batch_gets = 0
-    lines["DynamoDB: watchdog reads"] = rru * runs * PRICES["dynamodb_million_rru"] / 1e6
+    lines["DynamoDB: watchdog reads"] = rru * runs * PRICES["dynamodb_per_million_rru"] / 1e6
     # The crash-loop rule reads the history objects of its 15-minute window.
     window_objects = m.history_puts * 900 / slice_.seconds
     watchdog_s = (
@@ -639,7 +615,7 @@ def stack_month(
     lists = runs * math.ceil(day_objects / 2 / 1000 + 1e-9) + 20 * 30
     gets = window_objects * runs + day_objects * 2 * 30
     puts = m.history_puts * k + 20 * 30
-    lines["S3: requests"] = (puts + lists) * PRICES["s3_thousand_puts"] / 1000 + gets * PRICES[
+    lines["S3: requests"] = (puts + lists) * PRICES["s3_per_thousand_puts"] / 1000 + gets * PRICES[
         "s3_thousand_gets"
     ] / 1000
     history_gb = m.history_bytes * k / 1e9
@@ -704,7 +680,7 @@ def sample_month(slice_: Slice, client_cpu: dict[str, float]) -> tuple[dict[str,
     return {
         "Lambda: per event": _lambda(n * k, seconds * n * k, SAMPLE_MEMORY_MB, "x86"),
         "DynamoDB: get + put": (
-            wru * PRICES["dynamodb_million_wru"] + rru * PRICES["dynamodb_million_rru"]
+            wru * PRICES["dynamodb_per_million_wru"] + rru * PRICES["dynamodb_per_million_rru"]
         )
         * k
         / 1e6,
@@ -760,9 +736,9 @@ def floor(stack: Stack, facts: dict[str, Any]) -> dict[str, float]:
         if stack.transport == "sqs"
         else HOURS
         * (
-            PRICES["kinesis_stream_hour"]
+            PRICES["kinesis_per_stream_hour"]
             if stack.stream_mode == "ON_DEMAND"
-            else shards * PRICES["kinesis_shard_hour"]
+            else shards * PRICES["kinesis_per_shard_hour"]
         ),
     }
     if stack.transport == "sqs":
@@ -772,8 +748,13 @@ def floor(stack: Stack, facts: dict[str, Any]) -> dict[str, float]:
         runs, runs * 0.1, facts["watchdog_memory_mb"]
     ) + _lambda(30, 30 * 5, facts["maintenance_memory_mb"])
     lines["DynamoDB + S3 (scheduled reads)"] = (
-        runs * 0.5 * stack.clusters * (2 * INDEX_SHARDS + 1) * PRICES["dynamodb_million_rru"] / 1e6
-        + runs * 2 * PRICES["s3_thousand_puts"] / 1000
+        runs
+        * 0.5
+        * stack.clusters
+        * (2 * INDEX_SHARDS + 1)
+        * PRICES["dynamodb_per_million_rru"]
+        / 1e6
+        + runs * 2 * PRICES["s3_per_thousand_puts"] / 1000
     )
     watchdog_metrics = watchdog_metric_count(stack)
     lines["CloudWatch: metrics, alarms, dashboard"] = (
@@ -788,7 +769,7 @@ def floor(stack: Stack, facts: dict[str, Any]) -> dict[str, float]:
 
 def print_report(rows: list[dict[str, Any]], stack: Stack, facts: dict[str, Any]) -> None:
     print(
-        f"**Settings**: {stack.label()}. Prices: us-east-1 list prices of {PRICES_AS_OF}, "
+        f"**Settings**: {stack.label()}. Prices: {PRICES_AS_OF}, "
         f"a {HOURS}-hour month, free tiers left out.\n"
     )
     summary = []
@@ -854,6 +835,7 @@ def main() -> int:
         "--stream-mode", default=Stack.stream_mode, choices=("ON_DEMAND", "PROVISIONED")
     )
     parser.add_argument("--item-format", default=Stack.item_format, choices=("native", "compact"))
+    parser.add_argument("--transport", default=Stack.transport, choices=("kinesis", "sqs"))
     parser.add_argument(
         "--before", action="store_true", help="the template's defaults before issue 37"
     )
@@ -868,7 +850,12 @@ def main() -> int:
     stack = (
         BEFORE
         if args.before
-        else Stack(stream_mode=args.stream_mode, window_s=args.window, item_format=args.item_format)
+        else Stack(
+            stream_mode=args.stream_mode,
+            window_s=args.window,
+            item_format=args.item_format,
+            transport=args.transport,
+        )
     )
     facts = template_facts()
     client_cpu = request_cpu()
@@ -893,8 +880,11 @@ def main() -> int:
             ("every metric every batch", replace(stack, metrics="all")),
             ("512 MB (FunctionMemoryMB)", replace(stack, memory_mb=512)),
             ("watchdog reads every live task (before)", replace(stack, watchdog="every-live-task")),
-            ("design: SQS instead of a stream", replace(stack, transport="sqs")),
-            ("design: SQS, compact items", replace(stack, transport="sqs", item_format="compact")),
+            ("Transport=sqs (no stream)", replace(stack, transport="sqs")),
+            (
+                "Transport=sqs, compact items",
+                replace(stack, transport="sqs", item_format="compact"),
+            ),
         ]
         out = []
         for name, variant in levers:

@@ -60,20 +60,33 @@ from stream_processor.ingest.setup import ensure_all  # noqa: E402
 #: List prices, us-east-1, as AWS published them (DynamoDB on-demand since 2024-11-01;
 #: the rest 2025) and as this project knew them on 2026-12-02: not fetched live, check the
 #: pricing pages before relying on them.
+#: us-east-1 list prices, read on AWS's pricing pages on `PRICES_AS_OF` (free tiers left
+#: out): the one table every benchmark prices with.
 PRICES = {
     "dynamodb_per_million_wru": 0.625,  # on-demand write request units
     "dynamodb_per_million_rru": 0.125,  # on-demand read request units
+    "dynamodb_gb_month": 0.25,
     "lambda_per_gb_s": 0.0000133334,  # arm64
+    "lambda_per_gb_s_x86": 0.0000166667,
     "lambda_per_million_requests": 0.20,
-    "s3_per_thousand_puts": 0.005,  # S3 Standard PUT
-    "kinesis_per_gb_in": 0.08,  # on-demand data ingested
-    "kinesis_per_gb_out": 0.04,  # on-demand data retrieved
+    "s3_per_thousand_puts": 0.005,  # S3 Standard PUT, COPY, POST, LIST
+    "s3_thousand_gets": 0.0004,
+    "s3_gb_month": 0.023,
+    "kinesis_per_gb_in": 0.08,  # on-demand data ingested, each record rounded up to 1 KB
+    "kinesis_per_gb_out": 0.04,  # on-demand data retrieved (shared throughput), the same
     "kinesis_per_stream_hour": 0.04,  # on-demand
     "kinesis_per_shard_hour": 0.015,  # provisioned
     "kinesis_per_million_put_units": 0.014,  # provisioned, 25 KB payload units
+    "sqs_million_requests": 0.40,  # standard queue, per 64 KB chunk
+    "cloudwatch_metric_month": 0.30,  # custom metric, prorated by the hour it is published
+    "cloudwatch_alarm_month": 0.10,  # standard resolution, per metric in the alarm
+    "cloudwatch_dashboard_month": 3.00,
+    "logs_gb_ingested": 0.50,
+    "logs_gb_month": 0.03,  # stored, compressed
+    "scheduler_million": 1.00,  # EventBridge Scheduler invocations
 }
 PRICES_AS_OF = (
-    "us-east-1 list prices as of 2026-12-02 (DynamoDB on-demand $0.625/M WRU, $0.125/M RRU)"
+    "us-east-1 list prices as of 2026-12-08 (DynamoDB on-demand $0.625/M WRU, $0.125/M RRU)"
 )
 #: Lambda gives a function one full vCPU at 1,769 MB: CPU seconds cost at least this.
 GB_PER_VCPU = 1.769

@@ -26,6 +26,8 @@ def test_the_model_prices_the_templates_defaults() -> None:
     assert stack.item_format == parameters["StateItemFormat"]
     assert stack.watchdog_minutes == parameters["WatchdogMinutes"]
     assert stack.dashboard == (parameters["CreateDashboard"] == "true")
+    assert stack.transport == parameters["Transport"]
+    assert stack.watchdog == "may-be-stuck"  # the transit indexes are in the template
     assert parameters["ShardCount"] == 1 == shards_for(100_000, 5 * 1024)
     facts = template_facts()
     assert facts["alarm_metrics"] >= 14 and facts["dashboards"] == 1
