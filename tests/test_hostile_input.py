@@ -257,3 +257,61 @@ def test_fuzz_arbitrary_json_in_and_around_the_envelope(value: Any, detail_type:
         ):
             value.setdefault(key, val)
         _never_raises(json.dumps(envelope).encode())
+
+
+sqs_messages = st.lists(
+    st.fixed_dictionaries(
+        {
+            "messageId": st.one_of(st.uuids().map(str), st.text(max_size=8)),
+            "body": st.one_of(st.text(), st.none(), st.integers(), st.binary().map(repr)),
+            "attributes": st.one_of(
+                st.fixed_dictionaries(
+                    {
+                        "SentTimestamp": st.one_of(
+                            st.integers(0, 2**45).map(str), st.text(max_size=5)
+                        )
+                    }
+                ),
+                st.just({}),
+            ),
+            "eventSource": st.just("aws:sqs"),
+            "eventSourceARN": st.sampled_from(["arn:aws:sqs:us-east-1:1:ecs-events", "", "x"]),
+        }
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sqs_messages)
+def test_every_sqs_message_becomes_one_record_the_pipeline_accounts_for(
+    messages: list[dict[str, object]],
+) -> None:
+    """Transport=sqs: whatever a body holds (any text, lone surrogates, not text at all)
+    and whatever the ids and timestamps, each message is one record with a sequence
+    number that orders as an integer and names it back; the pipeline writes or
+    quarantines every one and raises nothing."""
+    from stream_processor.core.records import from_sqs_event, is_sqs_event
+
+    event = {"Records": messages}
+    assert is_sqs_event(event)
+    records, ids = from_sqs_event(event)
+    assert len(records) == len(messages)
+    assert all(r.sequence_number.isdigit() for r in records)
+    assert {ids[r.sequence_number] for r in records} <= {str(m["messageId"]) for m in messages}
+    quarantine = InMemoryQuarantine()
+    outcome = Pipeline(
+        Settings(), state=InMemoryStateStore(), history=InMemoryHistory(), quarantine=quarantine
+    ).process(records)
+    assert outcome.failed_from is None
+    assert outcome.records_in == len(messages)
+    assert outcome.events_decoded + outcome.quarantined == len(messages)
+
+
+def test_a_kinesis_or_malformed_event_is_not_an_sqs_batch() -> None:
+    from stream_processor.core.records import is_sqs_event
+
+    for event in ({}, {"Records": []}, {"Records": "x"}, {"Records": [1]},
+                  {"Records": [{"eventSource": "aws:kinesis"}]}):  # fmt: skip
+        assert not is_sqs_event(event)
