@@ -117,8 +117,8 @@ def sqs_sequence_number(sent_ms: object, message_id: object, position: int) -> s
     the number is the same on every delivery of the message. A message id that is not a
     UUID orders by its place in the batch."""
     # ASCII digits only: `isdigit` also accepts `¹`, which `int` refuses (the fuzzer's find).
-    ascii_digits = isinstance(sent_ms, str) and sent_ms.isascii() and sent_ms.isdigit()
-    sent = int(sent_ms) if ascii_digits else 0
+    text = sent_ms if isinstance(sent_ms, str) else ""
+    sent = int(text) if text.isascii() and text.isdigit() else 0
     try:
         tail = uuid.UUID(str(message_id)).int
     except ValueError:
