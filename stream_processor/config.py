@@ -9,8 +9,9 @@ a botocore `Config` ourselves.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 from stream_processor.core.events import SPECS, Dataset
 from stream_processor.core.items import ITEM_FORMATS, ItemPolicy
@@ -28,82 +29,247 @@ STATE_WRITE_MODES = ("put", "transact")
 STATE_ITEM_FORMATS = ITEM_FORMATS
 
 
+#: A value's problem, as the end of a sentence that starts with its variable's name
+#: ("must be >= 1"), or None when it is fine.
+Check = Callable[[object], "str | None"]
+
+
+def setting(default: object, env: str, meaning: str, *, check: Check | None = None) -> Any:
+    """One setting, declared once: its default, the environment variable that sets it, what
+    it means (the settings reference) and how it is validated (`Settings.__post_init__`).
+    Its type is the field's annotation, which `from_env` parses by."""
+    return field(default=default, metadata={"env": env, "meaning": meaning, "check": check})
+
+
+def _at_least(low: float) -> Check:
+    return lambda value: None if value >= low else f"must be >= {low:g}"  # type: ignore[operator]
+
+
+def _above(low: float) -> Check:
+    return lambda value: None if value > low else f"must be > {low:g}"  # type: ignore[operator]
+
+
+def _one_of(allowed: tuple[str, ...]) -> Check:
+    return lambda value: None if value in allowed else f"must be one of {allowed}"
+
+
+def _not_empty(value: object) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _prefix(value: object) -> str | None:
+    if value and not str(value).endswith("/"):
+        return f"must end with '/', got {value!r}"
+    return None
+
+
+def _boolean(text: str, env: str) -> bool:
+    word = text.strip().lower()
+    if word not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{env} must be true or false, got {word!r}")
+    return word in ("true", "1", "yes")
+
+
+def _number(kind: type[int] | type[float], what: str) -> Callable[[str, str], object]:
+    def parse(text: str, env: str) -> object:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{env} must be {what}, got {text!r}") from None
+
+    return parse
+
+
+#: A field's annotation → how its environment text is parsed.
+_PARSERS: dict[str, Callable[[str, str], object]] = {
+    "bool": _boolean,
+    "int": _number(int, "an integer"),
+    "float": _number(float, "a number"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the pipeline needs to know about where to write and how hard to try."""
 
-    task_state_table: str = "ECSTaskState"
-    container_instance_state_table: str = "ECSCtrInstanceState"
-    deployment_state_table: str = "ECSDeploymentState"
-    daemon_deployment_state_table: str = "ECSDaemonDeploymentState"
-    checkpoint_table: str = "stream-processor-checkpoints"
-    history_bucket: str = ""
-    history_prefix: str = "ecs-history/"
-    quarantine_prefix: str = "quarantine/"
-    state_write_concurrency: int = 16
-    state_write_mode: str = "put"
-    state_item_format: str = "native"
-    retry_mode: str = "standard"
-    max_attempts: int = 5
-    #: Days after a terminal state's event time at which DynamoDB may expire the item
-    #: (attribute `expiresAt`); 0 = never.
-    state_ttl_days: int = 0
-    #: Describe a resource from the ECS API when its versions show a gap, and write it.
-    reconcile_gaps: bool = False
-    #: Replace every `environment[].value` (task override environment variables) with
-    #: "***" before anything is stored: state, history, quarantine (`core.redaction`).
-    redact_environment: bool = True
-    #: Also replace every `command[]` element (container override commands) with "***".
-    redact_commands: bool = False
-    #: The longest one state or history request may take (a hung endpoint), in seconds.
-    request_timeout_s: float = 10.0
-    #: Rounds of retrying a batch's failed writes (the first attempt is round 1).
-    retry_rounds: int = 10
-    #: Lambda: the batch's work stops this long before the invocation would be killed, to
-    #: return `batchItemFailures` in time.
-    deadline_margin_s: float = 1.0
-    #: Keys whose stored order a consumer remembers, to skip writes the version guard would
-    #: refuse (redeliveries and late events: `core.known`); 0 = remember none.
-    known_keys: int = 20_000
-    #: The watchdog's clusters, comma-separated names or ARNs; empty = every cluster ECS
-    #: lists.
-    stuck_clusters: str = ""
-    #: The watchdog's threshold overrides: `PENDING=30m,DRAINING=2h` (`core.stuck`).
-    stuck_thresholds: str = ""
+    task_state_table: str = setting(
+        "ECSTaskState",
+        "TASK_STATE_TABLE",
+        "task state table (hash key `taskArn`, S)",
+        check=_not_empty,
+    )
+    container_instance_state_table: str = setting(
+        "ECSCtrInstanceState",
+        "CONTAINER_INSTANCE_STATE_TABLE",
+        "container-instance state table (hash key `containerInstanceArn`, S)",
+        check=_not_empty,
+    )
+    deployment_state_table: str = setting(
+        "ECSDeploymentState",
+        "DEPLOYMENT_STATE_TABLE",
+        "deployment state table (hash key `deploymentId`, S)",
+        check=_not_empty,
+    )
+    daemon_deployment_state_table: str = setting(
+        "ECSDaemonDeploymentState",
+        "DAEMON_DEPLOYMENT_STATE_TABLE",
+        "daemon deployment state table (hash key `daemonDeploymentArn`, S)",
+        check=_not_empty,
+    )
+    checkpoint_table: str = setting(
+        "stream-processor-checkpoints",
+        "CHECKPOINT_TABLE",
+        "`consume` only: shard checkpoints and leases",
+    )
+    history_bucket: str = setting(
+        "",
+        "HISTORY_BUCKET",
+        "bucket for history and quarantine",
+    )
+    history_prefix: str = setting(
+        "ecs-history/",
+        "HISTORY_PREFIX",
+        "prefix of the Parquet datasets",
+        check=_prefix,
+    )
+    quarantine_prefix: str = setting(
+        "quarantine/",
+        "QUARANTINE_PREFIX",
+        "prefix of the quarantine files",
+        check=_prefix,
+    )
+    state_write_concurrency: int = setting(
+        16,
+        "STATE_WRITE_CONCURRENCY",
+        ("DynamoDB requests in flight per batch (and the I/O engine's connections, + 4)"),
+        check=_at_least(1),
+    )
+    state_write_mode: str = setting(
+        "put",
+        "STATE_WRITE_MODE",
+        (
+            "`put`: one conditional `PutItem` per key; `transact`: up to 100 per "
+            "`TransactWriteItems` (2x write units, no gap detection)"
+        ),
+        check=_one_of(STATE_WRITE_MODES),
+    )
+    state_item_format: str = setting(
+        "native",
+        "STATE_ITEM_FORMAT",
+        (
+            "`native`: every detail attribute by name, nested as maps and lists; "
+            "`compact`: the typed fields by name and the whole detail zlib-compressed in "
+            "`_detailZlib`"
+        ),
+        check=_one_of(STATE_ITEM_FORMATS),
+    )
+    retry_mode: str = setting(
+        "standard",
+        "AWS_RETRY_MODE",
+        (
+            "botocore retry mode of the control-plane clients (Kinesis reads, "
+            "checkpoints, setup, reconcile, analytics)"
+        ),
+        check=_one_of(_RETRY_MODES),
+    )
+    max_attempts: int = setting(
+        5,
+        "AWS_MAX_ATTEMPTS",
+        "botocore attempts per control-plane request, first one included",
+        check=_at_least(1),
+    )
+    state_ttl_days: int = setting(
+        0,
+        "STATE_TTL_DAYS",
+        (
+            "> 0: terminal states (STOPPED task, INACTIVE/DEREGISTERED container "
+            "instance, completed/failed deployment) get `expiresAt` = event time + N "
+            "days, for DynamoDB TTL; history keeps everything"
+        ),
+        check=_at_least(0),
+    )
+    reconcile_gaps: bool = setting(
+        False,
+        "RECONCILE_GAPS",
+        (
+            "on a version gap, describe that resource from the ECS API and write it "
+            "through the version guard"
+        ),
+    )
+    redact_environment: bool = setting(
+        True,
+        "REDACT_ENVIRONMENT",
+        (
+            "replace every `environment[].value` (task override environment variables) "
+            "with `***` before anything is stored: state, history, quarantine (see "
+            "Security)"
+        ),
+    )
+    redact_commands: bool = setting(
+        False,
+        "REDACT_COMMANDS",
+        ("also replace every `command[]` element (container override commands) with `***`"),
+    )
+    request_timeout_s: float = setting(
+        10.0,
+        "REQUEST_TIMEOUT_SECONDS",
+        ("the longest one state or history request may take (cut further to the batch's deadline)"),
+        check=_above(0),
+    )
+    retry_rounds: int = setting(
+        10,
+        "RETRY_ROUNDS",
+        (
+            "rounds of retrying a batch's failed state and history writes (the first "
+            "attempt is round 1)"
+        ),
+        check=_at_least(1),
+    )
+    deadline_margin_s: float = setting(
+        1.0,
+        "DEADLINE_MARGIN_SECONDS",
+        (
+            "Lambda: stop the batch's work this long before the invocation would be "
+            "killed, to return `batchItemFailures` in time"
+        ),
+        check=_at_least(0),
+    )
+    known_keys: int = setting(
+        20_000,
+        "STATE_KNOWN_KEYS",
+        (
+            "keys whose stored `_order` a consumer remembers, so a redelivered or late "
+            "event the version guard would refuse is not sent (a failed conditional put "
+            "costs a full write); counted as stale (`state_skipped` in the batch log); ~8 "
+            "MiB at the default; `0` = off"
+        ),
+        check=_at_least(0),
+    )
+    stuck_clusters: str = setting(
+        "",
+        "STUCK_CLUSTERS",
+        ("the watchdog's clusters, comma-separated names or ARNs (empty: every cluster ECS lists)"),
+    )
+    stuck_thresholds: str = setting(
+        "",
+        "STUCK_THRESHOLDS",
+        (
+            "the watchdog's threshold overrides, e.g. `PENDING=30m,DRAINING=2h` "
+            "(`CRASH_LOOP=5/30m` too; see On call)"
+        ),
+    )
 
     def __post_init__(self) -> None:
-        for name in _TABLE_FIELDS.values():
-            if not getattr(self, name):
-                raise ConfigError(f"{name} must not be empty")
-        for name in ("history_prefix", "quarantine_prefix"):
-            value = getattr(self, name)
-            if value and not value.endswith("/"):
-                raise ConfigError(f"{name} must end with '/', got {value!r}")
-        if self.state_write_concurrency < 1:
-            raise ConfigError("STATE_WRITE_CONCURRENCY must be >= 1")
-        if self.state_write_mode not in STATE_WRITE_MODES:
-            raise ConfigError(f"STATE_WRITE_MODE must be one of {STATE_WRITE_MODES}")
-        if self.state_item_format not in STATE_ITEM_FORMATS:
-            raise ConfigError(f"STATE_ITEM_FORMAT must be one of {STATE_ITEM_FORMATS}")
+        for spec in fields(self):
+            check: Check | None = spec.metadata.get("check")
+            problem = check(getattr(self, spec.name)) if check else None
+            if problem:
+                raise ConfigError(f"{spec.metadata['env']} {problem}")
         if self.reconcile_gaps and self.state_write_mode != "put":
             raise ConfigError(
                 "RECONCILE_GAPS=true needs STATE_WRITE_MODE=put: gaps are detected from the "
                 "version each PutItem replaced, and TransactWriteItems returns none"
             )
-        if self.retry_mode not in _RETRY_MODES:
-            raise ConfigError(f"AWS_RETRY_MODE must be one of {_RETRY_MODES}")
-        if self.state_ttl_days < 0:
-            raise ConfigError("STATE_TTL_DAYS must be >= 0")
-        if self.max_attempts < 1:
-            raise ConfigError("AWS_MAX_ATTEMPTS must be >= 1")
-        if not self.request_timeout_s > 0:
-            raise ConfigError("REQUEST_TIMEOUT_SECONDS must be > 0")
-        if self.retry_rounds < 1:
-            raise ConfigError("RETRY_ROUNDS must be >= 1")
-        if not self.deadline_margin_s >= 0:
-            raise ConfigError("DEADLINE_MARGIN_SECONDS must be >= 0")
-        if self.known_keys < 0:
-            raise ConfigError("STATE_KNOWN_KEYS must be >= 0")
         self.stuck_limits()  # a bad STUCK_THRESHOLDS fails here, at the entry point
 
     def stuck_limits(self) -> dict[str, float]:
@@ -111,7 +277,7 @@ class Settings:
         from stream_processor.core.stuck import parse_overrides, thresholds
 
         parts = [p.strip() for p in self.stuck_thresholds.split(",") if p.strip()]
-        return thresholds(parse_overrides(parts, "STUCK_THRESHOLDS"))
+        return thresholds(parse_overrides(parts, ENV_NAMES["stuck_thresholds"]))
 
     def item_policy(self, clock: Callable[[], datetime] | None = None) -> ItemPolicy:
         """How every writer builds a state item (format, TTL, ingest instant)."""
@@ -134,143 +300,34 @@ class Settings:
     def require_bucket(self) -> str:
         """The history bucket, or a clear error when it was not configured."""
         if not self.history_bucket:
-            raise ConfigError("HISTORY_BUCKET is not set: the history and quarantine need a bucket")
+            raise ConfigError(
+                f"{ENV_NAMES['history_bucket']} is not set: the history and quarantine need a "
+                "bucket"
+            )
         return self.history_bucket
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
-        """Build settings from environment variables; explicit overrides (CLI flags) win."""
+        """Build settings from environment variables; explicit overrides (CLI flags) win.
+        Each value is parsed by its field's type, and an error names the variable."""
         values: dict[str, object] = {}
-        for field_name, env_name in ENV_NAMES.items():
-            if env_name in env and env[env_name] != "":
-                values[field_name] = env[env_name]
+        for spec in fields(cls):
+            name = spec.metadata["env"]
+            if name in env and env[name] != "":
+                values[spec.name] = env[name]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for flag in ("reconcile_gaps", "redact_environment", "redact_commands"):
-            if flag in values and isinstance(values[flag], str):
-                text = str(values[flag]).strip().lower()
-                if text not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ConfigError(f"{ENV_NAMES[flag]} must be true or false, got {text!r}")
-                values[flag] = text in ("true", "1", "yes")
-        numbers = {
-            "request_timeout_s": (float, "a number"),
-            "deadline_margin_s": (float, "a number"),
-            "state_write_concurrency": (int, "an integer"),
-            "max_attempts": (int, "an integer"),
-            "state_ttl_days": (int, "an integer"),
-            "retry_rounds": (int, "an integer"),
-            "known_keys": (int, "an integer"),
-        }
-        for name, (kind, what) in numbers.items():
-            if name in values:
-                try:
-                    values[name] = kind(str(values[name]))
-                except ValueError:
-                    raise ConfigError(
-                        f"{ENV_NAMES[name]} must be {what}, got {values[name]!r}"
-                    ) from None
+        for spec in fields(cls):
+            value = values.get(spec.name)
+            if isinstance(value, str) and spec.type in _PARSERS:
+                values[spec.name] = _PARSERS[spec.type](value, spec.metadata["env"])
         return cls(**values)  # type: ignore[arg-type]
 
 
-#: Settings field → environment variable. The infra template sets exactly these names.
-ENV_NAMES: dict[str, str] = {
-    "task_state_table": "TASK_STATE_TABLE",
-    "container_instance_state_table": "CONTAINER_INSTANCE_STATE_TABLE",
-    "deployment_state_table": "DEPLOYMENT_STATE_TABLE",
-    "daemon_deployment_state_table": "DAEMON_DEPLOYMENT_STATE_TABLE",
-    "checkpoint_table": "CHECKPOINT_TABLE",
-    "history_bucket": "HISTORY_BUCKET",
-    "history_prefix": "HISTORY_PREFIX",
-    "quarantine_prefix": "QUARANTINE_PREFIX",
-    "state_write_concurrency": "STATE_WRITE_CONCURRENCY",
-    "state_write_mode": "STATE_WRITE_MODE",
-    "state_item_format": "STATE_ITEM_FORMAT",
-    "retry_mode": "AWS_RETRY_MODE",
-    "max_attempts": "AWS_MAX_ATTEMPTS",
-    "state_ttl_days": "STATE_TTL_DAYS",
-    "reconcile_gaps": "RECONCILE_GAPS",
-    "redact_environment": "REDACT_ENVIRONMENT",
-    "redact_commands": "REDACT_COMMANDS",
-    "request_timeout_s": "REQUEST_TIMEOUT_SECONDS",
-    "retry_rounds": "RETRY_ROUNDS",
-    "deadline_margin_s": "DEADLINE_MARGIN_SECONDS",
-    "stuck_clusters": "STUCK_CLUSTERS",
-    "stuck_thresholds": "STUCK_THRESHOLDS",
-    "known_keys": "STATE_KNOWN_KEYS",
-}
-
-
-#: What each setting means, by field: the settings reference (docs/reference/settings.md)
-#: is rendered from this, `ENV_NAMES` and the defaults.
-DESCRIPTIONS: dict[str, str] = {
-    "task_state_table": "task state table (hash key `taskArn`, S)",
-    "container_instance_state_table": (
-        "container-instance state table (hash key `containerInstanceArn`, S)"
-    ),
-    "deployment_state_table": "deployment state table (hash key `deploymentId`, S)",
-    "daemon_deployment_state_table": (
-        "daemon deployment state table (hash key `daemonDeploymentArn`, S)"
-    ),
-    "checkpoint_table": "`consume` only: shard checkpoints and leases",
-    "history_bucket": "bucket for history and quarantine",
-    "history_prefix": "prefix of the Parquet datasets",
-    "quarantine_prefix": "prefix of the quarantine files",
-    "state_write_concurrency": (
-        "DynamoDB requests in flight per batch (and the I/O engine's connections, + 4)"
-    ),
-    "state_item_format": (
-        "`native`: every detail attribute by name, nested as maps and lists; `compact`: the "
-        "typed fields by name and the whole detail zlib-compressed in `_detailZlib`"
-    ),
-    "state_write_mode": (
-        "`put`: one conditional `PutItem` per key; `transact`: up to 100 per "
-        "`TransactWriteItems` (2x write units, no gap detection)"
-    ),
-    "request_timeout_s": (
-        "the longest one state or history request may take (cut further to the batch's deadline)"
-    ),
-    "retry_rounds": (
-        "rounds of retrying a batch's failed state and history writes (the first attempt is "
-        "round 1)"
-    ),
-    "deadline_margin_s": (
-        "Lambda: stop the batch's work this long before the invocation would be killed, to "
-        "return `batchItemFailures` in time"
-    ),
-    "retry_mode": (
-        "botocore retry mode of the control-plane clients (Kinesis reads, checkpoints, setup,"
-        " reconcile, analytics)"
-    ),
-    "max_attempts": "botocore attempts per control-plane request, first one included",
-    "state_ttl_days": (
-        "> 0: terminal states (STOPPED task, INACTIVE/DEREGISTERED container instance, "
-        "completed/failed deployment) get `expiresAt` = event time + N days, for DynamoDB "
-        "TTL; history keeps everything"
-    ),
-    "reconcile_gaps": (
-        "on a version gap, describe that resource from the ECS API and write it through the "
-        "version guard"
-    ),
-    "redact_environment": (
-        "replace every `environment[].value` (task override environment variables) with `***`"
-        " before anything is stored: state, history, quarantine (see Security)"
-    ),
-    "redact_commands": (
-        "also replace every `command[]` element (container override commands) with `***`"
-    ),
-    "known_keys": (
-        "keys whose stored `_order` a consumer remembers, so a redelivered or late event the "
-        "version guard would refuse is not sent (a failed conditional put costs a full "
-        "write); counted as stale (`state_skipped` in the batch log); ~8 MiB at the default; "
-        "`0` = off"
-    ),
-    "stuck_clusters": (
-        "the watchdog's clusters, comma-separated names or ARNs (empty: every cluster ECS lists)"
-    ),
-    "stuck_thresholds": (
-        "the watchdog's threshold overrides, e.g. `PENDING=30m,DRAINING=2h` "
-        "(`CRASH_LOOP=5/30m` too; see On call)"
-    ),
-}
+#: Settings field → environment variable, and → what it means (the settings reference,
+#: docs/reference/settings.md, is rendered from these and the defaults): views of the one
+#: declaration of each setting above, kept for their readers.
+ENV_NAMES: dict[str, str] = {spec.name: spec.metadata["env"] for spec in fields(Settings)}
+DESCRIPTIONS: dict[str, str] = {spec.name: spec.metadata["meaning"] for spec in fields(Settings)}
 #: Variables read outside `Settings` (name, default, meaning).
 OTHER_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("LOG_LEVEL", "INFO", "Lambda only: `INFO` logs one JSON line of counts per batch"),

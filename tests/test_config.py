@@ -41,7 +41,7 @@ def test_environment_and_overrides() -> None:
     [
         ({"STATE_WRITE_CONCURRENCY": "many"}, "STATE_WRITE_CONCURRENCY must be an integer"),
         ({"STATE_WRITE_CONCURRENCY": "0"}, "STATE_WRITE_CONCURRENCY must be >= 1"),
-        ({"HISTORY_PREFIX": "no-slash"}, "history_prefix must end with '/'"),
+        ({"HISTORY_PREFIX": "no-slash"}, "HISTORY_PREFIX must end with '/'"),
         ({"AWS_RETRY_MODE": "yolo"}, "AWS_RETRY_MODE must be one of"),
         ({"STATE_WRITE_MODE": "batch"}, "STATE_WRITE_MODE must be one of"),
         (
@@ -69,3 +69,22 @@ def test_every_setting_has_an_environment_name_and_a_meaning() -> None:
     assert [n for n in names if n not in ENV_NAMES] == []
     assert [n for n in names if n not in DESCRIPTIONS] == []
     assert len(set(ENV_NAMES.values())) == len(ENV_NAMES)  # no variable sets two fields
+
+
+def test_each_setting_is_declared_once_with_its_variable_meaning_and_parse() -> None:
+    """Issue 38: the field's declaration is the one home of its default, variable, meaning
+    and validation; a typed field's bad text names its variable; a state table's field
+    (the dataset registry's) refuses to be empty."""
+    from stream_processor.config import _TABLE_FIELDS
+
+    for spec in dataclasses.fields(Settings):
+        assert set(spec.metadata) == {"env", "meaning", "check"}, spec.name
+        assert spec.metadata["meaning"], spec.name
+        env = spec.metadata["env"]
+        if spec.type in ("int", "float", "bool"):
+            with pytest.raises(ConfigError, match=f"^{env} must be"):
+                Settings.from_env({env: "not-a-value"})
+    for name in _TABLE_FIELDS.values():
+        env = next(s.metadata["env"] for s in dataclasses.fields(Settings) if s.name == name)
+        with pytest.raises(ConfigError, match=f"^{env} must not be empty"):
+            Settings(**{name: ""})  # type: ignore[arg-type]
