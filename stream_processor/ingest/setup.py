@@ -24,7 +24,9 @@ def ensure_all(settings: Settings, *, stream: str, shards: int, region: str) -> 
             table,
             key_field,
             indexes=[i.definition() for i in indexes_of(dataset)],
-            retired=LEGACY_INDEXES[dataset],
+            # A dataset added after issue 19 had no index to retire (issue 38: indexing
+            # this table per dataset raised KeyError for any dataset added later).
+            retired=LEGACY_INDEXES.get(dataset, ()),
         )
     ensure_table(ddb, settings.checkpoint_table, STREAM_KEY, SHARD_KEY)
     ensure_bucket(s3_client(settings), bucket, region)

@@ -212,3 +212,15 @@ def test_progress_is_reported_per_page() -> None:
 
     report = reindex(Pages(), [Dataset.TASK], page_size=5, progress=progress)
     assert seen == [5, 10, 15] and report.resume is None
+
+
+def test_setup_makes_the_tables_of_a_dataset_the_old_layout_never_had(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 38: a state dataset added after issue 19 is not in `LEGACY_INDEXES`; `setup`
+    creates its table with its indexes instead of raising `KeyError`."""
+    from stream_processor.core.indexes import LEGACY_INDEXES
+
+    monkeypatch.delitem(LEGACY_INDEXES, Dataset.DAEMON_DEPLOYMENT)
+    made = ensure_all(settings, stream="ecs-events", shards=1, region="us-east-1")
+    assert settings.daemon_deployment_state_table in made["tables"]  # type: ignore[operator]
