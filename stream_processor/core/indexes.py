@@ -6,8 +6,9 @@
 - deployments by service (`service-deployment`);
 - what may be stuck, by when it began (`task-transit`: tasks starting or stopping, since
   their `createdAt` or `stoppingAt`; `deployment-transit`: deployments in progress, since
-  their last update). Sparse: only an item in such a state has the `_transit` and
-  `_since` attributes, so the watchdog reads the entries older than its shortest
+  their last update). Sparse: only an item in such a state has `_since` (and a
+  deployment `_transit`, its cluster; a task is keyed by its `_cluster`), so the watchdog
+  reads the entries older than its shortest
   threshold and nothing else, instead of every live task every run (issue 37: at 100,000
   tasks a day that was $112 a month of reads). A task enters it when it starts (1 write
   unit), leaves it when it runs (1), enters again when it stops and leaves when it has
@@ -33,8 +34,8 @@ queries the shards concurrently. Deployments are keyed by their service ARN alon
 service never starts deployments at that rate.
 
 Items written before the transit indexes join them on their next write (a task or a
-deployment changes state within minutes; one already stuck at the upgrade is found by
-`stream-processor stuck`'s own reads, not by the watchdog, until its next event).
+deployment changes state within minutes; one already stuck at the upgrade is listed by
+neither `stream-processor stuck` nor the watchdog until its next event).
 
 Items written before this layout (indexes `cluster-status`, `service-status`,
 `service-order`, attributes `_status`, `_service`) join these indexes on their next write,
